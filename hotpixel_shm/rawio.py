@@ -1,0 +1,389 @@
+"""Read camera raw files (via the optional rawpy/LibRaw) as one-channel mosaics.
+
+A raw file is read as LibRaw's *visible* raw area, ``raw_image_visible``: one
+value per photosite, shape ``(height, width, 1)`` uint16, no demosaic, no
+black subtraction, no white balance, no orientation. Coordinates are column
+``x`` and row ``y``, 0-based, in that array -- the frame of dcraw's ``-P``
+bad-pixel file and of RawTherapee's ``.badpixels`` (both count from the first
+visible photosite, after LibRaw's/dcraw's left and top margins).
+
+rawpy is an optional extra (``pip install 'hotpixel_shm[raw]'``). Without it
+this module still imports; every read raises ``SkipFile`` with the install
+hint, so a run over a mixed folder skips the raw files and goes on.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import SkipFile
+
+__all__ = [
+    "RAW_EXTENSIONS", "INSTALL_HINT", "RawInfo", "have_rawpy", "is_raw_path",
+    "probe_raw", "read_raw", "colour_name",
+]
+
+#: File name extensions (lower case) of the raw formats LibRaw reads.
+RAW_EXTENSIONS = frozenset({
+    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2",
+    ".raf", ".orf", ".rw2", ".rwl", ".pef", ".ptx", ".srw", ".3fr", ".fff",
+    ".iiq", ".mef", ".mos", ".mrw", ".x3f", ".erf", ".kdc", ".dcr", ".raw",
+    ".gpr",
+})
+
+#: The skip reason when rawpy is missing.
+INSTALL_HINT = "raw file support needs rawpy: pip install 'hotpixel_shm[raw]'"
+
+
+def _rawpy():
+    """The rawpy module, or ``SkipFile`` with the install hint."""
+    try:
+        import rawpy
+    except ImportError:
+        raise SkipFile(INSTALL_HINT) from None
+    return rawpy
+
+
+def have_rawpy() -> bool:
+    """Whether raw files can be read here (rawpy imports).
+
+    Returns
+    -------
+    bool
+    """
+    try:
+        _rawpy()
+    except SkipFile:
+        return False
+    return True
+
+
+def is_raw_path(path) -> bool:
+    """Whether ``path`` names a raw file, judged by its extension only.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    bool
+    """
+    return os.path.splitext(os.fspath(path))[1].lower() in RAW_EXTENSIONS
+
+
+@dataclass
+class RawInfo:
+    """What a raw file is, read from its header.
+
+    ``shape``, ``make``, ``model`` and ``colour_desc`` come from LibRaw's
+    header parse (no pixel data read). ``cfa``, ``pattern``, ``black_level``
+    and ``white_level`` need LibRaw to unpack the file (rawpy exposes them
+    only then), so they are read on first use -- one decode of this file --
+    and kept.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    shape : tuple
+        ``(height, width, 1)`` of the visible raw area.
+    dtype : str
+        Always ``"uint16"``.
+    make, model : str or None
+        Camera make and model from the file's TIFF/CR3/RAF header, None if
+        not found.
+    colour_desc : str
+        LibRaw's colour letters, indexed by CFA colour index (e.g. ``"RGBG"``:
+        0 red, 1 green, 2 blue, 3 second green).
+    cfa : numpy.ndarray
+        ``(height, width)`` uint8 colour index of every visible photosite
+        (LibRaw's ``raw_colors_visible``).
+    pattern : numpy.ndarray
+        The smallest repeating tile of colour indices (2x2 Bayer, 6x6
+        X-Trans), anchored at the raw image's top-left photosite
+        (``raw_pattern``); ``cfa`` is the one to index with ``(y, x)``.
+    black_level : list of int
+        Black level per colour index (``black_level_per_channel``).
+    white_level : int
+        Saturation level (``white_level``).
+    """
+
+    path: str
+    shape: Tuple[int, int, int]
+    dtype: str
+    make: Optional[str]
+    model: Optional[str]
+    colour_desc: str
+    _detail: Optional[dict] = field(default=None, repr=False, compare=False)
+
+    def _load(self) -> dict:
+        if self._detail is None:
+            self._detail = _read_detail(self.path, self.shape)
+        return self._detail
+
+    @property
+    def cfa(self) -> np.ndarray:
+        return self._load()["cfa"]
+
+    @property
+    def pattern(self) -> np.ndarray:
+        return self._load()["pattern"]
+
+    @property
+    def black_level(self) -> List[int]:
+        return self._load()["black_level"]
+
+    @property
+    def white_level(self) -> int:
+        return self._load()["white_level"]
+
+
+def _libraw_reason(exc, rawpy, stage: str, path: str) -> str:
+    """A one-line, human reason for a LibRaw failure."""
+    msg = exc.args[0] if exc.args else ""
+    if isinstance(msg, bytes):
+        msg = msg.decode("utf-8", "replace")
+    if isinstance(exc, rawpy.LibRawFileUnsupportedError):
+        return "not a raw file LibRaw can read (unsupported format, or not a raw file)"
+    if isinstance(exc, rawpy.LibRawIOError):
+        if stage == "open":
+            if not os.path.exists(path):
+                return "no such file"
+            try:
+                if os.path.getsize(path) == 0:
+                    return "empty file"
+            except OSError:
+                pass
+            return "cannot read the raw file (missing, unreadable or truncated header)"
+        return "truncated or corrupt raw data (LibRaw: input/output error while decoding)"
+    if isinstance(exc, rawpy.LibRawDataError):
+        return "corrupt raw data (LibRaw reported data errors)"
+    if isinstance(exc, (rawpy.LibRawTooBigError, rawpy.LibRawUnsufficientMemoryError)):
+        return "raw image too big to decode in memory"
+    return f"LibRaw cannot decode it: {msg or type(exc).__name__}"
+
+
+def _open(path: str, unpack: bool):
+    """An open rawpy.RawPy (caller closes it), or ``SkipFile``."""
+    rawpy = _rawpy()
+    raw = rawpy.RawPy()
+    stage = "open"
+    try:
+        raw.open_file(path)
+        if unpack:
+            stage = "unpack"
+            raw.unpack()
+    except rawpy.LibRawError as exc:
+        raw.close()
+        raise SkipFile(_libraw_reason(exc, rawpy, stage, path)) from None
+    except OSError as exc:  # rawpy turns positive LibRaw codes (errno) into OSError
+        raw.close()
+        raise SkipFile(f"cannot read the raw file: {exc.strerror or exc}") from None
+    return raw
+
+
+def _flat_or_skip(raw, rawpy) -> None:
+    """Raise ``SkipFile`` for raws with no one-value-per-photosite mosaic."""
+    if raw.raw_type != rawpy.RawType.Flat:
+        raise SkipFile("not a mosaic raw (Foveon, sRAW/mRAW or linear DNG): "
+                       "photosite defects need the undemosaiced sensor data")
+
+
+def probe_raw(path) -> RawInfo:
+    """Read a raw file's header: size, make, model, colours.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The raw file.
+
+    Returns
+    -------
+    RawInfo
+        ``cfa``, ``pattern``, ``black_level`` and ``white_level`` are read
+        lazily (they need one decode of the file).
+
+    Raises
+    ------
+    SkipFile
+        rawpy missing (the reason says how to install it), or the file is not
+        a raw file LibRaw reads, or is corrupt.
+
+    Notes
+    -----
+    LibRaw's ``open_file`` parses the metadata without decoding pixels; that
+    is all this function asks of it. Make and model are read from the file's
+    own header because rawpy does not expose LibRaw's.
+    """
+    path = os.fspath(path)
+    raw = _open(path, unpack=False)
+    try:
+        s = raw.sizes
+        desc = raw.color_desc
+        shape = (int(s.height), int(s.width), 1)
+    finally:
+        raw.close()
+    if shape[0] == 0 or shape[1] == 0:
+        raise SkipFile("LibRaw found no image in this raw file")
+    make, model = _header_make_model(path)
+    desc = desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)
+    return RawInfo(path=path, shape=shape, dtype="uint16", make=make, model=model,
+                   colour_desc=desc.rstrip("\0"))
+
+
+def _read_detail(path: str, shape) -> dict:
+    """CFA, pattern and levels of a raw file (one unpack)."""
+    rawpy = _rawpy()
+    raw = _open(path, unpack=True)
+    try:
+        _flat_or_skip(raw, rawpy)
+        try:
+            cfa = np.array(raw.raw_colors_visible, dtype=np.uint8)
+            pattern = np.array(raw.raw_pattern, dtype=np.uint8)
+        except NotImplementedError:
+            raise SkipFile("unsupported colour filter layout (LibRaw filters code)") from None
+        black = [int(v) for v in raw.black_level_per_channel]
+        white = int(raw.white_level)
+    finally:
+        raw.close()
+    if tuple(cfa.shape) != tuple(shape[:2]):
+        raise SkipFile(f"CFA size {cfa.shape} differs from the image size {tuple(shape[:2])}")
+    return {"cfa": cfa, "pattern": pattern, "black_level": black, "white_level": white}
+
+
+def read_raw(path, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Decode a raw file's visible photosites, one value each.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The raw file.
+    out : numpy.ndarray, optional
+        Preallocated ``(height, width, 1)`` uint16 array to fill (and return).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width, 1)`` uint16: LibRaw's ``raw_image_visible``, values
+        as stored (black level not subtracted).
+
+    Raises
+    ------
+    SkipFile
+        rawpy missing, unreadable/corrupt file, a non-mosaic raw, or a size
+        that differs from ``out``'s.
+    """
+    path = os.fspath(path)
+    if out is not None and (out.ndim != 3 or out.shape[2] != 1 or out.dtype != np.uint16):
+        raise ValueError(f"out must be a (height, width, 1) uint16 array, got {out.dtype} {out.shape}")
+    rawpy = _rawpy()
+    raw = _open(path, unpack=True)
+    try:
+        _flat_or_skip(raw, rawpy)
+        visible = raw.raw_image_visible
+        if visible.ndim != 2:
+            raise SkipFile("not a mosaic raw: LibRaw returned more than one value per photosite")
+        h, w = visible.shape
+        if out is None:
+            # copy now: the view dies with the LibRaw handle closed below
+            out = np.empty((h, w, 1), dtype=np.uint16)
+        elif tuple(out.shape[:2]) != (h, w):
+            raise SkipFile(f"raw size {w}x{h} differs from the other files' "
+                           f"{out.shape[1]}x{out.shape[0]}")
+        np.copyto(out[:, :, 0], visible)
+    finally:
+        raw.close()
+    return out
+
+
+def colour_name(info: RawInfo, x: int, y: int) -> str:
+    """The filter colour over photosite ``(x, y)``: ``"R"``, ``"G"``, ``"B"``...
+
+    Parameters
+    ----------
+    info : RawInfo
+        From ``probe_raw``.
+    x, y : int
+        Column and row in the visible raw area.
+
+    Returns
+    -------
+    str
+        The ``colour_desc`` letter of the photosite's colour index (LibRaw's
+        second green, index 3 in ``"RGBG"``, is ``"G"``).
+    """
+    index = int(info.cfa[y, x])
+    desc = info.colour_desc or "RGBG"
+    return desc[index] if index < len(desc) else "?"
+
+
+# ----------------------------------------------------------------------------
+# Make and model from the file header (rawpy does not expose LibRaw's)
+# ----------------------------------------------------------------------------
+
+_HEADER_BYTES = 1 << 18  # IFD0 and the CR3 CMT1 box sit near the start
+
+
+def _clean(value: bytes) -> Optional[str]:
+    text = value.split(b"\0", 1)[0].decode("latin-1").strip()
+    return text or None
+
+
+def _tiff_make_model(buf: bytes, base: int = 0) -> Tuple[Optional[str], Optional[str]]:
+    """Make (271) and Model (272) from IFD0 of a TIFF-structured header.
+
+    Accepts the TIFF variants raw formats use: magic 42 (DNG, CR2, NEF, ARW,
+    PEF, SRW), ``RO``/``RS`` (ORF) and 0x55 (RW2).
+    """
+    if len(buf) < base + 8:
+        return None, None
+    order = buf[base:base + 2]
+    if order == b"II":
+        e = "<"
+    elif order == b"MM":
+        e = ">"
+    else:
+        return None, None
+    ifd = struct.unpack_from(e + "I", buf, base + 4)[0] + base
+    if ifd + 2 > len(buf):
+        return None, None
+    count = struct.unpack_from(e + "H", buf, ifd)[0]
+    found = {}
+    for i in range(min(count, 512)):
+        pos = ifd + 2 + 12 * i
+        if pos + 12 > len(buf):
+            break
+        tag, typ, n = struct.unpack_from(e + "HHI", buf, pos)
+        if tag in (271, 272) and typ == 2:
+            if n <= 4:
+                found[tag] = buf[pos + 8:pos + 8 + n]
+            else:
+                off = struct.unpack_from(e + "I", buf, pos + 8)[0] + base
+                found[tag] = buf[off:off + n]
+    return (_clean(found[271]) if 271 in found else None,
+            _clean(found[272]) if 272 in found else None)
+
+
+def _header_make_model(path: str) -> Tuple[Optional[str], Optional[str]]:
+    """Camera make and model from a raw file's header, or ``(None, None)``."""
+    try:
+        with open(path, "rb") as f:
+            buf = f.read(_HEADER_BYTES)
+    except OSError:
+        return None, None
+    try:
+        if buf.startswith(b"FUJIFILMCCD-RAW"):
+            # RAF: fixed header, 32-byte model string at offset 28
+            return "FUJIFILM", _clean(buf[28:60])
+        if buf[4:8] == b"ftyp":
+            # CR3 (ISO media): the CMT1 box holds a TIFF header with IFD0
+            at = buf.find(b"CMT1")
+            return _tiff_make_model(buf, at + 4) if at >= 4 else (None, None)
+        return _tiff_make_model(buf)
+    except struct.error:
+        return None, None
