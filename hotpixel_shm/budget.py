@@ -1,0 +1,1038 @@
+"""How much CPU and memory the run may use, and the plan that fits in it.
+
+Two jobs, both without starting a process:
+
+* *Resources*: CPUs this process may run on (affinity, capped by a cgroup CPU
+  quota) and the memory it may still take (``psutil``'s available memory,
+  capped by the limit of every memory cgroup the process is in, v1 or v2,
+  minus what that cgroup already uses), plus the free space of the
+  shared-memory filesystem.
+* *Plan*: :func:`make_plan` turns an image shape, a file count, a CPU count
+  and a memory budget into the number of worker processes and the
+  accumulator tier, using the documented :func:`memory_model`.  It is a pure
+  function so that it can be tested with tables.
+
+Sizes use binary units: ``K``, ``M``, ``G`` and ``T`` are powers of 1024.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+
+from . import tiers
+from .errors import HotPixelError, PlanError
+
+__all__ = [
+    "parse_size", "format_bytes", "usable_cpus", "available_memory", "shm_free",
+    "Resources", "detect_resources", "DEFAULT_BUDGET_FRACTION", "Plan",
+    "memory_model", "make_plan", "accumulator_nbytes", "decode_bytes",
+    "WORKER_BASELINE_BYTES", "PARENT_BASELINE_BYTES", "WORKER_SCRATCH_BYTES",
+    "MERGE_SCRATCH_BYTES", "SEGMENT_ALIGN",
+]
+
+_KIB = 1024
+_MIB = 1024 ** 2
+_GIB = 1024 ** 3
+
+#: Default ``--memory-budget`` as a fraction of the available memory.  The
+#: remaining quarter is left for the operating system and other programs, for
+#: the page cache that keeps the photos being read, and for the error of the
+#: memory model (allocator fragmentation, libraries that differ by version).
+DEFAULT_BUDGET_FRACTION = 0.75
+
+#: Private memory of one worker interpreter before any image: a process started
+#: with the ``spawn`` method that imported numpy, Pillow, simplejpeg, rawpy,
+#: psutil and this package measured 37 MiB RSS (32 MiB PSS) with numpy 2.4,
+#: Pillow 13, Python 3.11 on Linux; 64 MiB leaves room for the engine's own
+#: modules and other library versions.
+WORKER_BASELINE_BYTES = 64 * _MIB
+
+#: The parent interpreter before any image: numpy, scipy.ndimage, Pillow,
+#: psutil, tqdm, rawpy and this package measured 57 MiB RSS (52 MiB PSS); 96 MiB
+#: leaves room for the command line, exports and the list of files.
+PARENT_BASELINE_BYTES = 96 * _MIB
+
+#: Temporaries of a worker's accumulator update, which works in blocks of rows.
+WORKER_SCRATCH_BYTES = 16 * _MIB
+
+#: Temporaries of the parent's chunked merge and finalisation.
+MERGE_SCRATCH_BYTES = 32 * _MIB
+
+#: Every array of an accumulator segment starts on a 64-byte boundary (a cache line).
+SEGMENT_ALIGN = 64
+
+# cgroup v1 says "no limit" with 2**63-1 rounded down to a page
+# (9223372036854771712); anything this large is no limit at all.
+_UNLIMITED = 1 << 60
+
+# shm_free() when the platform has no shared-memory filesystem to ask.
+_NO_SHM_LIMIT = 1 << 62
+
+_DEFAULT_PROC = "/proc"
+_DEFAULT_CGROUP = "/sys/fs/cgroup"
+
+_UNITS = {"": 1, "B": 1, "K": _KIB, "M": _MIB, "G": _GIB, "T": 1024 ** 4}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------- sizes
+
+def parse_size(text: str) -> int:
+    """Parse a memory size such as ``"1.5G"``, ``"800M"``, ``"2GiB"`` or ``"1000000"``.
+
+    Parameters
+    ----------
+    text : str
+        A non-negative number, optionally followed by a unit ``K``, ``M``,
+        ``G`` or ``T`` (any case, optionally followed by ``B`` or ``iB``) or
+        ``B``.  Spaces around the number and unit are allowed.
+
+    Returns
+    -------
+    int
+        The size in bytes, rounded to the nearest byte.
+
+    Raises
+    ------
+    HotPixelError
+        If the text is not a size.
+
+    Notes
+    -----
+    The units are binary whatever their spelling: ``K`` = 1024,
+    ``M`` = 1024**2, ``G`` = 1024**3, ``T`` = 1024**4 bytes, so ``"1GB"``,
+    ``"1G"`` and ``"1GiB"`` are all 1073741824 bytes.  Memory is sold and
+    reported by operating systems in these units.
+    """
+    if not isinstance(text, str):
+        raise HotPixelError(f"memory size must be text like '1.5G', got {text!r}")
+    m = _SIZE_RE.match(text)
+    if m is None or (m.group(3) and not m.group(2) and m.group(3).lower() != "b"):
+        raise HotPixelError(
+            f"cannot read {text!r} as a memory size; write a number of bytes or a "
+            f"number with a unit K, M, G or T (powers of 1024), e.g. '1.5G' or '800M'")
+    number, unit, _suffix = m.groups()
+    return int(round(float(number) * _UNITS[unit.upper()]))
+
+
+def format_bytes(n: int) -> str:
+    """Format a byte count for people, in binary units with three significant digits.
+
+    Parameters
+    ----------
+    n : int
+        Bytes (may be negative).
+
+    Returns
+    -------
+    str
+        E.g. ``"512 B"``, ``"812 MiB"``, ``"1.50 GiB"``, ``"23.5 GiB"``.
+    """
+    n = int(n)
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    if n < _KIB:
+        return f"{sign}{n} B"
+    units = ("KiB", "MiB", "GiB", "TiB", "PiB")
+    value = float(n)
+    for i, unit in enumerate(units):
+        value /= 1024.0
+        # Move up a unit when rounding would print 1024 of this one.
+        if round(value) < 1024 or i == len(units) - 1:
+            break
+    # Three significant digits; rounding may carry into the next decade.
+    if round(value, 2) < 10:
+        text = f"{value:.2f}"
+    elif round(value, 1) < 100:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.0f}"
+    return f"{sign}{text} {unit}"
+
+
+# ------------------------------------------------------------------- cgroups
+
+@dataclass(frozen=True)
+class _Hierarchy:
+    """Where one cgroup hierarchy puts this process."""
+
+    version: int          # 1 or 2
+    group: str            # the group path, as in /proc/self/cgroup
+    dirs: tuple           # the group's directory, then its parents up to the mount point
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _read_int(path):
+    """An integer file, or None when missing, ``max`` or unreadable."""
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _read_stat(path, *keys):
+    """The first of ``keys`` found in a ``memory.stat`` file, or 0."""
+    text = _read_text(path)
+    if not text:
+        return 0
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            found[parts[0]] = int(parts[1])
+    for key in keys:
+        if key in found:
+            return found[key]
+    return 0
+
+
+def _unescape_mount(field):
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _parse_mountinfo(proc_root):
+    """Cgroup mounts as ``(fstype, superoptions, root, mount_point)``."""
+    text = _read_text(os.path.join(proc_root, "self", "mountinfo"))
+    mounts = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if sep < 5 or len(fields) < sep + 2:
+            continue
+        fstype = fields[sep + 1]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        superopts = set(fields[sep + 3].split(",")) if len(fields) > sep + 3 else set()
+        mounts.append((fstype, superopts, _unescape_mount(fields[3]), _unescape_mount(fields[4])))
+    return mounts, text is not None
+
+
+def _rebase(mount_point, cgroup_root):
+    """Move a mount point found in mountinfo under ``cgroup_root`` (for tests and chroots)."""
+    if cgroup_root == _DEFAULT_CGROUP:
+        return mount_point
+    if mount_point == _DEFAULT_CGROUP or mount_point.startswith(_DEFAULT_CGROUP + "/"):
+        return cgroup_root + mount_point[len(_DEFAULT_CGROUP):]
+    return mount_point
+
+
+def _group_dirs(mount_root, mount_point, group):
+    """The group's directory and its parents up to the mount point.
+
+    Inside a container the mount's root is often the container's own group
+    (mountinfo root ``/docker/abc`` while /proc/self/cgroup says
+    ``/docker/abc``): the path is then taken relative to that root.  A group
+    outside the mount's root cannot be reached; the mount point, the closest
+    group we can see, stands in for it.
+    """
+    root = "/" + mount_root.strip("/")
+    group = "/" + group.strip("/")
+    if root == "/":
+        rel = group.strip("/")
+    elif group == root or group.startswith(root + "/"):
+        rel = group[len(root):].strip("/")
+    else:
+        rel = ""
+    parts = [p for p in rel.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        parts = []
+    dirs = []
+    for i in range(len(parts), -1, -1):
+        dirs.append(os.path.join(mount_point, *parts[:i]))
+    return tuple(dirs)
+
+
+def _hierarchies(controller, proc_root, cgroup_root):
+    """Every hierarchy (v1 for ``controller``, and v2) this process is placed in."""
+    text = _read_text(os.path.join(proc_root, "self", "cgroup"))
+    if not text:
+        return []
+    mounts, have_mountinfo = _parse_mountinfo(proc_root)
+    if not have_mountinfo:
+        # No mount table to read: assume the usual layout under cgroup_root.
+        mounts = [("cgroup2", set(), "/", cgroup_root)]
+        try:
+            names = sorted(os.listdir(cgroup_root))
+        except OSError:
+            names = []
+        for name in names:
+            if controller in name.split(","):
+                mounts.append(("cgroup", {controller}, "/", os.path.join(cgroup_root, name)))
+        rebase = False
+    else:
+        rebase = True
+    found = []
+    for line in text.splitlines():
+        parts = line.strip().split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, group = parts
+        if hid == "0" and ctrls == "":
+            version, fstype = 2, "cgroup2"
+        elif controller in ctrls.split(","):
+            version, fstype = 1, "cgroup"
+        else:
+            continue
+        candidates = [m for m in mounts
+                      if m[0] == fstype and (version == 2 or controller in m[1])]
+        if not candidates:
+            continue
+
+        def _covers(m):
+            root = "/" + m[2].strip("/")
+            g = "/" + group.strip("/")
+            return root == "/" or g == root or g.startswith(root + "/")
+        # A bind mount of the group itself is the most direct view of it.
+        covering = sorted((m for m in candidates if _covers(m)), key=lambda m: -len(m[2]))
+        _, _, mroot, mpoint = (covering or candidates)[0]
+        if rebase:
+            mpoint = _rebase(mpoint, cgroup_root)
+        found.append(_Hierarchy(version, group, _group_dirs(mroot, mpoint, group)))
+    return found
+
+
+def _cgroup_cpu_limit(proc_root, cgroup_root):
+    """Smallest CPU quota (in CPUs, rounded up) over the process's groups and parents."""
+    best, where = None, None
+    for h in _hierarchies("cpu", proc_root, cgroup_root):
+        for d in h.dirs:
+            if h.version == 2:
+                text = _read_text(os.path.join(d, "cpu.max"))
+                if not text:
+                    continue
+                parts = text.split()
+                if len(parts) < 1 or parts[0] == "max":
+                    continue
+                try:
+                    quota = int(parts[0])
+                    period = int(parts[1]) if len(parts) > 1 else 100_000
+                except ValueError:
+                    continue
+            else:
+                quota = _read_int(os.path.join(d, "cpu.cfs_quota_us"))
+                period = _read_int(os.path.join(d, "cpu.cfs_period_us"))
+                if quota is None or period is None:
+                    continue
+            if quota <= 0 or period <= 0:
+                continue        # -1 (v1) means no quota
+            cpus = max(1, math.ceil(quota / period))
+            if best is None or cpus < best:
+                best, where = cpus, f"cgroup v{h.version} quota {quota}/{period} at {d}"
+    return best, where
+
+
+def _cpus_with_reason(proc_root=_DEFAULT_PROC, cgroup_root=_DEFAULT_CGROUP):
+    try:
+        n = len(os.sched_getaffinity(0))
+        how = "CPU affinity"
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+        how = "CPU count"
+    quota, where = _cgroup_cpu_limit(proc_root, cgroup_root)
+    if quota is not None and quota < n:
+        return quota, f"{quota} CPU(s): {how} allows {n}, capped by {where}"
+    return max(1, n), f"{max(1, n)} CPU(s) by {how}" + ("" if quota is None else f" (cgroup quota allows {quota})")
+
+
+def usable_cpus(*, proc_root="/proc", cgroup_root="/sys/fs/cgroup") -> int:
+    """Number of CPUs this process may use.
+
+    Parameters
+    ----------
+    proc_root, cgroup_root : str, optional
+        Where to find ``self/cgroup`` and ``self/mountinfo``, and the cgroup
+        filesystem (other values serve tests and chroots).
+
+    Returns
+    -------
+    int
+        ``len(os.sched_getaffinity(0))`` (``os.cpu_count()`` where affinity is
+        not available), capped by the tightest CPU quota of the process's
+        cgroup and its parents: v2 ``cpu.max`` (``"max 100000"`` is no quota,
+        ``"200000 100000"`` is 2 CPUs), v1 ``cpu.cfs_quota_us`` /
+        ``cpu.cfs_period_us``.  A fractional quota is rounded up; at least 1.
+    """
+    return _cpus_with_reason(proc_root, cgroup_root)[0]
+
+
+def _cgroup_memory_free(proc_root, cgroup_root):
+    """``(free bytes or None, explanation lines)`` over the groups and parents."""
+    best, lines = None, []
+    for h in _hierarchies("memory", proc_root, cgroup_root):
+        limited = False
+        for d in h.dirs:
+            if h.version == 2:
+                limits = [v for v in (_read_int(os.path.join(d, "memory.max")),
+                                      _read_int(os.path.join(d, "memory.high"))) if v is not None]
+                limit = min(limits) if limits else None
+                usage = _read_int(os.path.join(d, "memory.current"))
+                cache = _read_stat(os.path.join(d, "memory.stat"), "inactive_file")
+            else:
+                limit = _read_int(os.path.join(d, "memory.limit_in_bytes"))
+                usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
+                # usage_in_bytes covers the whole subtree, so does total_*.
+                cache = _read_stat(os.path.join(d, "memory.stat"), "total_inactive_file", "inactive_file")
+            if limit is None or limit >= _UNLIMITED:
+                continue
+            limited = True
+            used = max(0, (usage or 0) - cache)
+            free = max(0, limit - used)
+            lines.append(
+                f"cgroup v{h.version} {d}: limit {format_bytes(limit)}, in use {format_bytes(usage or 0)}"
+                + (f" of which {format_bytes(cache)} is reclaimable file cache" if cache else "")
+                + f" -> {format_bytes(free)} free")
+            if best is None or free < best:
+                best = free
+        if not limited and h.dirs and os.path.isdir(h.dirs[0]):
+            if h.version == 1 or os.path.exists(os.path.join(h.dirs[0], "memory.current")):
+                lines.append(f"cgroup v{h.version} memory group {h.group}: no limit")
+    return best, lines
+
+
+def available_memory(*, proc_root="/proc", cgroup_root="/sys/fs/cgroup") -> tuple:
+    """Memory this process can still take, and why.
+
+    Parameters
+    ----------
+    proc_root, cgroup_root : str, optional
+        Where to find ``self/cgroup`` and ``self/mountinfo``, and the cgroup
+        filesystem (other values serve tests and chroots).
+
+    Returns
+    -------
+    bytes : int
+        ``psutil.virtual_memory().available``, but never more than what the
+        process's memory cgroup, or any of its parents, still allows.
+    explanation : str
+        One sentence per source, for ``--plan`` and the log.
+
+    Notes
+    -----
+    The process's own group is found from ``/proc/self/cgroup`` and located
+    on disk with ``/proc/self/mountinfo`` (the mount's root matters inside
+    containers, where the mount often shows the container's group as its
+    root).  For each group from the process's own up to the mount point,
+    free = limit - (usage - inactive file cache); the inactive file cache
+    (mostly the photos just read) is dropped by the kernel before it runs
+    out of memory, as the kubelet's "working set" also assumes.  Limits:
+    v2 ``memory.max`` and ``memory.high`` (over ``high`` the kernel throttles
+    the group hard) with ``memory.current``; v1 ``memory.limit_in_bytes``
+    with ``memory.usage_in_bytes``, where a huge number such as
+    9223372036854771712 means no limit.
+    """
+    avail = int(psutil.virtual_memory().available)
+    cg, lines = _cgroup_memory_free(proc_root, cgroup_root)
+    parts = [f"the system reports {format_bytes(avail)} available"] + lines
+    if cg is not None and cg < avail:
+        parts.append(f"the cgroup is the tighter bound: {format_bytes(cg)}")
+        return cg, "; ".join(parts)
+    return avail, "; ".join(parts)
+
+
+def shm_free(path="/dev/shm") -> int:
+    """Free bytes of the shared-memory filesystem.
+
+    Parameters
+    ----------
+    path : str, optional
+        Its mount point.
+
+    Returns
+    -------
+    int
+        ``f_bavail * f_frsize`` of ``os.statvfs(path)``; a very large number
+        (2**62) when the path does not exist or cannot be asked, as on
+        systems whose shared memory is not a filesystem.
+    """
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return _NO_SHM_LIMIT
+    return int(st.f_bavail) * int(st.f_frsize)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the machine gives this run.
+
+    Attributes
+    ----------
+    cpus : int
+        From :func:`usable_cpus`.
+    available_bytes : int
+        From :func:`available_memory`.
+    shm_free_bytes : int
+        From :func:`shm_free`.
+    notes : tuple of str
+        Human-readable explanations of the three numbers.
+    """
+
+    cpus: int
+    available_bytes: int
+    shm_free_bytes: int
+    notes: tuple
+
+    def default_budget(self) -> int:
+        """``DEFAULT_BUDGET_FRACTION`` of the available memory, in bytes."""
+        return int(self.available_bytes * DEFAULT_BUDGET_FRACTION)
+
+
+def detect_resources(**roots) -> Resources:
+    """Detect CPUs, available memory and free shared memory.
+
+    Parameters
+    ----------
+    **roots
+        ``proc_root`` and ``cgroup_root`` as for :func:`available_memory`,
+        ``shm_path`` as ``path`` of :func:`shm_free`.
+
+    Returns
+    -------
+    Resources
+    """
+    unknown = set(roots) - {"proc_root", "cgroup_root", "shm_path"}
+    if unknown:
+        raise TypeError(f"detect_resources() got unexpected arguments {sorted(unknown)}")
+    proc_root = roots.get("proc_root", _DEFAULT_PROC)
+    cgroup_root = roots.get("cgroup_root", _DEFAULT_CGROUP)
+    shm_path = roots.get("shm_path", "/dev/shm")
+    cpus, cpu_note = _cpus_with_reason(proc_root, cgroup_root)
+    avail, mem_note = available_memory(proc_root=proc_root, cgroup_root=cgroup_root)
+    shm = shm_free(shm_path)
+    shm_note = (f"shared memory: {format_bytes(shm)} free in {shm_path}" if shm < _NO_SHM_LIMIT
+                else f"shared memory: {shm_path} cannot be asked; assuming no separate limit")
+    return Resources(cpus, avail, shm, (cpu_note, f"memory: {mem_note}", shm_note))
+
+
+# ------------------------------------------------------------- memory model
+
+def _shape3(shape):
+    try:
+        dims = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise HotPixelError(f"image shape must be (height, width[, channels]), got {shape!r}") from None
+    if len(dims) == 2:
+        dims = dims + (1,)
+    if len(dims) != 3 or min(dims) < 1 or dims[2] > 4:
+        raise HotPixelError(f"image shape must be (height, width[, channels<=4]) of positive sizes, got {shape!r}")
+    return dims
+
+
+def _sample_dtype(sample_dtype):
+    try:
+        dt = np.dtype(sample_dtype)
+    except TypeError:
+        raise HotPixelError(f"sample dtype must be uint8 or uint16, got {sample_dtype!r}") from None
+    if dt not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise HotPixelError(f"sample dtype must be uint8 or uint16, got {dt}")
+    return dt
+
+
+def _check_tier(tier):
+    if tier not in tiers.TIERS:
+        raise HotPixelError(f"unknown accumulator tier {tier!r}; expected one of {', '.join(tiers.TIERS)}")
+
+
+def _align(n):
+    return -(-n // SEGMENT_ALIGN) * SEGMENT_ALIGN
+
+
+def accumulator_nbytes(shape, sample_dtype, tier) -> int:
+    """Bytes of one accumulator (one worker's shared-memory segment).
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(height, width)`` or ``(height, width, channels)``.
+    sample_dtype : dtype-like
+        ``uint8`` or ``uint16``.
+    tier : str
+        One of ``tiers.TIERS``.
+
+    Returns
+    -------
+    int
+        ``tiers.HEADER_BYTES`` plus each array of ``tiers.fields`` rounded up
+        to a multiple of ``SEGMENT_ALIGN`` bytes, so that every array starts
+        on a cache line.
+    """
+    h, w, c = _shape3(shape)
+    dt = _sample_dtype(sample_dtype)
+    _check_tier(tier)
+    values = h * w * c
+    return tiers.HEADER_BYTES + sum(_align(values * d.itemsize) for _, d in tiers.fields(tier, dt))
+
+
+def decode_bytes(shape, sample_dtype) -> int:
+    """Worst-case transient memory of decoding one image (compressed file excluded).
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(height, width)`` or ``(height, width, channels)``.
+    sample_dtype : dtype-like
+        ``uint8`` or ``uint16``.
+
+    Returns
+    -------
+    int
+        The decoder's own image plus twice the decoded array.
+
+    Notes
+    -----
+    Pillow keeps RGB, RGBA and LA images at 4 bytes per pixel and L at 1;
+    16-bit greyscale is ``I;16`` (2 bytes) in recent Pillow but ``I``
+    (4 bytes) in older ones, so 4 is assumed.  Multi-channel 16-bit images
+    come from raw or TIFF readers (LibRaw works on 4 x 16 bits per pixel):
+    8 bytes.  Converting to numpy goes through ``Image.tobytes()``, which
+    joins a list of chunks: the chunks and the joined copy both live for a
+    moment, hence twice the array.  Measured on a 6000 x 4000 image with
+    Pillow 13: RGB JPEG 230 MiB over the baseline (model: 229 MiB), L JPEG
+    69 MiB (model: 69 MiB), 16-bit PNG 139 MiB (model: 183 MiB); simplejpeg
+    needs only the file and one array (82 MiB for the RGB JPEG).
+    """
+    h, w, c = _shape3(shape)
+    dt = _sample_dtype(sample_dtype)
+    pixels = h * w
+    if dt == np.uint8:
+        per_pixel = 1 if c == 1 else 4
+    else:
+        per_pixel = 4 if c == 1 else 8
+    return pixels * per_pixel + 2 * pixels * c * dt.itemsize
+
+
+def _result_bytes(values, tier):
+    # float64 and float32 finish in place, in worker 0's segment (or the
+    # serial accumulator); the others need new mean and variance arrays.
+    if tier in ("float64", "float32"):
+        return 0
+    return 2 * values * tiers.result_dtype(tier).itemsize
+
+
+def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_parent_bytes=0) -> tuple:
+    """Planned peak memory of a run, by part.
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(height, width)`` or ``(height, width, channels)`` of every image.
+    sample_dtype : dtype-like
+        ``uint8`` or ``uint16``.
+    tier : str
+        Accumulator tier, one of ``tiers.TIERS``.
+    workers : int
+        Worker processes; 1 means the serial path in the parent process.
+    max_file_bytes : int, optional
+        Size of the largest compressed file (read whole into memory).
+    extra_parent_bytes : int, optional
+        Memory the parent needs on top of the model, e.g. the detection
+        working set.
+
+    Returns
+    -------
+    shm_per_worker : int
+        Shared-memory segment of each worker (0 for the serial path, whose
+        accumulator is private memory).
+    bytes_per_worker : int
+        Everything one worker adds: segment, interpreter baseline, decoding,
+        the compressed file, scratch.  For the serial path, what the work
+        adds to the parent (accumulator, decoding, file, scratch).
+    parent_bytes : int
+        Parent interpreter, result arrays, merge scratch, extra.
+    total : int
+        ``workers * bytes_per_worker + parent_bytes``.
+
+    Notes
+    -----
+    With ``values = height * width * channels``::
+
+        segment  = accumulator_nbytes(shape, dtype, tier)
+        worker   = segment + WORKER_BASELINE_BYTES + decode_bytes(shape, dtype)
+                   + max_file_bytes + WORKER_SCRATCH_BYTES
+        results  = 0 for float64/float32 (finished in place in worker 0's
+                   segment), else 2 * values * result itemsize
+        parent   = PARENT_BASELINE_BYTES + results + MERGE_SCRATCH_BYTES
+                   + extra_parent_bytes
+        total    = workers * worker + parent
+
+    The serial path (1 worker) has no second interpreter: it adds
+    ``segment + decode + file + scratch`` to the parent.  Every part is
+    counted at its peak as if all peaks coincided, so the sum is an upper
+    bound of the measured peak (proportional set size, shared memory
+    counted once).
+    """
+    h, w, c = _shape3(shape)
+    dt = _sample_dtype(sample_dtype)
+    _check_tier(tier)
+    workers = int(workers)
+    if workers < 1:
+        raise HotPixelError(f"workers must be at least 1, got {workers}")
+    if max_file_bytes < 0 or extra_parent_bytes < 0:
+        raise HotPixelError("max_file_bytes and extra_parent_bytes must not be negative")
+    values = h * w * c
+    segment = accumulator_nbytes((h, w, c), dt, tier)
+    work = segment + decode_bytes((h, w, c), dt) + int(max_file_bytes) + WORKER_SCRATCH_BYTES
+    parent = PARENT_BASELINE_BYTES + _result_bytes(values, tier) + MERGE_SCRATCH_BYTES + int(extra_parent_bytes)
+    if workers == 1:
+        return 0, work, parent, work + parent
+    per_worker = work + WORKER_BASELINE_BYTES
+    return segment, per_worker, parent, workers * per_worker + parent
+
+
+# ---------------------------------------------------------------------- plan
+
+_TIER_WORDS = {
+    "exact": "exact (integer sums)",
+    "float64": "float64 (double precision)",
+    "float32": "float32 (single precision)",
+    "float16": "float16 (half precision, compact)",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the run will use the machine: worker count, accumulator tier, memory.
+
+    Attributes
+    ----------
+    workers : int
+        Worker processes; 1 is the serial path in the parent process.
+    tier : str
+        Accumulator tier (``tiers.TIERS``).
+    sample_dtype : str
+        ``"uint8"`` or ``"uint16"``.
+    shape : tuple
+        ``(height, width, channels)``.
+    n_files : int
+        Photos to read.
+    images_per_worker : int
+        ``ceil(n_files / workers)``; the engine caps each worker at
+        ``tiers.max_images(tier, sample_dtype)``.
+    shm_bytes_per_worker, bytes_per_worker, parent_bytes, total_bytes : int
+        As returned by :func:`memory_model`.
+    budget_bytes : int
+        The memory budget the plan was made for.
+    reasons : tuple of str
+        Why this plan, one sentence each.
+    """
+
+    workers: int
+    tier: str
+    sample_dtype: str
+    shape: tuple
+    n_files: int
+    images_per_worker: int
+    shm_bytes_per_worker: int
+    bytes_per_worker: int
+    parent_bytes: int
+    total_bytes: int
+    budget_bytes: int
+    reasons: tuple
+
+    @property
+    def fits(self) -> bool:
+        """Whether the planned peak is within the budget."""
+        return self.total_bytes <= self.budget_bytes
+
+    def describe(self) -> str:
+        """Multi-line text for the console and ``--plan``.
+
+        Returns
+        -------
+        str
+        """
+        h, w, c = self.shape
+        bits = 8 if self.sample_dtype == "uint8" else 16
+        procs = "serial, in this process" if self.workers == 1 else f"{self.workers} worker processes"
+        lines = [
+            f"Plan: {self.n_files} photo(s) of {w} x {h} pixels, {c} channel(s), {bits}-bit; "
+            f"{procs}; {_TIER_WORDS[self.tier]} accumulators",
+        ]
+        if self.workers > 1:
+            lines += [
+                f"  shared memory per worker : {format_bytes(self.shm_bytes_per_worker)}",
+                f"  memory per worker        : {format_bytes(self.bytes_per_worker)}"
+                " (accumulator, interpreter, decoding one photo)",
+            ]
+        else:
+            lines.append(f"  accumulator and decoding : {format_bytes(self.bytes_per_worker)}")
+        lines += [
+            f"  main process             : {format_bytes(self.parent_bytes)}",
+            f"  planned peak             : {format_bytes(self.total_bytes)} of a "
+            f"{format_bytes(self.budget_bytes)} budget",
+            "Why:",
+        ]
+        lines += [f"  - {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """The plan as JSON-ready built-in types.
+
+        Returns
+        -------
+        dict
+        """
+        return {
+            "workers": self.workers, "tier": self.tier, "sample_dtype": self.sample_dtype,
+            "shape": list(self.shape), "n_files": self.n_files,
+            "images_per_worker": self.images_per_worker,
+            "shm_bytes_per_worker": self.shm_bytes_per_worker,
+            "bytes_per_worker": self.bytes_per_worker, "parent_bytes": self.parent_bytes,
+            "total_bytes": self.total_bytes, "budget_bytes": self.budget_bytes,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    workers: int
+    tier: str
+    per_worker_images: int
+    model: tuple              # memory_model(...)
+    shm_ok: bool
+
+    @property
+    def total(self):
+        return self.model[3]
+
+
+def _why_not(cand, dt, budget, shm_free_bytes):
+    """Why a candidate was not taken, in words."""
+    bits = 8 * dt.itemsize
+    if not tiers.supports(cand.tier, dt):
+        return f"not offered for {bits}-bit photos"
+    limit = tiers.max_images(cand.tier, dt)
+    if cand.per_worker_images > limit:
+        return (f"it stays accurate for at most {limit} photos per worker process, "
+                f"this run has {cand.per_worker_images} per worker")
+    if not cand.shm_ok:
+        return (f"{cand.workers} workers would need {cand.workers} x {format_bytes(cand.model[0])} "
+                f"of shared memory, only {format_bytes(shm_free_bytes)} is free")
+    return f"it would need {format_bytes(cand.total)}, over the {format_bytes(budget)} budget"
+
+
+def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None, tier=None, force=False,
+              max_file_bytes=0, shm_free_bytes=None, extra_parent_bytes=0) -> Plan:
+    """Choose the worker count and accumulator tier that fit the memory budget.
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(height, width)`` or ``(height, width, channels)`` of the photos.
+    sample_dtype : dtype-like
+        ``uint8`` or ``uint16``.
+    n_files : int
+        Number of photos.
+    cpus : int
+        Usable CPUs (:func:`usable_cpus`).
+    budget_bytes : int
+        Memory the run may take.
+    workers : int, optional
+        Worker count asked for by the user; chosen automatically when None.
+    tier : str, optional
+        Accumulator tier asked for by the user; chosen automatically when None.
+    force : bool, optional
+        Return a plan even when it exceeds ``budget_bytes`` (the smallest
+        one that respects the other constraints), with a reason saying so.
+    max_file_bytes, extra_parent_bytes : int, optional
+        See :func:`memory_model`.
+    shm_free_bytes : int, optional
+        Free shared memory; the segments of all workers must fit in it.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    PlanError
+        When the requested tier is not offered for the sample dtype or does
+        not stay accurate for that many photos per worker, when the shared
+        memory does not hold the segments, or when no plan fits the budget
+        and ``force`` is false (the message gives the bytes the smallest plan
+        needs and the budget).
+    HotPixelError
+        On invalid arguments.
+
+    Notes
+    -----
+    Automatic choice: ``workers = min(cpus, n_files)`` (at least 1); then the
+    most accurate tier of ``tiers.ACCURACY_ORDER`` that is offered for the
+    dtype, whose ``tiers.max_images`` covers ``ceil(n_files / workers)`` and
+    whose total fits the budget and the shared memory; if none does, the same
+    with one worker fewer, down to 1.  Parallelism is given up before
+    accuracy only when no tier fits at all.  A worker count or tier given by
+    the user is kept; more workers than photos is reduced to the photo count.
+    ``force`` never overrides the accuracy limits (results would be wrong) nor
+    the shared-memory space (a worker touching a page beyond it is killed by
+    SIGBUS); it only lets a plan exceed the budget.
+    """
+    dims = _shape3(shape)
+    dt = _sample_dtype(sample_dtype)
+    n_files, cpus, budget = int(n_files), int(cpus), int(budget_bytes)
+    if n_files < 0:
+        raise HotPixelError(f"n_files must not be negative, got {n_files}")
+    if cpus < 1:
+        raise HotPixelError(f"cpus must be at least 1, got {cpus}")
+    if budget <= 0:
+        raise HotPixelError(f"the memory budget must be positive, got {budget}")
+    if workers is not None and int(workers) < 1:
+        raise HotPixelError(f"workers must be at least 1, got {workers}")
+    if tier is not None:
+        _check_tier(tier)
+    bits = 8 * dt.itemsize
+    h, w, c = dims
+    reasons = []
+
+    # --- which worker counts may be tried
+    if workers is None:
+        top = max(1, min(cpus, n_files))
+        counts = list(range(top, 0, -1))
+        if n_files < cpus:
+            first_reason = f"at most {top} worker process(es): {cpus} CPUs usable but only {n_files} photo(s)"
+        else:
+            first_reason = f"up to {top} worker process(es): {cpus} CPU(s) usable for {n_files} photos"
+    else:
+        asked = int(workers)
+        count = asked
+        if asked > max(1, n_files):
+            count = max(1, n_files)
+            reasons.append(f"{asked} workers were asked for but there are only {n_files} photo(s): "
+                           f"using {count}")
+        elif asked > cpus:
+            reasons.append(f"{asked} workers as asked, on {cpus} CPU(s): they will share the cores")
+        counts = [count]
+        first_reason = None
+
+    # --- which tiers may be tried
+    if tier is not None:
+        if not tiers.supports(tier, dt):
+            raise PlanError(
+                f"the {tier} tier is not offered for {bits}-bit photos: float16 has an 11-bit "
+                f"significand and cannot hold {bits}-bit values exactly; choose float32 or better")
+        tier_list = [tier]
+    else:
+        tier_list = list(tiers.ACCURACY_ORDER)
+
+    # --- evaluate every candidate, most preferred first
+    cands = []
+    for k in counts:
+        per = -(-n_files // k)
+        for t in tier_list:
+            if not tiers.supports(t, dt):
+                model, shm_ok = (0, 0, 0, 0), True
+            else:
+                model = memory_model(dims, dt, t, k, max_file_bytes=max_file_bytes,
+                                     extra_parent_bytes=extra_parent_bytes)
+                shm_ok = shm_free_bytes is None or k == 1 or k * model[0] <= shm_free_bytes
+            cands.append(_Candidate(k, t, per, model, shm_ok))
+
+    def _accurate(cand):
+        return tiers.supports(cand.tier, dt) and cand.per_worker_images <= tiers.max_images(cand.tier, dt)
+
+    valid = [x for x in cands if _accurate(x)]
+    if not valid:
+        x = cands[0]
+        limit = tiers.max_images(x.tier, dt)
+        raise PlanError(
+            f"the {x.tier} tier stays accurate for at most {limit} photos per worker process, but "
+            f"{n_files} photos over {x.workers} worker(s) is {x.per_worker_images} per worker; "
+            f"use more workers or a tier that allows more photos (float64)")
+    usable = [x for x in valid if x.shm_ok]
+    if not usable:
+        x = valid[-1]
+        raise PlanError(
+            f"the shared memory cannot hold the accumulators: {x.workers} workers x "
+            f"{format_bytes(x.model[0])} = {format_bytes(x.workers * x.model[0])} needed, "
+            f"{format_bytes(shm_free_bytes)} free; use fewer workers, or enlarge /dev/shm")
+    fitting = [x for x in usable if x.total <= budget]
+    over = False
+    if fitting:
+        chosen = fitting[0]
+    elif force:
+        chosen = min(usable, key=lambda x: x.total)
+        over = True
+    else:
+        smallest = min(usable, key=lambda x: x.total)
+        raise PlanError(
+            f"no plan fits the memory budget: the smallest ({smallest.workers} worker(s), "
+            f"{smallest.tier} accumulators) needs {format_bytes(smallest.total)} "
+            f"({smallest.total} bytes) and the budget is {format_bytes(budget)} ({budget} bytes). "
+            f"Raise --memory-budget if the machine has the memory, or use photos of lower "
+            f"resolution or fewer photos per run")
+
+    # --- explain the choice
+    if first_reason is not None:
+        reasons.append(first_reason)
+    bpv = tiers.bytes_per_value(chosen.tier, dt)
+    tier_text = f"{_TIER_WORDS[chosen.tier]} accumulators ({bpv} bytes per subpixel)"
+    if over and len(usable) > 1:
+        reasons.append(f"{chosen.workers} worker(s) and {tier_text}: the smallest plan allowed, "
+                       f"since none fits the budget")
+    elif over:
+        reasons.append(f"{chosen.workers} worker(s) and {tier_text}, as asked")
+    else:
+        if workers is None and chosen.workers < counts[0]:
+            more = [x for x in usable if x.workers > chosen.workers]
+            if more:
+                smallest = min(more, key=lambda x: x.total)
+                reasons.append(
+                    f"{chosen.workers} worker(s) instead of {counts[0]}: with more, even the smallest "
+                    f"plan ({smallest.workers} workers, {smallest.tier}) needs "
+                    f"{format_bytes(smallest.total)}, over the {format_bytes(budget)} budget")
+            else:
+                reasons.append(f"{chosen.workers} worker(s) instead of {counts[0]}: with more, no "
+                               f"accumulator fits the shared memory or its accuracy limit")
+        if tier is not None:
+            reasons.append(f"{tier_text}, as asked")
+        else:
+            order = tiers.ACCURACY_ORDER
+            skipped = [x for x in cands if x.workers == chosen.workers
+                       and order.index(x.tier) < order.index(chosen.tier)]
+            if not skipped:
+                reasons.append(f"{tier_text}: the most accurate tier, and it fits")
+            else:
+                reasons.append(f"{tier_text}: the most accurate tier that fits")
+                for x in skipped:
+                    reasons.append(f"not {x.tier}: " + _why_not(x, dt, budget, shm_free_bytes))
+    if chosen.workers > 1:
+        limit = tiers.max_images(chosen.tier, dt)
+        reasons.append(
+            f"each worker adds up to {chosen.per_worker_images} photo(s)"
+            + (f" (at most {limit} keep {chosen.tier} accurate)" if limit < 10 ** 6 else "")
+            + f" into its own {format_bytes(chosen.model[0])} shared-memory accumulator")
+        if shm_free_bytes is not None:
+            reasons.append(f"shared memory: {chosen.workers} x {format_bytes(chosen.model[0])} of "
+                           f"{format_bytes(shm_free_bytes)} free")
+    else:
+        reasons.append("one process does all the work (serial path): no shared memory, no second interpreter")
+    if over:
+        reasons.append(f"EXCEEDS THE BUDGET by {format_bytes(chosen.total - budget)}: planned "
+                       f"{format_bytes(chosen.total)}, budget {format_bytes(budget)} (forced)")
+    else:
+        reasons.append(f"planned peak {format_bytes(chosen.total)} of the {format_bytes(budget)} budget")
+
+    shm, per_worker, parent, total = chosen.model
+    return Plan(
+        workers=chosen.workers, tier=chosen.tier, sample_dtype=dt.name, shape=(h, w, c),
+        n_files=n_files, images_per_worker=chosen.per_worker_images,
+        shm_bytes_per_worker=shm, bytes_per_worker=per_worker, parent_bytes=parent,
+        total_bytes=total, budget_bytes=budget, reasons=tuple(reasons))
