@@ -17,6 +17,7 @@ import struct
 from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["BAYER_PATTERNS", "XTRANS_PATTERN", "cfa_array", "write_dng", "write_raw_set"]
 
@@ -247,10 +248,14 @@ def _scene(rng, height, width):
             r = rng.uniform(3, max(4, min(height, width) / 4))
             m = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
         rgb[:, m] = colour[:, None]
-    # fine texture (foliage, fabric): high-frequency detail photosite to photosite
+    # fine texture (foliage, fabric)
     texture = rng.random((height, width)) * rng.uniform(0.0, 0.3)
     rgb *= (1.0 - texture)[None]
-    return np.clip(rgb * rng.uniform(0.3, 1.0), 0.0, 1.0)
+    # The lens: no optical image has independent detail from one photosite to
+    # the next, and without this blur a lone bright photosite would be as
+    # common in the scene as in the sensor.
+    rgb = ndimage.gaussian_filter(rgb, sigma=(0, 1.0, 1.0), mode="nearest")
+    return np.clip(rgb * rng.uniform(0.3, 1.2), 0.0, 1.0)
 
 
 def _pick_sites(rng, height, width, count, taken, margin=4):

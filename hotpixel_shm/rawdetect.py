@@ -1,0 +1,193 @@
+"""Defects of a raw mosaic: each photosite judged against same-colour photosites.
+
+In a raw file every photosite has one colour filter, so its neighbours for
+the robust median/MAD test are the photosites of the *same CFA position*: the
+mosaic is split into its ``P x P`` regular sub-grids (``P`` = 2 for Bayer,
+6 for X-Trans), ``mean[dy::P, dx::P]``, each sub-grid is judged by
+``hotpixel_shm.detect.detect`` with clustering off, and the flagged sites
+are mapped back to photosite coordinates ``x = P*xs + dx``, ``y = P*ys + dy``.
+Every defect is one photosite (there is no demosaic smear to merge).
+
+A site clipped at the saturation level is a defect only when it stands
+alone: a highlight clipped in every frame (a lamp in a fixed scene) has
+clipped photosites all around it, and nothing is reported at or beside it,
+where the median test would flag its edge.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import HotPixelError
+from .model import Defect
+
+__all__ = ["cfa_period", "detect_raw", "SATURATION_RADIUS"]
+
+#: A clipped site with another clipped photosite (any colour) within this many
+#: photosites is part of a clipped highlight, not a defect. 2 covers all 8
+#: nearest same-colour sites of a Bayer site and every adjacent photosite.
+SATURATION_RADIUS = 2
+
+_MAX_PERIOD = 16
+
+
+def cfa_period(cfa: np.ndarray) -> int:
+    """The smallest ``P`` such that the CFA repeats every ``P`` rows and columns.
+
+    Parameters
+    ----------
+    cfa : numpy.ndarray
+        ``(height, width)`` colour index of every photosite.
+
+    Returns
+    -------
+    int
+        2 for Bayer, 6 for X-Trans, 1 for a monochrome sensor.
+
+    Raises
+    ------
+    HotPixelError
+        If no period up to 16 fits (not a regular colour filter array).
+    """
+    cfa = np.asarray(cfa)
+    if cfa.ndim != 2:
+        raise HotPixelError(f"cfa must be 2-D (height, width), got shape {cfa.shape}")
+    for p in range(1, _MAX_PERIOD + 1):
+        if p > min(cfa.shape):
+            break
+        if np.array_equal(cfa[p:, :], cfa[:-p, :]) and np.array_equal(cfa[:, p:], cfa[:, :-p]):
+            return p
+    raise HotPixelError("the colour filter array does not repeat with a period up to 16 photosites")
+
+
+def _saturated(mean2d: np.ndarray, period: int, white: Optional[float]) -> np.ndarray:
+    """Photosites whose mean sits at the clipping level of their CFA position.
+
+    The clipping level is ``white`` when given, and also each CFA position's
+    highest mean (cameras clip some channels below the nominal white level).
+    """
+    sat = np.zeros(mean2d.shape, dtype=bool)
+    for dy in range(period):
+        for dx in range(period):
+            plane = mean2d[dy::period, dx::period]
+            if plane.size == 0:
+                continue
+            level = float(np.max(plane))
+            hit = plane >= level - max(1.0, 2e-3 * abs(level))
+            if white is not None:
+                hit |= plane >= float(white) - max(1.0, 2e-3 * float(white))
+            sat[dy::period, dx::period] = hit
+    return sat
+
+
+def _highlight_zone(sat: np.ndarray, reach: int) -> np.ndarray:
+    """Photosites whose verdict a clipped highlight would decide.
+
+    A highlight is a saturated photosite with another saturated photosite
+    within ``SATURATION_RADIUS``; the zone is every photosite within
+    ``reach`` of one (there the neighbour median is clipped, or the site is
+    the highlight's edge). An isolated saturated site is not a highlight.
+    """
+    size = 2 * SATURATION_RADIUS + 1
+    crowd = ndimage.uniform_filter(sat.astype(np.float32), size=size, mode="constant") * size * size
+    highlight = sat & (crowd > 1.5)          # itself plus at least one more
+    if not highlight.any():
+        return highlight
+    return ndimage.maximum_filter(highlight, size=2 * reach + 1, mode="constant")
+
+
+def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
+               white: Optional[float] = None) -> List[Defect]:
+    """Hot, stuck, dead and noisy photosites of a raw mosaic.
+
+    Parameters
+    ----------
+    mean, var : numpy.ndarray
+        ``(height, width, 1)`` (or ``(height, width)``) per-photosite mean and
+        population variance over ``n`` raw frames.
+    n : int
+        Number of frames.
+    cfa : numpy.ndarray
+        ``(height, width)`` colour index per photosite (``RawInfo.cfa``).
+    options : hotpixel_shm.detect.DetectOptions, optional
+        Thresholds; ``cluster`` is ignored (each defect is one photosite) and
+        ``top`` applies to the whole mosaic.
+    colour_desc : str, default "RGBG"
+        Letter of each colour index (``RawInfo.colour_desc``).
+    white : float, optional
+        Saturation level (``RawInfo.white_level``); with or without it, each
+        CFA position's highest mean also counts as its clipping level.
+
+    Returns
+    -------
+    list of Defect
+        Worst first (by ``score``); ``x``, ``y`` in photosites of the visible
+        raw area, ``channels == [0]``, ``colour`` the filter letter
+        (``"R"``, ``"G"``, ``"B"``), ``size == 1``.
+
+    Notes
+    -----
+    The neighbours of a photosite are the photosites at the same position of
+    the CFA tile, ``P`` photosites apart (``P`` = 2 for Bayer: the nearest
+    sites of the same colour, with the two greens judged apart as their
+    sensitivities may differ; 6 for X-Trans: the same colour at the same
+    place of the tile, which keeps every sub-grid regular).
+
+    Clipped highlights: a highlight clipped in the same place in every frame
+    has mean equal to the clipping level and no variance, exactly like a
+    stuck site; only its surroundings tell them apart. A saturated site with
+    another saturated photosite within ``SATURATION_RADIUS`` photosites is
+    part of a highlight, and no verdict is given within ``P * (window // 2)``
+    photosites of a highlight (the reach of the neighbour window, where the
+    median of the neighbours is itself clipped). An isolated saturated site
+    is a stuck defect. So two clipped defects that close together, or a
+    defect right beside a permanently clipped highlight, are missed.
+    """
+    from .detect import DetectOptions, detect
+
+    mean = np.asarray(mean)
+    var = np.asarray(var)
+    if mean.ndim == 3:
+        if mean.shape[2] != 1:
+            raise HotPixelError(f"a raw mosaic has one channel, got shape {mean.shape}")
+        mean2d, var2d = mean[:, :, 0], var[:, :, 0]
+    elif mean.ndim == 2:
+        mean2d, var2d = mean, var
+    else:
+        raise HotPixelError(f"mean must be (height, width[, 1]), got shape {mean.shape}")
+    if var2d.shape != mean2d.shape:
+        raise HotPixelError(f"var shape {var.shape} differs from mean shape {mean.shape}")
+    cfa = np.asarray(cfa)
+    if cfa.shape != mean2d.shape:
+        raise HotPixelError(f"cfa shape {cfa.shape} differs from the mosaic's {mean2d.shape}")
+    period = cfa_period(cfa)
+
+    if options is None:
+        options = DetectOptions()
+    top = getattr(options, "top", None)
+    sub_options = dataclasses.replace(options, cluster=False, top=None)
+
+    window = int(getattr(options, "window", 5) or 5)
+    zone = _highlight_zone(_saturated(mean2d, period, white), period * (window // 2))
+    found: List[Defect] = []
+    for dy in range(period):
+        for dx in range(period):
+            sub_mean = mean2d[dy::period, dx::period]
+            if sub_mean.size == 0:
+                continue
+            sub_var = var2d[dy::period, dx::period]
+            index = int(cfa[dy, dx])
+            letter = colour_desc[index] if index < len(colour_desc) else str(index)
+            for d in detect(sub_mean[:, :, None], sub_var[:, :, None], n, sub_options):
+                x = period * int(d.x) + dx
+                y = period * int(d.y) + dy
+                if zone[y, x]:
+                    continue
+                found.append(dataclasses.replace(d, x=x, y=y, channels=[0], size=1, colour=letter))
+    found.sort(key=lambda d: (-d.score, d.y, d.x))
+    if top is not None:
+        found = found[:int(top)]
+    return found
