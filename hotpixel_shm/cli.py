@@ -1,0 +1,481 @@
+"""The command line: ``python -m hotpixel_shm`` and ``hotpixel-shm``.
+
+No numerics here: this module parses options, asks the planner for a plan,
+runs the engine, hands the statistics to detection and the results to the
+exporters, and turns every expected failure into one clear line and an exit
+code.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import __version__
+from .errors import HotPixelError, PlanError
+
+__all__ = ["build_parser", "main", "EXIT_OK", "EXIT_USAGE", "EXIT_TOO_FEW",
+           "EXIT_NO_PLAN", "EXIT_ERROR"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_TOO_FEW = 3
+EXIT_NO_PLAN = 4
+
+_EPILOG = """\
+exit codes: 0 analysis done; 1 an output could not be written or another error;
+2 usage error; 3 fewer usable images than --min-images; 4 no plan fits in memory;
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+
+coordinates in every output: column x, row y, 0-based, in the stored pixel
+array (the EXIF orientation tag is not applied).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hotpixel-shm",
+        description="Find hot, stuck, dead and noisy pixels of a camera sensor from many "
+                    "photos (or dark frames): per-subpixel mean and variance computed by "
+                    "worker processes sharing memory, within the memory you have.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="image files, directories, or glob patterns (quoted patterns are "
+                        "expanded by the program: 'shots/*.JPG')")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--demo", action="store_true",
+                   help="make a simulated camera's photos with known defects in a temporary "
+                        "directory, analyse them with --auto-workers and compare")
+    g = p.add_argument_group("inputs")
+    g.add_argument("-r", "--recursive", action="store_true", help="descend into sub-directories")
+    g.add_argument("--darks", action="store_true",
+                   help="the inputs are dark frames (lens cap on): hot pixels, weak ones "
+                        "included, by mean; noisy ones by std")
+    g.add_argument("--min-images", type=int, default=2, metavar="N",
+                   help="fail (exit 3) with fewer usable images than this (default 2)")
+    g.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images with more pixels than this as possible decompression "
+                        "bombs (default Pillow's 89,478,485)")
+    g = p.add_argument_group("plan and engine")
+    g.add_argument("--auto-workers", action="store_true",
+                   help="choose the number of worker processes and the accumulator tier "
+                        "from the CPUs and memory really available (recommended)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="use N worker processes (1 = in-process serial path); default 1 "
+                        "unless --auto-workers")
+    g.add_argument("--dtype", default="auto",
+                   choices=("auto", "exact", "float64", "float32", "float16"),
+                   help="accumulator tier (default auto: the most accurate that fits)")
+    g.add_argument("--memory-budget", metavar="SIZE", default=None,
+                   help="memory the whole run may use, e.g. 1.5G or 800M (default: "
+                        "75%% of the memory available now, cgroup limits included)")
+    g.add_argument("--force", action="store_true",
+                   help="run a plan forced by --workers/--dtype even when over budget")
+    g.add_argument("--plan", action="store_true",
+                   help="print the plan and the reasons for it, then exit without decoding")
+    g = p.add_argument_group("statistics files")
+    g.add_argument("--save-stats", metavar="FILE.npz", help="save n, mean, var (+ shape, tier, files)")
+    g.add_argument("--load-stats", metavar="FILE.npz",
+                   help="merge statistics saved earlier with the new photos")
+    g.add_argument("--checkpoint", metavar="FILE.npz",
+                   help="save the statistics so far and the files done when interrupted "
+                        "(and every --checkpoint-every files)")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also checkpoint after every N files (default: only on interruption)")
+    g.add_argument("--resume", metavar="FILE.npz",
+                   help="continue an interrupted run from its checkpoint")
+    g = p.add_argument_group("detection")
+    g.add_argument("--top", type=int, default=None, metavar="N", help="keep the N worst defects")
+    g.add_argument("--hot-sigma", type=float, default=None, metavar="K",
+                   help="hot: mean this many robust sigmas above the neighbours")
+    g.add_argument("--stuck-sigma", type=float, default=None, metavar="K",
+                   help="stuck: std this many robust sigmas below the neighbours")
+    g.add_argument("--dead-sigma", type=float, default=None, metavar="K",
+                   help="dead: mean this many robust sigmas below the neighbours")
+    g.add_argument("--noisy-sigma", type=float, default=None, metavar="K",
+                   help="noisy: std this many robust sigmas above the neighbours")
+    g = p.add_argument_group("outputs (each written atomically)")
+    g.add_argument("--json", metavar="FILE", help="the report (stable schema)")
+    g.add_argument("--csv", metavar="FILE", help="the defects as CSV")
+    g.add_argument("--dcraw", metavar="FILE", help="dcraw -P bad-pixel list: 'col row 0'")
+    g.add_argument("--rawtherapee", metavar="FILE_OR_DIR",
+                   help="RawTherapee 'x y' list; a directory gets '<Make> <Model>.badpixels'")
+    g.add_argument("--siril", metavar="FILE", help="Siril cosmetic list: 'P x y H' / 'P x y C'")
+    g.add_argument("--mask", metavar="FILE.png", help="8-bit mask: 255 at defective pixels")
+    g.add_argument("--picture", metavar="FILE.png",
+                   help="the frame with every defect marked and crops of the worst")
+    g = p.add_argument_group("console")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only results")
+    g.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    return p
+
+
+class _Console:
+    def __init__(self, quiet, verbose):
+        self.quiet = quiet
+        self.verbose = verbose
+
+    def out(self, text=""):
+        print(text, flush=True)
+
+    def info(self, text):
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def detail(self, text):
+        if self.verbose:
+            print(text, file=sys.stderr, flush=True)
+
+    def skip(self, path, reason):
+        print(f"{os.fsdecode(path)}: {reason}", file=sys.stderr, flush=True)
+
+    def error(self, text):
+        print(f"hotpixel-shm: error: {text}", file=sys.stderr, flush=True)
+
+
+class _Stopper:
+    """SIGINT/SIGTERM set a flag the engine polls; a second one stops at once."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __call__(self):
+        return self.signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _exit_code_for(signum):
+    return 128 + int(signum)
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    con = _Console(args.quiet, args.verbose)
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.min_images < 1:
+        parser.error("--min-images must be at least 1")
+    if args.top is not None and args.top < 1:
+        parser.error("--top must be at least 1")
+    if args.checkpoint_every < 0:
+        parser.error("--checkpoint-every must be 0 or more")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        parser.error("--max-pixels must be positive")
+    if args.demo:
+        return _demo(args, con)
+    if not args.paths:
+        parser.error("give at least one image file, directory or pattern (or --demo)")
+    try:
+        return _analyse(args, con)
+    except PlanError as exc:
+        con.error(str(exc))
+        return EXIT_NO_PLAN
+    except HotPixelError as exc:
+        con.error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        con.error("interrupted")
+        return 130
+
+
+def _analyse(args, con, truth=None):
+    from . import budget, engine, inputs, statsio
+    from .export import check_output_paths
+
+    t_start = time.perf_counter()
+    max_pixels = args.max_pixels or inputs.DEFAULT_MAX_PIXELS
+    files, skipped = inputs.expand_paths(args.paths, recursive=args.recursive)
+    outputs = [o for o in (args.json, args.csv, args.dcraw, args.siril, args.mask, args.picture,
+                           args.save_stats, args.checkpoint) if o]
+    if args.rawtherapee and not os.path.isdir(args.rawtherapee):
+        outputs.append(args.rawtherapee)
+    check_output_paths(outputs, files)
+
+    prior = None
+    prior_dtype = None
+    done_before = set()
+    for label, path in (("--load-stats", args.load_stats), ("--resume", args.resume)):
+        if path:
+            st, dt = statsio.load_stats(path)
+            if prior is not None:
+                from .welford import merge_stats
+                if st.shape != prior.shape or dt != prior_dtype:
+                    raise HotPixelError(f"{label} {path}: shape/dtype differ from the other statistics")
+                prior = merge_stats(prior, st)
+            else:
+                prior, prior_dtype = st, dt
+            if label == "--resume":
+                done_before |= {os.path.realpath(f) for f in st.files}
+            con.info(f"{label}: {st.n} images from {path} ({st.tier})")
+    if done_before:
+        n0 = len(files)
+        files = [f for f in files if os.path.realpath(f) not in done_before]
+        con.info(f"--resume: {n0 - len(files)} files already done, {len(files)} to go")
+
+    headers, bad = inputs.probe_all(files, max_pixels)
+    skipped.extend(bad)
+    shape, dtype, used_headers, other = inputs.reference_shape(headers)
+    if prior is not None:
+        # the saved statistics fix the shape: photos of another size are skipped
+        shape, dtype = prior.shape, prior_dtype
+        used_headers = [h for h in headers if h.key == (shape, dtype)]
+        other = [(h.path, f"size differs from the loaded statistics {shape} {dtype}")
+                 for h in headers if h.key != (shape, dtype)]
+    skipped.extend(other)
+    for path, reason in skipped:
+        con.skip(path, reason)
+
+    n_prior = prior.n if prior is not None else 0
+    if len(used_headers) + n_prior < args.min_images:
+        con.error(f"{len(used_headers) + n_prior} usable image(s); at least {args.min_images} "
+                  f"needed (--min-images)")
+        return EXIT_TOO_FEW
+
+    res = budget.detect_resources()
+    if args.memory_budget:
+        budget_bytes = budget.parse_size(args.memory_budget)
+    else:
+        budget_bytes = int(res.available_bytes * budget.DEFAULT_BUDGET_FRACTION)
+    for note in res.notes:
+        con.detail(note)
+    tier = None if args.dtype == "auto" else args.dtype
+    workers = args.workers
+    if workers is None and not args.auto_workers:
+        workers = 1
+    if prior is not None and tier is None:
+        tier = prior.tier
+    from .detect import detect_memory_bytes
+    plan = budget.make_plan(
+        shape, dtype, max(1, len(used_headers)), res.cpus, budget_bytes,
+        workers=workers, tier=tier, force=args.force,
+        max_file_bytes=max((h.file_bytes for h in used_headers), default=0),
+        shm_free_bytes=res.shm_free_bytes,
+        extra_parent_bytes=detect_memory_bytes(shape))
+    con.info(plan.describe())
+    if args.plan:
+        if args.quiet:
+            con.out(plan.describe())
+        return EXIT_OK
+
+    from .tiers import max_images
+    job = engine.Job(files=[h.path for h in used_headers], shape=shape, dtype=dtype,
+                     tier=plan.tier, workers=plan.workers, max_pixels=max_pixels,
+                     cap=max_images(plan.tier, dtype))
+    bar = _progress(len(job.files), con)
+    interrupted = None
+    try:
+        with _Stopper() as stopper:
+            result = engine.run(job, progress=bar.update if bar else None, should_stop=stopper)
+    except engine.Interrupted as exc:
+        interrupted = exc
+        result = exc.result
+    finally:
+        if bar:
+            bar.close()
+    for path, reason in result.skipped:
+        con.skip(path, reason)
+    skipped.extend(result.skipped)
+    stats = result.stats
+    if prior is not None:
+        from .welford import merge_stats
+        stats = prior if stats is None else merge_stats(prior, stats)
+
+    if interrupted is not None:
+        code = _exit_code_for(interrupted.signum)
+        if args.checkpoint and stats is not None:
+            statsio.save_stats(args.checkpoint, stats, dtype)
+            con.error(f"interrupted; {stats.n} images saved to checkpoint {args.checkpoint}; "
+                      f"continue with --resume {args.checkpoint}")
+        else:
+            con.error("interrupted; nothing saved (use --checkpoint FILE to keep partial work)")
+        return code
+
+    if stats is None or stats.n < args.min_images:
+        con.error(f"{0 if stats is None else stats.n} image(s) could be used; at least "
+                  f"{args.min_images} needed (--min-images)")
+        return EXIT_TOO_FEW
+
+    if args.save_stats:
+        statsio.save_stats(args.save_stats, stats, dtype)
+        con.info(f"statistics saved to {args.save_stats}")
+
+    defects = _detect(args, stats)
+    seconds = time.perf_counter() - t_start
+    _summary(con, stats, result, skipped, defects, seconds)
+    _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, used_headers)
+    if truth is not None:
+        _compare_truth(con, truth, defects)
+    return EXIT_OK
+
+
+def _progress(total, con):
+    if con.quiet or not sys.stderr.isatty() or total == 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - optional
+        return None
+
+    class _Bar:
+        def __init__(self):
+            self.t = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True,
+                          desc="statistics")
+            self.last = 0
+
+        def update(self, done, total_, skipped):
+            step = done + skipped - self.last
+            if step > 0:
+                self.t.update(step)
+                self.last += step
+
+        def close(self):
+            self.t.close()
+
+    return _Bar()
+
+
+def _detect(args, stats):
+    from .detect import DetectOptions, detect
+    opts = DetectOptions(darks=args.darks, top=args.top)
+    for name in ("hot_sigma", "stuck_sigma", "dead_sigma", "noisy_sigma"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(opts, name, v)
+    return detect(stats.mean, stats.var, stats.n, opts)
+
+
+def _summary(con, stats, result, skipped, defects, seconds):
+    var = stats.var
+    flat = var.reshape(-1)
+    k = min(10, flat.size)
+    lowest = np.argpartition(flat, k - 1)[:k] if flat.size > k else np.arange(flat.size)
+    lowest = lowest[np.argsort(flat[lowest], kind="stable")]
+    h, w, c = var.shape
+    con.out(f"images used: {stats.n}, skipped: {len(skipped)}; {w}x{h}x{c}; tier {stats.tier}; "
+            f"{result.workers} worker(s); {seconds:.2f} s")
+    con.out(f"variance: min {float(var.min()):.4g}, max {float(var.max()):.4g}, "
+            f"mean {float(var.mean(dtype=np.float64)):.4g}")
+    con.out("lowest-variance subpixels (x, y, channel, variance):")
+    for i in lowest:
+        y, rem = divmod(int(i), w * c)
+        x, ch = divmod(rem, c)
+        con.out(f"  {x:6d} {y:6d} {ch:2d}  {float(flat[i]):.6g}")
+    con.out(f"defects: {len(defects)}")
+    for i, d in enumerate(defects[:20], 1):
+        con.out(f"  {i:3d}. {d.kind:5s} x={d.x} y={d.y} channels={d.channels} "
+                f"mean={d.mean:.1f} std={d.std:.2f} neighbours={d.neighbour_mean:.1f} "
+                f"score={d.score:.1f}")
+    if len(defects) > 20:
+        con.out(f"  ... {len(defects) - 20} more (see --json/--csv)")
+
+
+def _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, headers):
+    from . import export
+    report = export.build_report(
+        version=__version__, shape=list(stats.shape),
+        used=stats.n, skipped=skipped,
+        engine={"workers": result.workers, "dtype": stats.tier,
+                "budget_bytes": int(plan.budget_bytes), "planned_bytes": int(plan.total_bytes),
+                "seconds": round(float(seconds), 3)},
+        defects=defects)
+    written = []
+    if args.json:
+        export.write_json(args.json, report)
+        written.append(args.json)
+    if args.csv:
+        export.write_csv(args.csv, defects)
+        written.append(args.csv)
+    if args.dcraw:
+        export.write_dcraw(args.dcraw, defects)
+        written.append(args.dcraw)
+    if args.siril:
+        export.write_siril(args.siril, defects)
+        written.append(args.siril)
+    if args.rawtherapee:
+        make, model = _make_model(headers)
+        written.append(export.write_rawtherapee(args.rawtherapee, defects, make=make, model=model))
+    if args.mask:
+        export.write_mask(args.mask, defects, stats.shape)
+        written.append(args.mask)
+    if args.picture:
+        from .picture import write_picture
+        write_picture(args.picture, stats.mean, defects)
+        written.append(args.picture)
+    for w in written:
+        con.info(f"wrote {w}")
+
+
+def _make_model(headers):
+    import collections
+    pairs = collections.Counter((h.make, h.model) for h in headers if h.make or h.model)
+    if not pairs:
+        return None, None
+    return pairs.most_common(1)[0][0]
+
+
+def _demo(args, con):
+    from .synth import write_sample_set
+    with tempfile.TemporaryDirectory(prefix="hotpixel-demo-") as tmp:
+        con.info(f"demo: writing simulated photos to {tmp} ...")
+        sample = write_sample_set(tmp, seed=2026)
+        con.info(f"demo: {len(sample.paths)} photos of {sample.shape[1]}x{sample.shape[0]}, "
+                 f"{len(sample.truth)} planted defects")
+        args.paths = [tmp]
+        args.auto_workers = True
+        try:
+            return _analyse(args, con, truth=sample.truth)
+        except PlanError as exc:
+            con.error(str(exc))
+            return EXIT_NO_PLAN
+        except HotPixelError as exc:
+            con.error(str(exc))
+            return EXIT_ERROR
+
+
+def _compare_truth(con, truth, defects, radius=1):
+    con.out("")
+    con.out("planted vs found (a defect within 1 pixel of the planted photosite counts):")
+    matched = set()
+    found_n = 0
+    for t in truth:
+        hit = None
+        for i, d in enumerate(defects):
+            if abs(d.x - t.x) <= radius and abs(d.y - t.y) <= radius:
+                hit = i
+                break
+        if hit is not None:
+            matched.add(hit)
+            found_n += 1
+            d = defects[hit]
+            con.out(f"  {t.kind:8s} at x={t.x:4d} y={t.y:4d}: found as {d.kind} (score {d.score:.1f})")
+        else:
+            con.out(f"  {t.kind:8s} at x={t.x:4d} y={t.y:4d}: MISSED")
+    extra = [d for i, d in enumerate(defects) if i not in matched]
+    con.out(f"found {found_n} of {len(truth)} planted defects; {len(extra)} other detection(s)")
+    for d in extra[:10]:
+        con.out(f"  other: {d.kind} at x={d.x} y={d.y} (score {d.score:.1f})")

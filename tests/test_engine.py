@@ -1,0 +1,146 @@
+"""The engine with real worker processes, real shared memory, real files."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hotpixel_shm import engine, shm
+from hotpixel_shm.tiers import TIERS, supports
+
+from conftest import make_frames, reference_stats, write_images
+
+
+def _job(paths, shape, dtype, tier, workers, **kw):
+    return engine.Job(files=list(paths), shape=shape, dtype=dtype, tier=tier, workers=workers, **kw)
+
+
+def _check(stats, decoded, tier):
+    mean, var = reference_stats(decoded)
+    assert stats.n == len(decoded)
+    if tier in ("exact", "float64"):
+        np.testing.assert_allclose(stats.mean, mean, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(stats.var, var, rtol=1e-9, atol=1e-9)
+    elif tier == "float32":
+        assert np.max(np.abs(stats.mean - mean)) < 0.01
+        m = np.sqrt(var) >= 0.5
+        assert np.max(np.abs(stats.var[m] - var[m]) / var[m]) < 1e-4
+    else:
+        assert np.max(np.abs(stats.mean - mean)) < 0.1
+        m = np.sqrt(var) >= 0.5
+        assert np.max(np.abs(stats.var[m] - var[m]) / var[m]) < 0.02
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("tier", TIERS)
+def test_workers_and_tiers_match_numpy(small_set, workers, tier):
+    paths, decoded = small_set
+    res = engine.run(_job(paths, (24, 32, 3), "uint8", tier, workers))
+    assert res.used == paths and not res.skipped
+    _check(res.stats, decoded, tier)
+    # nothing image-sized ever crossed a process boundary
+    assert res.max_message_bytes < 1024
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_sixteen_bit_near_65000(tmp_path, workers):
+    base = np.full((12, 10, 1), 65000.0)
+    frames = make_frames(11, (12, 10, 1), np.uint16, seed=5, base=base, noise=0.2)
+    paths, decoded = write_images(tmp_path, frames)
+    for tier in ("exact", "float64", "float32"):
+        res = engine.run(_job(paths, (12, 10, 1), "uint16", tier, workers))
+        _check(res.stats, decoded, tier)
+
+
+def test_parallel_equals_serial_for_exact_tier(small_set):
+    paths, _ = small_set
+    a = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 1)).stats
+    b = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 3)).stats
+    # the per-worker sums are exact; only the float64 merge rounds (1 ulp)
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(a.var, b.var, rtol=1e-12)
+
+
+def test_bad_files_are_skipped_and_the_run_goes_on(small_set, tmp_path):
+    paths, decoded = small_set
+    bad = str(tmp_path / "zz_trunc.png")
+    with open(paths[0], "rb") as fh:
+        data = fh.read()
+    with open(bad, "wb") as fh:
+        fh.write(data[: len(data) // 3])
+    res = engine.run(_job(paths + [bad], (24, 32, 3), "uint8", "float64", 2))
+    assert [p for p, _ in res.skipped] == [bad]
+    _check(res.stats, decoded, "float64")
+
+
+def test_a_file_that_kills_workers_is_quarantined(small_set):
+    paths, decoded = small_set
+    victim = os.path.basename(paths[3])
+    res = engine.run(_job(paths, (24, 32, 3), "uint8", "float64", 2, crash_on=victim))
+    assert res.skipped == [(paths[3], engine.CRASH_REASON)]
+    assert res.worker_deaths == 2
+    _check(res.stats, decoded[:3] + decoded[4:], "float64")
+
+
+def test_sigkill_of_a_worker_from_outside(tmp_path):
+    frames = make_frames(40, (64, 64, 3), seed=9)
+    paths, decoded = write_images(tmp_path, frames)
+    killed = []
+
+    def killer():
+        import psutil
+        me = psutil.Process()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not killed:
+            kids = [c for c in me.children() if "spawn_main" in " ".join(c.cmdline())]
+            if len(kids) >= 2:
+                time.sleep(0.3)
+                os.kill(kids[0].pid, signal.SIGKILL)
+                killed.append(kids[0].pid)
+            time.sleep(0.02)
+
+    done = []
+
+    def slow_progress(d, total, s):
+        done.append(d)
+        time.sleep(0.02)  # keep the run going long enough to be hit
+
+    t = threading.Thread(target=killer)
+    t.start()
+    res = engine.run(_job(paths, (64, 64, 3), "uint8", "exact", 2), progress=slow_progress)
+    t.join()
+    assert killed, "the killer thread found no worker"
+    assert res.worker_deaths >= 1
+    assert res.used == paths
+    _check(res.stats, decoded, "exact")
+
+
+def test_stop_request_returns_partial_result(tmp_path):
+    frames = make_frames(30, (32, 32, 3), seed=2)
+    paths, decoded = write_images(tmp_path, frames)
+    done = []
+
+    def should_stop():
+        return signal.SIGTERM if len(done) >= 5 else None
+
+    def progress(d, total, skipped):
+        done.append(d)
+
+    with pytest.raises(engine.Interrupted) as ei:
+        engine.run(_job(paths, (32, 32, 3), "uint8", "float64", 2), progress=progress,
+                   should_stop=should_stop)
+    res = ei.value.result
+    assert ei.value.signum == signal.SIGTERM
+    assert 5 <= len(res.used) < len(paths)
+    idx = [paths.index(p) for p in res.used]
+    _check(res.stats, [decoded[i] for i in idx], "float64")
+
+
+def test_cap_per_worker_is_respected(small_set):
+    paths, decoded = small_set
+    res = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 2, cap=4))
+    assert res.stats.n == 7
+    res1 = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 1, cap=4))
+    assert res1.stats.n == 4 and len(res1.skipped) == 3
