@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and every --checkpoint-every files)")
     g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="also checkpoint after every N files (default: only on interruption)")
+    g.add_argument("--checkpoint-seconds", type=float, default=0, metavar="S",
+                   help="also checkpoint every S seconds")
     g.add_argument("--resume", metavar="FILE.npz",
                    help="continue an interrupted run from its checkpoint")
     g = p.add_argument_group("detection")
@@ -182,8 +184,10 @@ def main(argv=None) -> int:
         parser.error("--min-images must be at least 1")
     if args.top is not None and args.top < 1:
         parser.error("--top must be at least 1")
-    if args.checkpoint_every < 0:
-        parser.error("--checkpoint-every must be 0 or more")
+    if args.checkpoint_every < 0 or args.checkpoint_seconds < 0:
+        parser.error("--checkpoint-every and --checkpoint-seconds must be 0 or more")
+    if (args.checkpoint_every or args.checkpoint_seconds) and not args.checkpoint:
+        parser.error("--checkpoint-every/--checkpoint-seconds need --checkpoint FILE")
     if args.max_pixels is not None and args.max_pixels < 1:
         parser.error("--max-pixels must be positive")
     if args.demo:
@@ -270,12 +274,16 @@ def _analyse(args, con, truth=None):
     if prior is not None and tier is None:
         tier = prior.tier
     from .detect import detect_memory_bytes
+    extra = detect_memory_bytes(shape)
+    if args.checkpoint_every or args.checkpoint_seconds:
+        # a periodic snapshot is merged into new float64 arrays while the workers wait
+        extra += 2 * 8 * int(np.prod(shape))
     plan = budget.make_plan(
         shape, dtype, max(1, len(used_headers)), res.cpus, budget_bytes,
         workers=workers, tier=tier, force=args.force,
         max_file_bytes=max((h.file_bytes for h in used_headers), default=0),
         shm_free_bytes=res.shm_free_bytes,
-        extra_parent_bytes=detect_memory_bytes(shape))
+        extra_parent_bytes=extra)
     con.info(plan.describe())
     if args.plan:
         if args.quiet:
@@ -285,12 +293,23 @@ def _analyse(args, con, truth=None):
     from .tiers import max_images
     job = engine.Job(files=[h.path for h in used_headers], shape=shape, dtype=dtype,
                      tier=plan.tier, workers=plan.workers, max_pixels=max_pixels,
-                     cap=max_images(plan.tier, dtype))
+                     cap=max_images(plan.tier, dtype),
+                     checkpoint_every=args.checkpoint_every,
+                     checkpoint_seconds=args.checkpoint_seconds)
+
+    def save_checkpoint(snapshot):
+        if prior is not None:
+            from .welford import merge_stats
+            snapshot = merge_stats(prior, snapshot)
+        statsio.save_stats(args.checkpoint, snapshot, dtype)
+        con.detail(f"checkpoint: {snapshot.n} images saved to {args.checkpoint}")
+
     bar = _progress(len(job.files), con)
     interrupted = None
     try:
         with _Stopper() as stopper:
-            result = engine.run(job, progress=bar.update if bar else None, should_stop=stopper)
+            result = engine.run(job, progress=bar.update if bar else None, should_stop=stopper,
+                                on_checkpoint=save_checkpoint if args.checkpoint else None)
     except engine.Interrupted as exc:
         interrupted = exc
         result = exc.result

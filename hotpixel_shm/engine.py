@@ -49,6 +49,9 @@ PREFETCH = 1
 #: How often the parent looks around when nothing happens (seconds).
 _TICK = 0.2
 CRASH_REASON = "crashed the decoder (killed two worker processes); quarantined"
+#: Testing aid: seconds a worker sleeps after each file, so that the signal
+#: tests can interrupt a run of small files while it is in progress.
+_DELAY_ENV = "HOTPIXEL_SHM_TEST_DELAY"
 _CTX = mp.get_context("spawn")
 
 
@@ -75,6 +78,10 @@ class Job:
     cap: Optional[int] = None
     #: test hook: a worker exits abruptly (os._exit) when it reaches a path ending with this
     crash_on: Optional[str] = None
+    #: take a consistent snapshot every this many files (0: never) ...
+    checkpoint_every: int = 0
+    #: ... or every this many seconds (0: never)
+    checkpoint_seconds: float = 0.0
 
 
 @dataclass
@@ -92,14 +99,14 @@ class RunResult:
 
 # --------------------------------------------------------------------------- worker side
 
-def _set_pdeathsig():
-    """Ask Linux to SIGKILL this process when its parent dies."""
+def _set_pdeathsig(sig):
+    """Ask Linux to send ``sig`` to this process when its parent dies."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover
         pass
 
@@ -112,37 +119,70 @@ def _recv(conn):
     return pickle.loads(conn.recv_bytes())
 
 
+def _orphaned(seg_name):
+    """The parent is gone: remove our segment's name (the parent may have died
+    before it could) and leave at once."""
+    _shm.unlink_name(seg_name)
+    os._exit(1)
+
+
 def _worker_main(conn, seg_name, tier, shape, dtype, parent_pid, max_pixels, crash_on):
     """Entry point of a worker process (must live in an importable module)."""
-    _set_pdeathsig()
-    # The parent coordinates Ctrl-C: a terminal sends SIGINT to the whole
-    # group, and a worker dying mid-update would lose its partial.
+    # The parent coordinates Ctrl-C and SIGTERM: a terminal sends SIGINT to
+    # the whole group, and a worker dying mid-update would lose its partial.
+    # SIGTERM while the parent lives is left to the parent; SIGTERM after its
+    # death (PR_SET_PDEATHSIG below) ends the worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.getppid() != parent_pid:  # parent died before prctl took effect
-        os._exit(1)
+
+    def on_term(signum, frame):
+        if os.getppid() != parent_pid:
+            _orphaned(seg_name)
+
+    signal.signal(signal.SIGTERM, on_term)
+    _set_pdeathsig(signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        _orphaned(seg_name)
     seg = _shm.Segment.attach(seg_name)
     acc = Accumulator(tier, tuple(shape), np.dtype(dtype), seg.buf)
     buf = np.empty(tuple(shape), np.dtype(dtype))
     _send(conn, ("ready", os.getpid()))
     pending = collections.deque()
+    delay = float(os.environ.get(_DELAY_ENV) or 0)
+
+    def receive(block):
+        if block:
+            while not conn.poll(1.0):
+                if os.getppid() != parent_pid:  # parent-death check where prctl is missing
+                    _orphaned(seg_name)
+        pending.append(_recv(conn))
+
     try:
         while True:
             if not pending:
-                while not conn.poll(1.0):
-                    if os.getppid() != parent_pid:  # non-Linux parent-death check
-                        os._exit(1)
-                pending.append(_recv(conn))
-            while conn.poll(0):  # read ahead so a "stop" overtakes queued files
-                pending.append(_recv(conn))
+                receive(block=True)
+            while conn.poll(0):  # read ahead so that "stop"/"pause" overtake queued files
+                receive(block=False)
             if any(m[0] == "stop" for m in pending):
                 _send(conn, ("stopped", acc.n))
                 return
+            if any(m[0] == "pause" for m in pending):
+                # a consistent snapshot: the parent reads our accumulator now
+                for m in [m for m in pending if m[0] == "pause"]:
+                    pending.remove(m)
+                _send(conn, ("paused", acc.n))
+                while True:
+                    receive(block=True)
+                    if pending[-1][0] in ("resume", "stop"):
+                        break
+                if pending[-1][0] == "resume":
+                    pending.pop()
+                continue
             msg = pending.popleft()
             if msg[0] != "file":
                 continue
             _, idx, path = msg
             if crash_on and path.endswith(crash_on):
-                os._exit(70)
+                os._exit(70)  # test hook: a decoder that takes the process down
             try:
                 decode(path, shape, dtype, out=buf, max_pixels=max_pixels)
             except SkipFile as exc:
@@ -155,6 +195,8 @@ def _worker_main(conn, seg_name, tier, shape, dtype, parent_pid, max_pixels, cra
                 continue
             acc.update(buf)
             _send(conn, ("done", idx, acc.n))
+            if delay:
+                time.sleep(delay)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # parent gone or closed our pipe
     finally:
@@ -178,6 +220,8 @@ class _Slot:
         self.done: List[int] = []
         self.assigned = 0  # files accumulated + in flight (the cap counts these)
         self.stopped = False
+        self.paused = False
+        self.pause_sent = False
 
     def start(self, nbytes):
         self.seg = _shm.Segment.create(nbytes)
@@ -196,6 +240,8 @@ class _Slot:
         self.done = []
         self.assigned = 0
         self.stopped = False
+        self.paused = False
+        self.pause_sent = False
 
     def discard(self):
         """Forget a dead worker: its segment and its pipe."""
@@ -218,8 +264,36 @@ class _Slot:
         return len(self.inflight) <= PREFETCH
 
 
+class _Checkpointer:
+    """Decides when a snapshot is due and hands it to the caller's callback."""
+
+    def __init__(self, job, callback):
+        self.callback = callback
+        self.every = job.checkpoint_every if callback else 0
+        self.seconds = job.checkpoint_seconds if callback else 0
+        self.last_count = 0
+        self.last_time = time.monotonic()
+
+    def due(self, count):
+        if self.every and count - self.last_count >= self.every:
+            return True
+        return bool(self.seconds) and count > self.last_count and \
+            time.monotonic() - self.last_time >= self.seconds
+
+    def take(self, accs, job, used):
+        """Merge (not in place: the workers go on) and hand over a snapshot."""
+        live = [a for a in accs if a.n]
+        if live:
+            n, mean, var = merge(live, in_place=False)
+            self.callback(Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used)))
+            del mean, var
+        self.last_count = len(used)
+        self.last_time = time.monotonic()
+
+
 def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
-        should_stop: Optional[Callable[[], Optional[int]]] = None) -> RunResult:
+        should_stop: Optional[Callable[[], Optional[int]]] = None,
+        on_checkpoint: Optional[Callable[[Stats], None]] = None) -> RunResult:
     """Compute the statistics of ``job.files``.
 
     Parameters
@@ -230,25 +304,36 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
     should_stop : callable, optional
         Polled often; returns a signal number to stop the run early (the files
         finished so far are kept and returned inside :class:`Interrupted`).
+    on_checkpoint : callable, optional
+        ``on_checkpoint(stats)`` with a consistent snapshot of the statistics
+        so far (``stats.files``: the files in it), every ``job.checkpoint_every``
+        files or ``job.checkpoint_seconds`` seconds.  The workers pause while
+        the snapshot is merged.
 
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    Interrupted
+        When ``should_stop`` asked for it; ``.result`` holds what was done.
     """
     _shm.cleanup_stale()
+    ckpt = _Checkpointer(job, on_checkpoint)
     if job.workers <= 1:
-        return _run_serial(job, progress, should_stop)
-    return _run_parallel(job, progress, should_stop)
+        return _run_serial(job, progress, should_stop, ckpt)
+    return _run_parallel(job, progress, should_stop, ckpt)
 
 
-def _run_serial(job, progress, should_stop):
+def _run_serial(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
     acc = Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype))
     buf = np.empty(tuple(job.shape), np.dtype(job.dtype))
     used, skipped = [], []
     total = len(job.files)
     stop_sig = None
-    for path in job.files:
+    for k, path in enumerate(job.files):
         if should_stop is not None:
             stop_sig = should_stop()
             if stop_sig:
@@ -265,6 +350,8 @@ def _run_serial(job, progress, should_stop):
             used.append(path)
         if progress:
             progress(len(used), total, len(skipped))
+        if ckpt.due(len(used)) and k + 1 < total:
+            ckpt.take([acc], job, used)
     del buf
     stats = _finish([acc], job, used, owner=acc)
     result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1)
@@ -280,7 +367,7 @@ def _finish(accs, job, used, owner):
     return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used), owner=owner)
 
 
-def _run_parallel(job, progress, should_stop):
+def _run_parallel(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
     files = list(job.files)
     total = len(files)
@@ -294,7 +381,9 @@ def _run_parallel(job, progress, should_stop):
     deaths = 0
     created = 0
     stop_sig = None
+    pausing = False
     finished_ok = False
+    result = None
     try:
         for s in slots:
             s.start(nbytes)
@@ -305,9 +394,26 @@ def _run_parallel(job, progress, should_stop):
                 if stop_sig:
                     for s in slots:
                         _stop(s)
-            if stop_sig is None:
-                _dispatch(slots, queue, files)
             live = [s for s in slots if s.conn is not None]
+            if stop_sig is None and not pausing and queue and ckpt.due(len(done_by)):
+                pausing = True
+            if pausing:
+                for s in live:  # also a replacement that became ready meanwhile
+                    if s.ready and not s.pause_sent:
+                        _send(s.conn, ("pause",))
+                        s.pause_sent = True
+            if pausing and stop_sig is None and all(s.paused or not s.ready for s in live):
+                accs = [Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype), s.seg.buf)
+                        for s in live if s.paused]
+                ckpt.take(accs, job, [files[i] for i in sorted(done_by)])
+                del accs
+                for s in live:
+                    if s.paused:
+                        _send(s.conn, ("resume",))
+                    s.paused = s.pause_sent = False
+                pausing = False
+            if stop_sig is None and not pausing:
+                _dispatch(slots, queue, files)
             if (stop_sig is None and queue and live and all(s.ready and not s.inflight for s in live)
                     and not any(s.can_take() for s in live)):
                 # every worker is at the tier's accuracy limit (the planner avoids this)
@@ -319,8 +425,6 @@ def _run_parallel(job, progress, should_stop):
                     break
             if stop_sig is not None and all(s.stopped or s.conn is None for s in slots):
                 break
-            if stop_sig is None and not live and queue:  # pragma: no cover - cannot happen
-                raise HotPixelError("no worker left")
             waitables = [s.conn for s in live] + [s.proc.sentinel for s in live]
             ready = wait(waitables, timeout=_TICK)
             for s in live:
@@ -329,7 +433,7 @@ def _run_parallel(job, progress, should_stop):
                         while s.conn.poll(0):
                             data = s.conn.recv_bytes()
                             max_msg = max(max_msg, len(data))
-                            _handle(s, pickle.loads(data), files, skipped, done_by, progress,
+                            _handle(s, pickle.loads(data), skipped, done_by, progress,
                                     total, queue)
                     except (EOFError, ConnectionResetError, OSError):
                         pass  # the sentinel tells the rest
@@ -337,7 +441,7 @@ def _run_parallel(job, progress, should_stop):
                     if s.stopped:
                         continue
                     deaths += 1
-                    _on_death(s, queue, strikes, skipped, done_by, files, stop_sig)
+                    _on_death(s, queue, strikes, skipped, done_by)
                     if stop_sig is None:
                         s.start(nbytes)
                         created += 1
@@ -350,10 +454,15 @@ def _run_parallel(job, progress, should_stop):
         _drain_stops(slots)
         accs = [Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype), s.seg.buf)
                 for s in slots if s.seg is not None]
-        used_idx = sorted(done_by)
-        used = [files[i] for i in used_idx]
-        stats = _finish(accs, job, used, owner=[s.seg for s in slots])
+        used = [files[i] for i in sorted(done_by)]
+        stats = _finish(accs, job, used, owner=None)
         del accs
+        keep = []
+        for s in slots:  # unmap every segment the results do not live in
+            if s.seg is not None and not s.seg.close():
+                keep.append(s.seg)
+        if stats is not None:
+            stats.owner = keep
         result = RunResult(stats, used, [(files[i], r) for i, r in sorted(skipped.items())],
                            time.perf_counter() - t0, job.workers, max_msg, deaths, created)
         finished_ok = True
@@ -387,7 +496,7 @@ def _dispatch(slots, queue, files):
         _send(s.conn, ("file", idx, files[idx]))
 
 
-def _handle(s, msg, files, skipped, done_by, progress, total, queue):
+def _handle(s, msg, skipped, done_by, progress, total, queue):
     kind = msg[0]
     if kind == "ready":
         s.ready = True
@@ -402,6 +511,9 @@ def _handle(s, msg, files, skipped, done_by, progress, total, queue):
         s.inflight.remove(idx)
         s.assigned -= 1
         skipped[idx] = msg[2]
+    elif kind == "paused":
+        s.paused = True
+        return
     elif kind == "stopped":
         s.stopped = True
         # files sent but not started go back (and are reported as not done)
@@ -413,7 +525,7 @@ def _handle(s, msg, files, skipped, done_by, progress, total, queue):
         progress(len(done_by), total, len(skipped))
 
 
-def _on_death(s, queue, strikes, skipped, done_by, files, stop_sig):
+def _on_death(s, queue, strikes, skipped, done_by):
     """A worker died: discard its partial, requeue its files, strike the culprit."""
     culprit = s.inflight[0] if s.inflight else None
     redo = list(s.done) + [i for i in s.inflight]

@@ -26,7 +26,7 @@ import secrets
 import threading
 
 __all__ = [
-    "PREFIX", "Segment", "cleanup_stale", "list_segments", "unlink_all_owned",
+    "PREFIX", "Segment", "cleanup_stale", "list_segments", "unlink_all_owned", "unlink_name",
     "SHM_DIR",
 ]
 
@@ -56,7 +56,8 @@ def _open(name: str, flags: int, mode: int = 0o600) -> int:
     return os.open(os.path.join(SHM_DIR, name), flags, mode)
 
 
-def _unlink_name(name: str) -> bool:
+def unlink_name(name: str) -> bool:
+    """Remove a segment's name; False when it was already gone."""
     try:
         if _posixshmem is not None:
             _posixshmem.shm_unlink("/" + name)
@@ -102,7 +103,7 @@ class Segment:
             buf = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
-            _unlink_name(name)
+            unlink_name(name)
             with _lock:
                 _owned.discard(name)
             raise
@@ -123,7 +124,7 @@ class Segment:
     def unlink(self) -> None:
         """Remove the name (owner only); mappings stay valid until closed."""
         if self.owner and not self.unlinked:
-            _unlink_name(self.name)
+            unlink_name(self.name)
             self.unlinked = True
             with _lock:
                 _owned.discard(self.name)
@@ -157,7 +158,7 @@ def unlink_all_owned() -> list:
     with _lock:
         names = list(_owned)
         _owned.clear()
-    return [n for n in names if _unlink_name(n)]
+    return [n for n in names if unlink_name(n)]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -212,6 +213,6 @@ def cleanup_stale(shm_dir: str = SHM_DIR) -> list:
             continue
         if uid is not None and st.st_uid != uid:
             continue
-        if _unlink_name(name):
+        if unlink_name(name):
             removed.append(name)
     return removed

@@ -144,3 +144,20 @@ def test_cap_per_worker_is_respected(small_set):
     assert res.stats.n == 7
     res1 = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 1, cap=4))
     assert res1.stats.n == 4 and len(res1.skipped) == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_periodic_snapshots_are_consistent(tmp_path, workers):
+    frames = make_frames(17, (16, 16, 3), seed=4)
+    paths, decoded = write_images(tmp_path, frames)
+    snaps = []
+    res = engine.run(_job(paths, (16, 16, 3), "uint8", "float64", workers, checkpoint_every=5),
+                     on_checkpoint=lambda st: snaps.append((st.n, list(st.files), st.mean.copy(),
+                                                           st.var.copy())))
+    assert len(snaps) >= 2
+    for n, files, mean, var in snaps:
+        assert n == len(files) >= 5
+        want_mean, want_var = reference_stats([decoded[paths.index(f)] for f in files])
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-9)
+        np.testing.assert_allclose(var, want_var, rtol=1e-9, atol=1e-9)
+    _check(res.stats, decoded, "float64")
