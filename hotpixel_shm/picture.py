@@ -1,0 +1,481 @@
+"""The overview picture: where the defects are, and enlarged crops of the worst.
+
+Layout, top to bottom, on a dark background:
+
+1. a title and a legend (one colour and one marker shape per kind, with counts);
+2. the whole frame, reduced to fit ``max_side`` (area average, in bands of rows,
+   so no image-sized float copy is made) or enlarged by a whole factor when it
+   is small; every defect is painted in its kind's colour at its (reduced)
+   position -- max-pooling the defect mask, so a single pixel survives any
+   reduction -- and circled by its kind's marker; the worst ones are numbered
+   (1 = worst score);
+3. a grid of the worst defects, each a ``(2 r + 1)``-pixel square of the mean
+   image enlarged with nearest-neighbour sampling, the centre pixel outlined,
+   labelled with its number, kind, x, y and score.
+
+The PNG carries text chunks that describe this geometry (``hotpixel_shm.overview``
+and ``hotpixel_shm.crops``), so programs can map picture pixels back to sensor
+coordinates.  Coordinates are column ``x``, row ``y``, 0-based, in the stored
+pixel array (EXIF orientation not applied).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
+
+from .errors import HotPixelError
+from .export import _get, _text, _xy, atomic_write
+from .model import KINDS
+
+__all__ = ["write_picture", "render_picture", "KIND_COLOURS", "MAX_NUMBERED"]
+
+#: Marker colour of each kind (RGB), also used to paint the defect pixels.
+KIND_COLOURS = {
+    "hot": (255, 60, 60),
+    "stuck": (255, 200, 0),
+    "dead": (40, 170, 255),
+    "noisy": (220, 90, 255),
+}
+#: At most this many of the worst defects get their number on the overview
+#: (all are painted and circled); more labels would only cover each other.
+MAX_NUMBERED = 100
+
+_SHAPES = {"hot": "circle", "stuck": "square", "dead": "diamond", "noisy": "triangle"}
+_BACKGROUND = (28, 28, 32)
+_TEXT = (235, 235, 235)
+_DIM_TEXT = (170, 170, 175)
+_OUTSIDE = (60, 40, 60)        # crop area beyond the image border
+_MARGIN = 16
+_GAP = 14
+_SMALL_TARGET = 800            # small frames are enlarged to about this many pixels
+_CROP_TARGET = 170             # enlarged crop side, in picture pixels
+_BAND_VALUES = 2 * 1024 * 1024  # float32 values in the reduction's band buffer (8 MB)
+
+
+@functools.lru_cache(maxsize=None)
+def _font(size):
+    # Pillow's built-in font needs no font file; with FreeType it scales.
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _as_hwc(mean):
+    mean = np.asarray(mean)
+    if mean.ndim == 2:
+        mean = mean[:, :, None]
+    if mean.ndim != 3 or mean.shape[2] not in (1, 3) or mean.shape[0] < 1 or mean.shape[1] < 1:
+        raise HotPixelError(f"the mean image must be (height, width, 1 or 3), got shape {mean.shape}")
+    return mean
+
+
+def _peak(values):
+    """Largest value, NaN ignored (no warning), -inf when there is none."""
+    peak = float(np.fmax.reduce(values, axis=None)) if values.size else -math.inf
+    return peak if not math.isnan(peak) else -math.inf
+
+
+def _reduce(mean, factor):
+    """Area-average ``factor`` x ``factor`` blocks, in bands of rows.
+
+    Returns the float32 (h, w, C) image and the full-resolution maximum (read
+    on the same pass, for :func:`_white`).
+    """
+    height, width, chans = mean.shape
+    if factor == 1:
+        return np.array(mean, dtype=np.float32), _peak(mean)
+    peak = -math.inf
+    h, w = -(-height // factor), -(-width // factor)
+    out = np.empty((h, w, chans), dtype=np.float32)
+    rows = max(1, _BAND_VALUES // (w * factor * chans))
+    # One float32 buffer for a band of row sums, reused: the full-size mean
+    # (often float64) is never copied, and the working memory stays ~8 MB.
+    acc = np.empty((rows, w * factor, chans), dtype=np.float32)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = r1 - r0
+        band = mean[r0 * factor:r1 * factor]
+        peak = max(peak, _peak(band))
+        part = acc[:n]
+        for i in range(factor):
+            src = band[i::factor]  # row i of every block
+            k = src.shape[0]
+            if i == 0:
+                np.copyto(part[:, :width], src, casting="same_kind")
+            else:
+                part[:k, :width] += src
+            if k < n:
+                # The image's last block row is short: repeat its last row, so
+                # edge blocks average only the pixels they really have.
+                part[k:, :width] += band[-1]
+        if w * factor != width:
+            part[:, width:] = part[:, width - 1:width]
+        # Then the columns of each block: strided sums, about 4x faster than
+        # a reshape+mean over two axes.
+        blocks = part.reshape(n, w, factor, chans)
+        dest = out[r0:r1]
+        np.copyto(dest, blocks[:, :, 0])
+        for j in range(1, factor):
+            dest += blocks[:, :, j]
+        dest *= np.float32(1.0 / (factor * factor))
+    return out, peak
+
+
+def _white(peak):
+    """Guess the samples' white level from the largest mean: 255, 1023, 4095, 16383 or 65535."""
+    if not math.isfinite(peak) or peak <= 255:
+        return 255.0
+    return float(2 ** math.ceil(math.log2(peak + 1)) - 1)
+
+
+def _stretch(small, white):
+    """Display range (lo, hi): the 0.1 and 99.9 percentiles of the (reduced) image.
+
+    Percentiles rather than 0..white, so that 16-bit data, raw data using a
+    few bits of their range and dark photo sets are visible.  The span is at
+    least 10 % of the white level, so that a nearly flat frame is shown as
+    flat grey instead of as noise amplified a hundredfold.
+    """
+    sample = small
+    step = int(math.ceil(math.sqrt(small.size / 2_000_000))) if small.size > 2_000_000 else 1
+    if step > 1:
+        sample = small[::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [0.1, 99.9]))
+    span = 0.1 * white
+    if hi - lo < span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - span / 2, mid + span / 2
+    return lo, hi
+
+
+def _to_rgb8(values, lo, hi, *, overwrite=False):
+    """float (h, w, C) -> uint8 (h, w, 3); NaN shown as black.
+
+    With ``overwrite`` the float array is used as scratch space, so the
+    overview costs no further float copies.
+    """
+    scaled = values if overwrite else np.array(values, dtype=np.float32)
+    scaled -= np.float32(lo)
+    scaled *= np.float32(255.0 / (hi - lo))
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += np.float32(0.5)
+    rgb = scaled.astype(np.uint8)
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return rgb
+
+
+def _overview(mean, reduce):
+    """The frame reduced by ``reduce`` as uint8 RGB, and the display range used."""
+    if reduce > 1:
+        small, peak = _reduce(mean, reduce)
+        lo, hi = _stretch(small, _white(peak))
+        return _to_rgb8(small, lo, hi, overwrite=True), lo, hi
+    # Full size: map band by band instead of making a float copy of the frame.
+    height, width, chans = mean.shape
+    step = max(1, int(math.ceil(math.sqrt(mean.size / 2_000_000))))
+    rows = max(1, _BAND_VALUES // (width * chans))
+    peak = max(_peak(mean[r0:r0 + rows]) for r0 in range(0, height, rows))
+    lo, hi = _stretch(np.asarray(mean[::step, ::step], dtype=np.float32), _white(peak))
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    for r0 in range(0, height, rows):
+        rgb[r0:r0 + rows] = _to_rgb8(mean[r0:r0 + rows], lo, hi)
+    return rgb, lo, hi
+
+
+def _rank(defects):
+    """Defects sorted worst first (highest score; NaN scores last, order kept on ties)."""
+    def key(item):
+        score = _get(item[1], "score")
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            score = math.nan
+        return (0, -score, item[0]) if math.isfinite(score) else (1, 0.0, item[0])
+    return [d for _, d in sorted(enumerate(defects), key=key)]
+
+
+def _marker(draw, shape, cx, cy, radius, colour, width=2):
+    # A black halo under the colour keeps the marker visible on any background.
+    _outline(draw, shape, cx, cy, radius, (0, 0, 0), width + 2)
+    _outline(draw, shape, cx, cy, radius, colour, width)
+
+
+def _outline(draw, shape, cx, cy, radius, colour, width):
+    r = radius
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=width)
+    elif shape == "square":
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], outline=colour, width=width)
+    elif shape == "diamond":
+        r = r * 1.3
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], outline=colour, width=width)
+    else:
+        r = r * 1.35
+        draw.polygon([(cx, cy - r), (cx + r * 0.87, cy + r * 0.5), (cx - r * 0.87, cy + r * 0.5)],
+                     outline=colour, width=width)
+
+
+def _text_width(font, text):
+    left, _, right, _ = font.getbbox(text)
+    return right - left
+
+
+def _geometry(height, width, max_side):
+    """(reduce, enlarge): whole-number factors that make the frame fit ``max_side``."""
+    longest = max(height, width)
+    if longest > max_side:
+        return -(-longest // max_side), 1
+    return 1, max(1, min(max_side, _SMALL_TARGET) // longest)
+
+
+def render_picture(mean, defects, *, max_side=2000, crops=12, crop_radius=8, title=None):
+    """Draw the overview picture (see the module docstring) and return it.
+
+    Parameters are those of :func:`write_picture`.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        RGB picture.
+    info : PIL.PngImagePlugin.PngInfo
+        PNG text chunks: ``Title``, ``Software``, ``Description`` and the
+        geometry: ``hotpixel_shm.overview`` = ``"left=L top=T reduce=F
+        enlarge=K width=W height=H"`` (sensor pixel ``(x, y)`` is drawn at
+        ``(L + (x // F) * K, T + (y // F) * K)``, a ``K`` x ``K`` block), and
+        ``hotpixel_shm.crops`` = one ``"n:x,y@left,top,zoom"`` per crop,
+        separated by spaces (crop ``n`` shows sensor pixel ``(x, y)`` at its
+        centre; its top-left pixel is ``(x - r, y - r)``).
+    """
+    from . import __version__
+
+    mean = _as_hwc(mean)
+    height, width, chans = mean.shape
+    if max_side < 16:
+        raise HotPixelError(f"max_side must be at least 16 pixels, got {max_side}")
+    crop_radius = int(crop_radius)
+    if crop_radius < 0:
+        raise HotPixelError(f"crop_radius must be >= 0, got {crop_radius}")
+    ranked = _rank(list(defects))
+    positions = [_xy(d) for d in ranked]
+    for (x, y), d in zip(positions, ranked):
+        if x >= width or y >= height:
+            raise HotPixelError(f"defect at x={x}, y={y} lies outside the {width}x{height} image")
+        if _get(d, "kind") not in KIND_COLOURS:
+            raise HotPixelError(f"defect at x={x}, y={y} has unknown kind {_get(d, 'kind')!r}")
+
+    reduce, enlarge = _geometry(height, width, max_side)
+    overview, lo, hi = _overview(mean, reduce)
+    ov_h, ov_w = overview.shape[:2]
+    overview_img = Image.fromarray(overview)
+    if enlarge > 1:
+        overview_img = overview_img.resize((ov_w * enlarge, ov_h * enlarge), Image.Resampling.NEAREST)
+    ov_w, ov_h = overview_img.size
+
+    # Bigger text and markers on a big overview, so the picture reads at "fit to screen".
+    big = max(ov_w, ov_h) >= 1200
+    sizes = (26, 18, 16) if big else (18, 13, 12)
+    title_font, font, small_font = (_font(size) for size in sizes)
+    line = 23 if big else 17
+    radius = max(11 if big else 7, int(0.75 * enlarge) + 4)
+    mark_w = 3 if big else 2
+    pad = radius + 4  # room for markers and numbers of defects at the frame's edge
+    n_crops = min(max(0, int(crops)), len(ranked))
+    side = 2 * crop_radius + 1
+    zoom = max(1, (_CROP_TARGET * 13 // 10 if big else _CROP_TARGET) // side)
+    tile = side * zoom
+    label_lines = 4
+    tile_h = tile + 4 + label_lines * line
+
+    counts = {k: sum(1 for d in ranked if _get(d, "kind") == k) for k in KINDS}
+    found = f"{len(ranked)} defect(s) found" if ranked else "no defects found"
+    title = _text(title) if title else f"hotpixel_shm {__version__}: {found}"
+    if reduce > 1:
+        scale = f"overview reduced 1:{reduce} (area average; defect pixels max-pooled, none lost)"
+    elif enlarge > 1:
+        scale = f"overview enlarged {enlarge}x"
+    else:
+        scale = "overview at 1:1"
+    info_line = (f"{width} x {height} px, {chans} channel(s); {scale}; "
+                 "x = column, y = row, 0-based, stored pixel array (EXIF orientation not applied)")
+    numbered = min(len(ranked), MAX_NUMBERED)
+    legend = [(k, f"{k} ({counts[k]})") for k in KINDS]
+    numbers_note = ("numbers: rank by score, 1 = worst" if numbered == len(ranked)
+                    else f"numbers on the {numbered} worst of {len(ranked)}, 1 = worst")
+    legend_w = sum(line + 12 + _text_width(font, t) + 18 for _, t in legend) + _text_width(font, numbers_note)
+
+    crops_cols_min = min(n_crops, 4)
+    number_w = _text_width(font, str(numbered)) + 4
+    content_w = max(ov_w + pad + number_w, _text_width(title_font, title), _text_width(small_font, info_line),
+                    legend_w, crops_cols_min * (tile + _GAP) - _GAP if crops_cols_min else 0, 320)
+    canvas_w = content_w + 2 * _MARGIN
+    title_h = line + 10
+    header_h = _MARGIN + title_h + line + 6 + line + 6
+    ov_left, ov_top = _MARGIN + pad, header_h + pad
+    y_after_ov = ov_top + ov_h + pad + _GAP
+    if n_crops:
+        cols = max(1, (content_w + _GAP) // (tile + _GAP))
+        rows = -(-n_crops // cols)
+        crops_h = 2 * line + rows * (tile_h + _GAP)
+    else:
+        cols = rows = 0
+        crops_h = 40
+    canvas_h = y_after_ov + crops_h + _MARGIN
+
+    canvas = Image.new("RGB", (canvas_w, canvas_h), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+
+    # 1. Title and legend.
+    draw.text((_MARGIN, _MARGIN), title, fill=_TEXT, font=title_font)
+    draw.text((_MARGIN, _MARGIN + title_h), info_line, fill=_DIM_TEXT, font=small_font)
+    lx, ly = _MARGIN, _MARGIN + title_h + line + 6
+    swatch = line // 2 - 1
+    for kind, text in legend:
+        _marker(draw, _SHAPES[kind], lx + swatch + 2, ly + line // 2, swatch, KIND_COLOURS[kind])
+        draw.text((lx + 2 * swatch + 10, ly + 2), text, fill=_TEXT, font=font)
+        lx += 2 * swatch + 14 + _text_width(font, text) + 18
+    draw.text((lx, ly + 2), numbers_note, fill=_DIM_TEXT, font=font)
+
+    # 2. The frame with every defect marked.
+    canvas.paste(overview_img, (ov_left, ov_top))
+    for rank in range(len(ranked) - 1, -1, -1):  # worst drawn last, on top
+        (x, y), d = positions[rank], ranked[rank]
+        kind = _get(d, "kind")
+        cx = ov_left + (x // reduce) * enlarge + enlarge / 2
+        cy = ov_top + (y // reduce) * enlarge + enlarge / 2
+        _marker(draw, _SHAPES[kind], cx, cy, radius, KIND_COLOURS[kind], mark_w)
+        if rank < numbered:
+            draw.text((cx + radius + 2, cy - radius - line // 2), str(rank + 1), fill=KIND_COLOURS[kind],
+                      font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+
+    # The max-pooled defect mask, painted after the markers so that no marker
+    # or number hides a defect: a reduced pixel holding any defect takes the
+    # colour of its worst one (painted last).
+    for rank in range(len(ranked) - 1, -1, -1):
+        (x, y), kind = positions[rank], _get(ranked[rank], "kind")
+        px, py = ov_left + (x // reduce) * enlarge, ov_top + (y // reduce) * enlarge
+        draw.rectangle([px, py, px + enlarge - 1, py + enlarge - 1], fill=KIND_COLOURS[kind])
+
+    # 3. The worst defects, enlarged.
+    crop_entries = []
+    top = y_after_ov
+    if n_crops:
+        draw.text((_MARGIN, top), f"The {n_crops} worst defect(s), {side} x {side} px of the mean image "
+                  f"enlarged {zoom}x, centre pixel outlined:", fill=_TEXT, font=font)
+        top += 2 * line
+        for i in range(n_crops):
+            (x, y), d = positions[i], ranked[i]
+            kind = _get(d, "kind")
+            left = _MARGIN + (i % cols) * (tile + _GAP)
+            tile_top = top + (i // cols) * (tile_h + _GAP)
+            canvas.paste(_crop_image(mean, x, y, crop_radius, zoom, lo, hi), (left, tile_top))
+            c0 = crop_radius * zoom
+            draw.rectangle([left + c0 - 2, tile_top + c0 - 2, left + c0 + zoom + 1, tile_top + c0 + zoom + 1],
+                           outline=KIND_COLOURS[kind], width=2)
+            ty = tile_top + tile + 4
+            draw.text((left, ty), f"#{i + 1} {kind}", fill=KIND_COLOURS[kind], font=font)
+            draw.text((left, ty + line), f"x={x} y={y}", fill=_TEXT, font=font)
+            draw.text((left, ty + 2 * line), f"score {_fmt(_get(d, 'score'))}", fill=_TEXT, font=font)
+            draw.text((left, ty + 3 * line),
+                      f"mean {_fmt(_get(d, 'mean'))} / nbr {_fmt(_get(d, 'neighbour_mean'))}",
+                      fill=_DIM_TEXT, font=small_font)
+            crop_entries.append(f"{i + 1}:{x},{y}@{left},{tile_top},{zoom}")
+    else:
+        message = "no defects found" if not ranked else "no crops requested"
+        draw.text((_MARGIN, top), message, fill=(120, 220, 120), font=title_font)
+
+    info = PngInfo()
+    info.add_text("Title", title)
+    info.add_text("Software", f"hotpixel_shm {__version__}")
+    info.add_text("Description", "Defective pixels; x = column, y = row, 0-based, in the stored "
+                  "pixel array (EXIF orientation not applied)")
+    info.add_text("hotpixel_shm.overview", f"left={ov_left} top={ov_top} reduce={reduce} "
+                  f"enlarge={enlarge} width={ov_w} height={ov_h}")
+    info.add_text("hotpixel_shm.crops", " ".join(crop_entries))
+    return canvas, info
+
+
+def _fmt(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "?"
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _crop_image(mean, x, y, radius, zoom, lo, hi):
+    """The (2 r + 1)-square around (x, y), display-mapped and enlarged; outside the frame shaded."""
+    height, width, chans = mean.shape
+    side = 2 * radius + 1
+    window = np.full((side, side, chans), np.nan, dtype=np.float32)
+    y0, y1 = max(0, y - radius), min(height, y + radius + 1)
+    x0, x1 = max(0, x - radius), min(width, x + radius + 1)
+    window[y0 - (y - radius):y1 - (y - radius), x0 - (x - radius):x1 - (x - radius)] = mean[y0:y1, x0:x1]
+    outside = np.zeros((side, side), dtype=bool)
+    outside[:y0 - (y - radius)] = True
+    outside[y1 - (y - radius):] = True
+    outside[:, :x0 - (x - radius)] = True
+    outside[:, x1 - (x - radius):] = True
+    rgb = _to_rgb8(window, lo, hi)
+    rgb[outside] = _OUTSIDE
+    return Image.fromarray(rgb).resize((side * zoom, side * zoom), Image.Resampling.NEAREST)
+
+
+def write_picture(path, mean, defects, *, max_side=2000, crops=12, crop_radius=8, title=None) -> None:
+    """Write the overview PNG: the frame with every defect marked, and crops of the worst.
+
+    Parameters
+    ----------
+    path : path-like
+        Output PNG; written atomically.
+    mean : array_like, shape (H, W, C) or (H, W)
+        Per-pixel mean image, C = 1 or 3, in the sample range (0-255 for
+        8-bit, 0-65535 for 16-bit).  Shown with a percentile stretch (0.1 to
+        99.9 %), so 16-bit data and dark frames are visible too; the stretch
+        spans at least 10 % of the white level (guessed from the maximum:
+        255, 1023, 4095, 16383 or 65535), so a flat frame looks flat rather
+        than like amplified noise.  It is read in bands of rows; no
+        full-size float copy is made.
+    defects : iterable of Defect or mapping
+        Ranked by score (1 = worst).
+    max_side : int
+        Longest side of the overview.  A larger frame is reduced by the
+        smallest whole factor that fits; a smaller one is enlarged by a whole
+        factor (nearest neighbour) to about 800 pixels so that it is legible.
+    crops : int
+        How many of the worst defects get an enlarged crop (0 for none).
+    crop_radius : int
+        Crops are ``2 * crop_radius + 1`` pixels square, enlarged to about
+        170 picture pixels.
+    title : str, optional
+        First line of the picture (default: tool, version and defect count).
+
+    Raises
+    ------
+    HotPixelError
+        On a bad shape, a defect outside the frame, or if the file cannot be written.
+
+    Notes
+    -----
+    Coordinates shown are column ``x``, row ``y``, 0-based, in the stored
+    pixel array (EXIF orientation not applied).  On the overview every defect
+    is painted in its kind's colour (the max-pooled defect mask, so single
+    pixels survive any reduction) and circled with its kind's marker: hot =
+    red circle, stuck = yellow square, dead = blue diamond, noisy = violet
+    triangle; the worst :data:`MAX_NUMBERED` carry their rank.  With no
+    defects the picture shows the frame and "no defects found".
+    """
+    image, info = render_picture(mean, defects, max_side=max_side, crops=crops,
+                                 crop_radius=crop_radius, title=title)
+    atomic_write(path, lambda f: image.save(f, format="PNG", pnginfo=info), mode="wb")
