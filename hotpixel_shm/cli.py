@@ -248,8 +248,16 @@ def _analyse(args, con, truth=None):
         # the saved statistics fix the shape: photos of another size are skipped
         shape, dtype = prior.shape, prior_dtype
         used_headers = [h for h in headers if h.key == (shape, dtype)]
-        other = [(h.path, f"size differs from the loaded statistics {shape} {dtype}")
+        want = inputs.describe_key((shape, dtype))
+        other = [(h.path, f"size {inputs.describe_key(h.key)} differs from the loaded "
+                          f"statistics ({want})")
                  for h in headers if h.key != (shape, dtype)]
+        if headers and not used_headers:
+            raise HotPixelError(f"the photos ({inputs.describe_key(headers[0].key)}) cannot be "
+                                f"merged with the loaded statistics ({want})")
+        if args.dtype not in ("auto", prior.tier):
+            raise HotPixelError(f"the loaded statistics were computed with the {prior.tier} "
+                                f"tier; --dtype {args.dtype} cannot be merged with them")
     skipped.extend(other)
     for path, reason in skipped:
         con.skip(path, reason)

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - optional fast path
 
 __all__ = [
     "IMAGE_EXTENSIONS", "Header", "expand_paths", "probe", "probe_all",
-    "reference_shape", "decode", "DEFAULT_MAX_PIXELS",
+    "reference_shape", "decode", "describe_key", "DEFAULT_MAX_PIXELS",
 ]
 
 #: Extensions looked for inside directories (files named explicitly are always tried).
@@ -323,12 +323,13 @@ def reference_shape(headers):
     skipped = []
     for h in headers:
         if h.key != key:
-            skipped.append((h.path, f"size {_fmt_key(h.key)} differs from the reference "
-                                    f"{_fmt_key(key)} of {best} other file(s)"))
+            skipped.append((h.path, f"size {describe_key(h.key)} differs from the reference "
+                                    f"{describe_key(key)} of {best} other file(s)"))
     return shape, dtype, used, skipped
 
 
-def _fmt_key(key):
+def describe_key(key):
+    """'6000x4000 8-bit RGB' for a ((h, w, c), dtype) key."""
     (h, w, c), dt = key
     kind = {1: "gray", 3: "RGB"}.get(c, f"{c}ch")
     bits = "16-bit" if dt == "uint16" else "8-bit"
@@ -437,5 +438,5 @@ def _decode_pillow(path, data, shape, dt, out, max_pixels):
 
 def _check_shape(got_shape, got_dtype, shape, dt, _mdt=None):
     if tuple(got_shape) != tuple(shape) or np.dtype(got_dtype) != np.dtype(dt):
-        raise SkipFile(f"size {_fmt_key((tuple(got_shape), np.dtype(got_dtype).name))} differs "
-                       f"from the reference {_fmt_key((tuple(shape), np.dtype(dt).name))}")
+        raise SkipFile(f"size {describe_key((tuple(got_shape), np.dtype(got_dtype).name))} differs "
+                       f"from the reference {describe_key((tuple(shape), np.dtype(dt).name))}")
