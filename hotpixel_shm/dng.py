@@ -37,6 +37,10 @@ XTRANS_PATTERN = (
     "RBGBRG"
 )
 
+#: Photosites kept free of planted defects around the synthetic lamp: the
+#: reach of a 5x5 same-colour window in an X-Trans mosaic (6 * 2) plus 2.
+_LAMP_CLEARANCE = 14
+
 # TIFF field types
 _BYTE, _ASCII, _SHORT, _LONG, _RATIONAL, _SRATIONAL = 1, 2, 3, 4, 5, 10
 _TYPE_FORMAT = {_BYTE: "B", _ASCII: "s", _SHORT: "H", _LONG: "I", _RATIONAL: "II", _SRATIONAL: "ii"}
@@ -217,45 +221,42 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
 def _smooth_noise(rng, height, width, scale):
     """A smooth random field in [0, 1]: coarse noise upsampled bilinearly."""
     gh, gw = max(2, height // scale + 2), max(2, width // scale + 2)
-    coarse = rng.random((gh, gw))
-    ys = np.linspace(0, gh - 1.001, height)
-    xs = np.linspace(0, gw - 1.001, width)
-    y0, x0 = ys.astype(int), xs.astype(int)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    c = coarse
-    top = c[y0][:, x0] * (1 - fx) + c[y0][:, x0 + 1] * fx
-    bot = c[y0 + 1][:, x0] * (1 - fx) + c[y0 + 1][:, x0 + 1] * fx
-    return top * (1 - fy) + bot * fy
+    coarse = rng.random((gh, gw), dtype=np.float32)
+    field = ndimage.zoom(coarse, (height / gh, width / gw), order=1, mode="nearest",
+                         grid_mode=True)
+    return np.clip(field[:height, :width], 0.0, 1.0)
 
 
 def _scene(rng, height, width):
     """One random RGB scene, linear, values in [0, 1]: gradients, blobs, edges, texture."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     base = _smooth_noise(rng, height, width, max(8, min(height, width) // 4))
-    rgb = np.empty((3, height, width))
-    tint = rng.uniform(0.5, 1.0, 3)
-    for c in range(3):
-        rgb[c] = base * tint[c]
-    # a few bright/dark rectangles and discs: sharp edges that move between photos
+    tint = rng.uniform(0.5, 1.0, 3).astype(np.float32)
+    rgb = base[None] * tint[:, None, None]
+    # a few flat rectangles and discs: sharp edges that move between photos
     for _ in range(rng.integers(3, 8)):
-        colour = rng.uniform(0.0, 1.0, 3)
+        colour = rng.uniform(0.0, 1.0, 3).astype(np.float32)
         if rng.random() < 0.5:
-            y0, x0 = rng.integers(0, height), rng.integers(0, width)
-            h, w = rng.integers(4, max(5, height // 2)), rng.integers(4, max(5, width // 2))
-            m = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w)
+            y0, x0 = int(rng.integers(0, height)), int(rng.integers(0, width))
+            h, w = int(rng.integers(4, max(5, height // 2))), int(rng.integers(4, max(5, width // 2)))
+            rgb[:, y0:y0 + h, x0:x0 + w] = colour[:, None, None]
         else:
             cy, cx = rng.uniform(0, height), rng.uniform(0, width)
             r = rng.uniform(3, max(4, min(height, width) / 4))
-            m = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        rgb[:, m] = colour[:, None]
+            ya, yb = max(0, int(cy - r)), min(height, int(cy + r) + 1)
+            xa, xb = max(0, int(cx - r)), min(width, int(cx + r) + 1)
+            yy, xx = np.ogrid[ya:yb, xa:xb]
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            rgb[:, ya:yb, xa:xb][:, disc] = colour[:, None]
     # fine texture (foliage, fabric)
-    texture = rng.random((height, width)) * rng.uniform(0.0, 0.3)
+    texture = rng.random((height, width), dtype=np.float32) * np.float32(rng.uniform(0.0, 0.3))
     rgb *= (1.0 - texture)[None]
     # The lens: no optical image has independent detail from one photosite to
     # the next, and without this blur a lone bright photosite would be as
     # common in the scene as in the sensor.
-    rgb = ndimage.gaussian_filter(rgb, sigma=(0, 1.0, 1.0), mode="nearest")
-    return np.clip(rgb * rng.uniform(0.3, 1.2), 0.0, 1.0)
+    for c in range(3):
+        ndimage.gaussian_filter(rgb[c], sigma=1.0, mode="nearest", output=rgb[c], truncate=3.0)
+    rgb *= np.float32(rng.uniform(0.3, 1.2))
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
 def _pick_sites(rng, height, width, count, taken, margin=4):
@@ -277,7 +278,8 @@ def _pick_sites(rng, height, width, count, taken, margin=4):
 
 
 def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_hot=4,
-                  n_stuck=3, n_dead=3, n_noisy=2, white=4095, black=64, clipped=True,
+                  n_stuck=3, n_dead=3, n_noisy=2, weak_range=(40.0, 80.0), white=4095, black=64,
+                  clipped=True,
                   darks=False, pattern="RGGB", make="Hotpixel", model="Simulated"):
     """Write ``n`` DNG photos of varied scenes with planted photosite defects.
 
@@ -296,12 +298,16 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
         offset; weak (warm) hot sites a small one, below what one photo shows
         against texture; stuck sites read a fixed value whatever the scene
         (the first one *at the white level*); dead sites read the black level;
-        noisy sites jump between two levels at random.
+        noisy sites jump between two levels at random. Dead sites cannot be
+        told from dark frames (everything reads black there).
+    weak_range : (float, float)
+        Offsets of the weak hot sites, in raw units, drawn uniformly.
     white, black : int
         White (saturation) and black levels written into the files.
     clipped : bool
         Add a bright lamp, clipped to ``white`` in every photo at the same
         place, whose photosites are all saturated (must not be reported).
+        Never in dark frames.
     darks : bool
         Dark frames (lens cap on, long exposure) instead of scenes: black level,
         read noise and the defects only.
@@ -326,8 +332,10 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
     Noise model: shot noise with a gain of 4 electrons per raw unit plus a
     read noise of 3 raw units, then rounding and clipping to
     ``[0, white]``. A hot site's offset scales with a per-photo exposure
-    factor in [0.5, 1.5] like dark current does; weak hot offsets are 25-50
-    raw units (about 1% of the range), strong ones 600-1500.
+    factor in [0.5, 1.5] like dark current does; strong hot offsets are
+    600-1500 raw units, weak ones 40-80 by default (1-2% of the range: a
+    few shot-noise sigmas in one photo, so a per-photo test against the
+    neighbours sees them in some photos and not in others).
     """
     rng = np.random.default_rng(seed)
     if n < 1:
@@ -341,19 +349,16 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
 
     taken = np.zeros((height, width), dtype=bool)
     lamp = np.zeros((height, width), dtype=bool)
-    if clipped:
+    if clipped and not darks:
         # A lamp in the upper left quarter: a disc plus a square-cornered
         # block, so the clipped edge has straight runs and corners.
-        yy, xx = np.mgrid[0:height, 0:width]
+        yy, xx = np.ogrid[0:height, 0:width]
         cy, cx, r = height // 4, width // 4, max(4, min(height, width) // 12)
         lamp = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
         lamp |= (yy >= cy) & (yy < cy + r + 4) & (xx >= cx) & (xx < cx + r + 4)
-        # keep planted defects away from the lamp, so "nothing in the lamp" is exact
-        grown = lamp.copy()
-        for dy in range(-4, 5):
-            for dx in range(-4, 5):
-                grown |= np.roll(np.roll(lamp, dy, 0), dx, 1)
-        taken |= grown
+        # keep planted defects well away from the lamp, so "nothing reported
+        # at the lamp" and "every planted defect found" are both exact
+        taken |= ndimage.maximum_filter(lamp, size=2 * _LAMP_CLEARANCE + 1)
 
     kinds = ([("hot", "hot")] * n_hot + [("hot", "weak_hot")] * n_weak_hot
              + [("stuck", "stuck_white" if i == 0 else "stuck") for i in range(n_stuck)]
@@ -364,7 +369,7 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
         if label == "hot":
             value = float(rng.uniform(600, 1500))
         elif label == "weak_hot":
-            value = float(rng.uniform(25, 50))
+            value = float(rng.uniform(*weak_range))
         elif label == "stuck_white":
             value = float(white)
         elif label == "stuck":
@@ -376,22 +381,24 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
         truth.append({"x": x, "y": y, "kind": kind, "colour": letters[cfa[y, x]],
                       "label": label, "value": value})
 
+    cfa_index = cfa[None].astype(np.intp)
     gain = 4.0        # electrons per raw unit: shot-noise variance = signal / gain
     read_noise = 3.0  # raw units
     paths = []
     for i in range(n):
         exposure = rng.uniform(0.5, 1.5)
         if darks:
-            signal = np.zeros((height, width))
+            signal = np.zeros((height, width), dtype=np.float32)
         else:
             rgb = _scene(rng, height, width)
-            signal = np.take_along_axis(rgb, cfa[None].astype(np.intp), axis=0)[0] * span
+            signal = np.take_along_axis(rgb, cfa_index, axis=0)[0] * np.float32(span)
         for t in truth:
             if t["kind"] == "hot":
                 signal[t["y"], t["x"]] += t["value"] * exposure
-        noisy = signal + rng.normal(0.0, 1.0, signal.shape) * np.sqrt(signal / gain + read_noise ** 2)
-        raw = noisy + black
-        if clipped:
+        sigma = np.sqrt(signal / np.float32(gain) + np.float32(read_noise ** 2))
+        raw = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+        raw += np.float32(black)
+        if lamp.any():
             raw[lamp] = white
         for t in truth:
             y, x = t["y"], t["x"]

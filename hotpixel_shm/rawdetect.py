@@ -32,6 +32,9 @@ __all__ = ["cfa_period", "detect_raw", "SATURATION_RADIUS"]
 SATURATION_RADIUS = 2
 
 _MAX_PERIOD = 16
+# A site clipped in every frame reads the same value every time; allow the
+# variance of one frame in a thousand being a unit off.
+_CLIPPED_MAX_VAR = 1.0
 
 
 def cfa_period(cfa: np.ndarray) -> int:
@@ -63,11 +66,14 @@ def cfa_period(cfa: np.ndarray) -> int:
     raise HotPixelError("the colour filter array does not repeat with a period up to 16 photosites")
 
 
-def _saturated(mean2d: np.ndarray, period: int, white: Optional[float]) -> np.ndarray:
-    """Photosites whose mean sits at the clipping level of their CFA position.
+def _saturated(mean2d: np.ndarray, var2d: np.ndarray, period: int,
+               white: Optional[float]) -> np.ndarray:
+    """Photosites clipped in every frame: mean at a clipping level, no variance.
 
     The clipping level is ``white`` when given, and also each CFA position's
     highest mean (cameras clip some channels below the nominal white level).
+    Requiring (almost) no variance keeps ordinary sites out when nothing is
+    clipped and a position's highest mean is just noise.
     """
     sat = np.zeros(mean2d.shape, dtype=bool)
     for dy in range(period):
@@ -79,6 +85,7 @@ def _saturated(mean2d: np.ndarray, period: int, white: Optional[float]) -> np.nd
             hit = plane >= level - max(1.0, 2e-3 * abs(level))
             if white is not None:
                 hit |= plane >= float(white) - max(1.0, 2e-3 * float(white))
+            hit &= var2d[dy::period, dx::period] <= _CLIPPED_MAX_VAR
             sat[dy::period, dx::period] = hit
     return sat
 
@@ -150,43 +157,34 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
 
     mean = np.asarray(mean)
     var = np.asarray(var)
-    if mean.ndim == 3:
-        if mean.shape[2] != 1:
-            raise HotPixelError(f"a raw mosaic has one channel, got shape {mean.shape}")
-        mean2d, var2d = mean[:, :, 0], var[:, :, 0]
-    elif mean.ndim == 2:
-        mean2d, var2d = mean, var
-    else:
-        raise HotPixelError(f"mean must be (height, width[, 1]), got shape {mean.shape}")
-    if var2d.shape != mean2d.shape:
+    if mean.ndim == 2:
+        mean, var = mean[:, :, None], np.asarray(var).reshape(mean.shape + (1,))
+    if mean.ndim != 3 or mean.shape[2] != 1:
+        raise HotPixelError(f"a raw mosaic has one channel: mean must be (height, width[, 1]), "
+                            f"got shape {mean.shape}")
+    if var.shape != mean.shape:
         raise HotPixelError(f"var shape {var.shape} differs from mean shape {mean.shape}")
     cfa = np.asarray(cfa)
-    if cfa.shape != mean2d.shape:
-        raise HotPixelError(f"cfa shape {cfa.shape} differs from the mosaic's {mean2d.shape}")
+    if cfa.shape != mean.shape[:2]:
+        raise HotPixelError(f"cfa shape {cfa.shape} differs from the mosaic's {mean.shape[:2]}")
     period = cfa_period(cfa)
 
     if options is None:
         options = DetectOptions()
     top = getattr(options, "top", None)
+    # top is applied here, after the highlight guard has had its say
     sub_options = dataclasses.replace(options, cluster=False, top=None)
-
     window = int(getattr(options, "window", 5) or 5)
-    zone = _highlight_zone(_saturated(mean2d, period, white), period * (window // 2))
+    zone = _highlight_zone(_saturated(mean[:, :, 0], var[:, :, 0], period, white),
+                           period * (window // 2))
+
     found: List[Defect] = []
-    for dy in range(period):
-        for dx in range(period):
-            sub_mean = mean2d[dy::period, dx::period]
-            if sub_mean.size == 0:
-                continue
-            sub_var = var2d[dy::period, dx::period]
-            index = int(cfa[dy, dx])
-            letter = colour_desc[index] if index < len(colour_desc) else str(index)
-            for d in detect(sub_mean[:, :, None], sub_var[:, :, None], n, sub_options):
-                x = period * int(d.x) + dx
-                y = period * int(d.y) + dy
-                if zone[y, x]:
-                    continue
-                found.append(dataclasses.replace(d, x=x, y=y, channels=[0], size=1, colour=letter))
+    for d in detect(mean, var, n, sub_options, cfa=cfa):
+        if zone[d.y, d.x]:
+            continue
+        index = int(cfa[d.y, d.x])
+        letter = colour_desc[index] if index < len(colour_desc) else str(index)
+        found.append(dataclasses.replace(d, channels=[0], size=1, colour=letter))
     found.sort(key=lambda d: (-d.score, d.y, d.x))
     if top is not None:
         found = found[:int(top)]

@@ -86,9 +86,18 @@ def run_ours_in_process(paths, darks):
 
 
 def run_ours_cli(paths, workers, darks, workdir):
-    """The command line in a subprocess -> (dict (x, y) -> kind, seconds) or None."""
+    """The command line in a subprocess.
+
+    Returns ``((found, seconds), mode)``, or ``(None, why)`` when the command
+    line does not read the files as raw mosaics. ``found`` maps (x, y) to the
+    kind. When the command line reads raw files but does not judge them per
+    CFA colour (no ``colour`` in its defects), its saved statistics are
+    judged here by ``detect_raw`` and that time is added.
+    """
     out = os.path.join(workdir, "hotpixel_shm.json")
-    cmd = [sys.executable, "-m", "hotpixel_shm", "--workers", str(workers), "-q", "--json", out]
+    stats = os.path.join(workdir, "stats.npz")
+    cmd = [sys.executable, "-m", "hotpixel_shm", "--workers", str(workers), "-q",
+           "--json", out, "--save-stats", stats]
     if darks:
         cmd.append("--darks")
     cmd += list(paths)
@@ -96,14 +105,29 @@ def run_ours_cli(paths, workers, darks, workdir):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0 or not os.path.exists(out):
-        return None, proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return None, (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
     with open(out) as f:
         report = json.load(f)
-    if report.get("images", {}).get("used", 0) != len(paths) or report.get("shape", [0, 0, 0])[2:] != [1]:
-        # the CLI skipped the raw files or read them demosaiced: not a raw run
-        return None, [f"the command line did not read the files as raw mosaics "
-                      f"(used {report.get('images', {}).get('used')}, shape {report.get('shape')})"]
-    return ({(int(d["x"]), int(d["y"])): d["kind"] for d in report["defects"]}, seconds), None
+    used = report.get("images", {}).get("used", 0)
+    if used != len(paths) or list(report.get("shape", []))[2:] != [1]:
+        return None, (f"the command line did not read the files as raw mosaics "
+                      f"(used {used}, shape {report.get('shape')})")
+    mode = f"`python -m hotpixel_shm --workers {workers}` (subprocess, interpreter start included)"
+    defects = report["defects"]
+    if defects and all("colour" in d for d in defects):
+        return ({(int(d["x"]), int(d["y"])): d["kind"] for d in defects}, seconds), mode
+    # raw read, but judged as a grey image: judge its statistics per CFA colour here
+    from hotpixel_shm.detect import DetectOptions
+    t0 = time.perf_counter()
+    with np.load(stats, allow_pickle=False) as z:
+        n, mean, var = int(z["n"]), z["mean"], z["var"]
+    info = rawio.probe_raw(paths[0])
+    found = detect_raw(mean, var, n, info.cfa, DetectOptions(darks=darks),
+                       colour_desc=info.colour_desc, white=info.white_level)
+    seconds += time.perf_counter() - t0
+    mode += (" for the statistics (--save-stats), then detect_raw here (time added): "
+             "the command line does not yet judge raw files per CFA colour")
+    return ({(d.x, d.y): d.kind for d in found}, seconds), mode
 
 
 def score(found, truth):
@@ -182,16 +206,12 @@ def main(argv=None):
 
         peer_found, peer_s = run_rawpy(paths)
 
-        ours = None
-        why = ["--in-process"]
+        ours, mode = None, "--in-process"
         if not args.in_process:
-            ours, why = run_ours_cli(paths, args.workers, args.darks, tmp)
-        if ours is not None:
-            mode = f"`python -m hotpixel_shm --workers {args.workers}` (subprocess, startup included)"
-        else:
+            ours, mode = run_ours_cli(paths, args.workers, args.darks, tmp)
+        if ours is None:
             ours = run_ours_in_process(paths, args.darks)
-            mode = ("in-process numpy statistics + detect_raw, one process "
-                    f"(command line not used: {'; '.join(why)})")
+            mode = f"in-process numpy statistics + detect_raw, one process (command line not used: {mode})"
         our_found, our_s = ours
 
         peer = score(peer_found, truth)
