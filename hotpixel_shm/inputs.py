@@ -251,7 +251,8 @@ def _probe_open(path, fh, size):
         mode = im.mode
         w, h = im.size
         fmt = im.format or "?"
-        make, model = _exif_make_model(im)
+        # EXIF sits in the header of these; elsewhere (PNG) reading it may decode the pixels
+        make, model = _exif_make_model(im) if fmt in ("JPEG", "MPO", "TIFF", "WEBP") else (None, None)
     if mode == "I" and fmt in ("PNG", "TIFF"):
         # Pillow may open 16-bit grayscale as 32-bit "I"; the values still fit uint16
         mode = "I;16"
