@@ -142,7 +142,7 @@ def _write_tiff(path, entries, pixels: bytes) -> None:
 
 
 def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
-              make="Hotpixel", model="Simulated") -> None:
+              make="Hotpixel", model="Simulated", margins=None) -> None:
     """Write a CFA mosaic as an uncompressed 16-bit DNG.
 
     Parameters
@@ -158,13 +158,19 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         Black level and white (saturation) level recorded in the file.
     make, model : str
         Camera make and model (TIFF Make/Model, DNG UniqueCameraModel).
+    margins : tuple of int, optional
+        ``(top, left, bottom, right)`` photosites of ``mosaic`` outside the
+        sensor's active area (DNG ActiveArea), like the masked borders of a
+        real sensor; LibRaw then reports them as ``top_margin`` and
+        ``left_margin`` and leaves them out of ``raw_image_visible``.
+        ``pattern`` describes the mosaic from its top-left photosite.
 
     Notes
     -----
     LibRaw (rawpy) reads these files back with ``raw_image_visible`` equal to
-    ``mosaic``, ``raw_pattern`` equal to ``pattern`` (second Bayer green
-    numbered 3) and ``white_level``/``black_level_per_channel`` as written.
-    No DefaultCrop tags are written, so the visible area is the whole mosaic.
+    ``mosaic`` (inside the margins), ``raw_pattern`` equal to ``pattern``
+    (second Bayer green numbered 3) and ``white_level`` /
+    ``black_level_per_channel`` as written. No DefaultCrop tags are written.
     """
     mosaic = np.asarray(mosaic)
     if mosaic.ndim != 2:
@@ -211,6 +217,12 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         _entry(50728, _RATIONAL, [(1, 1)] * 3),     # AsShotNeutral
         _entry(50778, _SHORT, 21),                  # CalibrationIlluminant1: D65
     ]
+    if margins is not None:
+        top, left, bottom, right = (int(v) for v in margins)
+        if min(top, left, bottom, right) < 0 or top + bottom >= height or left + right >= width:
+            raise ValueError(f"margins {margins} leave no active area in a {width}x{height} mosaic")
+        # ActiveArea: top, left, bottom, right of the active area
+        entries.append(_entry(50829, _LONG, (top, left, height - bottom, width - right)))
     _write_tiff(os.fspath(path), entries, pixels)
 
 

@@ -172,3 +172,49 @@ def test_raw_set_files_carry_the_planted_defects(tmp_path):
                                    n_weak_hot=1, n_stuck=2, n_dead=1, n_noisy=1, seed=3)
     assert truth2 == truth
     assert np.array_equal(rawio.read_raw(paths2[2]), rawio.read_raw(paths[2]))
+
+
+def _postprocess_with_bad_pixel_file(path, bad_pixel_file):
+    """LibRaw's own dcraw -P correction, as rawpy exposes it."""
+    import rawpy
+    kw = dict(output_bps=16, no_auto_bright=True, gamma=(1, 1), user_flip=0, user_wb=[1, 1, 1, 1])
+    with rawpy.imread(str(path)) as raw:
+        try:
+            return raw.postprocess(bad_pixels_path=bad_pixel_file and str(bad_pixel_file), **kw)
+        except TypeError:
+            pass
+    # rawpy 0.28 takes the path as str but hands LibRaw bytes (a TypeError above)
+    params = rawpy.Params(**kw)
+    params.bad_pixels = str(bad_pixel_file).encode()
+    with rawpy.imread(str(path)) as raw:
+        return raw.postprocess(params)
+
+
+@needs_rawpy
+def test_coordinates_are_the_frame_of_dcraw_bad_pixel_files(tmp_path):
+    # A sensor with masked margins (DNG ActiveArea): LibRaw's visible area
+    # starts 4 rows down and 6 columns in. One hot photosite at visible
+    # (x=30, y=20), i.e. (36, 24) in the full raw frame.
+    full = np.full((60, 80), 800, dtype=np.uint16)
+    full[24, 36] = 4000
+    path = tmp_path / "margins.dng"
+    write_dng(path, full, black=64, margins=(4, 6, 2, 2))
+
+    info = rawio.probe_raw(path)
+    assert info.shape == (54, 72, 1)
+    pixels = rawio.read_raw(path)[:, :, 0]
+    assert [tuple(p) for p in np.argwhere(pixels == 4000)] == [(20, 30)]     # (y, x)
+
+    # LibRaw's dcraw -P correction fixes the site when given (x, y) of read_raw's
+    # frame ("col row time"), and not when given full-raw coordinates.
+    before = _postprocess_with_bad_pixel_file(path, None)
+    spot = (slice(18, 23), slice(28, 33))
+    assert before[spot].max() > 2 * np.median(before)
+    visible = tmp_path / "visible.badpixels"
+    visible.write_text("30 20 0\n")
+    fixed = _postprocess_with_bad_pixel_file(path, visible)
+    assert fixed[spot].max() <= 1.01 * np.median(fixed)
+    full_frame = tmp_path / "full.badpixels"
+    full_frame.write_text("36 24 0\n")
+    not_fixed = _postprocess_with_bad_pixel_file(path, full_frame)
+    assert not_fixed[spot].max() > 2 * np.median(not_fixed)
