@@ -351,7 +351,7 @@ def _analyse(args, con, truth=None):
         statsio.save_stats(args.save_stats, stats, dtype)
         con.info(f"statistics saved to {args.save_stats}")
 
-    defects = _detect(args, stats)
+    defects = _detect(args, stats, used_headers)
     seconds = time.perf_counter() - t_start
     _summary(con, stats, result, skipped, defects, seconds)
     _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, used_headers)
@@ -386,13 +386,21 @@ def _progress(total, con):
     return _Bar()
 
 
-def _detect(args, stats):
+def _detect(args, stats, headers):
     from .detect import DetectOptions, detect
     opts = DetectOptions(darks=args.darks, top=args.top)
     for name in ("hot_sigma", "stuck_sigma", "dead_sigma", "noisy_sigma"):
         v = getattr(args, name)
         if v is not None:
             setattr(opts, name, v)
+    raw = [h for h in headers if h.format == "RAW"]
+    if raw:
+        # a raw mosaic: each photosite is judged against same-colour photosites
+        from .rawdetect import detect_raw
+        from .rawio import probe_raw
+        info = probe_raw(raw[0].path)
+        return detect_raw(stats.mean, stats.var, stats.n, info.cfa, opts,
+                          colour_desc=info.colour_desc, white=info.white_level)
     return detect(stats.mean, stats.var, stats.n, opts)
 
 
