@@ -3,10 +3,13 @@
 In a raw file every photosite has one colour filter, so its neighbours for
 the robust median/MAD test are the photosites of the *same CFA position*: the
 mosaic is split into its ``P x P`` regular sub-grids (``P`` = 2 for Bayer,
-6 for X-Trans), ``mean[dy::P, dx::P]``, each sub-grid is judged by
-``hotpixel_shm.detect.detect`` with clustering off, and the flagged sites
-are mapped back to photosite coordinates ``x = P*xs + dx``, ``y = P*ys + dy``.
-Every defect is one photosite (there is no demosaic smear to merge).
+6 for X-Trans), ``mean[dy::P, dx::P]``, each judged by
+``hotpixel_shm.detect.detect(..., cfa=cfa)`` with clustering off, and the
+flagged sites are mapped back to photosite coordinates ``x = P*xs + dx``,
+``y = P*ys + dy``. Every defect is one photosite (there is no demosaic smear
+to merge). This module adds the colour letters of the file's own colour
+description, the clipped-highlight guard below, and ``top`` over the whole
+mosaic.
 
 A site clipped at the saturation level is a defect only when it stands
 alone: a highlight clipped in every frame (a lamp in a fixed scene) has
@@ -90,20 +93,50 @@ def _saturated(mean2d: np.ndarray, var2d: np.ndarray, period: int,
     return sat
 
 
-def _highlight_zone(sat: np.ndarray, reach: int) -> np.ndarray:
+def _highlight_zone(sat: np.ndarray, reach: int):
     """Photosites whose verdict a clipped highlight would decide.
 
     A highlight is a saturated photosite with another saturated photosite
     within ``SATURATION_RADIUS``; the zone is every photosite within
     ``reach`` of one (there the neighbour median is clipped, or the site is
     the highlight's edge). An isolated saturated site is not a highlight.
+
+    Returns ``None`` (no highlight) or ``(zone, y0, x0)``: a boolean array
+    covering only the highlights' bounding box grown by ``reach``, and where
+    that box starts, so that a 24 MP frame with a few stuck sites costs
+    nothing and one with a small lamp costs a small array.
     """
-    size = 2 * SATURATION_RADIUS + 1
-    crowd = ndimage.uniform_filter(sat.astype(np.float32), size=size, mode="constant") * size * size
-    highlight = sat & (crowd > 1.5)          # itself plus at least one more
-    if not highlight.any():
-        return highlight
-    return ndimage.maximum_filter(highlight, size=2 * reach + 1, mode="constant")
+    hgt, wid = sat.shape
+    ys, xs = np.nonzero(sat)
+    if ys.size == 0:
+        return None
+    r = SATURATION_RADIUS
+    crowded = np.zeros(ys.size, dtype=bool)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy == 0 and dx == 0:
+                continue
+            ny, nx = ys + dy, xs + dx
+            inside = (ny >= 0) & (ny < hgt) & (nx >= 0) & (nx < wid)
+            hit = np.zeros(ys.size, dtype=bool)
+            hit[inside] = sat[ny[inside], nx[inside]]
+            crowded |= hit
+    if not crowded.any():
+        return None
+    hy, hx = ys[crowded], xs[crowded]
+    y0, y1 = max(0, int(hy.min()) - reach), min(hgt, int(hy.max()) + reach + 1)
+    x0, x1 = max(0, int(hx.min()) - reach), min(wid, int(hx.max()) + reach + 1)
+    highlight = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    highlight[hy - y0, hx - x0] = True
+    return ndimage.maximum_filter(highlight, size=2 * reach + 1, mode="constant"), y0, x0
+
+
+def _in_zone(zone, x: int, y: int) -> bool:
+    if zone is None:
+        return False
+    z, y0, x0 = zone
+    yy, xx = y - y0, x - x0
+    return 0 <= yy < z.shape[0] and 0 <= xx < z.shape[1] and bool(z[yy, xx])
 
 
 def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
@@ -158,7 +191,9 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
     mean = np.asarray(mean)
     var = np.asarray(var)
     if mean.ndim == 2:
-        mean, var = mean[:, :, None], np.asarray(var).reshape(mean.shape + (1,))
+        mean = mean[:, :, None]
+    if var.ndim == 2:
+        var = var[:, :, None]
     if mean.ndim != 3 or mean.shape[2] != 1:
         raise HotPixelError(f"a raw mosaic has one channel: mean must be (height, width[, 1]), "
                             f"got shape {mean.shape}")
@@ -180,7 +215,7 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
 
     found: List[Defect] = []
     for d in detect(mean, var, n, sub_options, cfa=cfa):
-        if zone[d.y, d.x]:
+        if _in_zone(zone, d.x, d.y):
             continue
         index = int(cfa[d.y, d.x])
         letter = colour_desc[index] if index < len(colour_desc) else str(index)

@@ -108,8 +108,8 @@ def test_bayer_colour_offset_is_judged_per_colour_not_as_a_defect():
 
 @pytest.mark.parametrize("darks", [False, True])
 def test_isolated_white_site_is_reported_but_a_clipped_block_is_not(darks):
-    # darks=True turns off detect's edge (quadrant) test, so the clipped
-    # block is left to rawdetect's own highlight guard
+    # darks=True turns off detect's directional (edge) test: the block must
+    # still not be reported
     from hotpixel_shm.detect import DetectOptions
     h, w = 48, 48
     cfa = cfa_array("RGGB", h, w)
@@ -122,6 +122,23 @@ def test_isolated_white_site_is_reported_but_a_clipped_block_is_not(darks):
                          white=WHITE)
     assert [(d.x, d.y) for d in defects] == [(30, 36)]
     assert defects[0].colour == "R"
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_a_small_spot_clipped_in_every_frame_is_not_a_cluster_of_stuck_sites(size):
+    # A star on a tracked mount, a distant street light: a few photosites of
+    # every colour clipped in every frame. Each CFA sub-grid sees only one
+    # to four of them, too few to look like a structure; the spot is told
+    # from stuck sites by its clipped neighbours of the other colours.
+    h, w = 48, 48
+    cfa = cfa_array("RGGB", h, w)
+    mean, var = _smooth_field(h, w, seed=4)
+    mean[20:20 + size, 24:24 + size] = WHITE
+    var[20:20 + size, 24:24 + size] = 0.0
+    mean[36, 9] = WHITE             # one site stuck at white, alone
+    var[36, 9] = 0.0
+    defects = detect_raw(mean[..., None], var[..., None], 50, cfa, white=WHITE)
+    assert [(d.x, d.y, d.colour) for d in defects] == [(9, 36, "G")]
 
 
 def test_xtrans_sites_are_judged_against_the_same_tile_position():
