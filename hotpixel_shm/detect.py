@@ -1,0 +1,784 @@
+"""Hot, stuck, dead and noisy pixels from finished per-subpixel statistics.
+
+Every subpixel (row, column, channel) is judged against its same-channel
+neighbours in a small window (5x5 by default, the centre excluded): the
+median of the neighbours' means and of their standard deviations is what
+the subpixel "should" read, and a robust scale says how far off is far.
+
+A defect differs from its neighbours on every side.  The edge, corner or
+thin line of a structure that is the same in every photo (a blown sky, a
+black border, a date stamp) agrees with its neighbours on at least one
+side, so a subpixel must also stand out against each corner quadrant of its
+window and each line through its centre.  Something burnt into every photo
+(a date stamp) barely varies from photo to photo while the area around it
+does; where several pixels of the window are that quiet, nothing is judged
+by its mean.
+
+The work is done per channel in horizontal bands, in two passes: a cheap
+pass (a box filter) picks candidates, and the exact robust statistics are
+computed at the candidates only.  Flagged subpixels that touch (8-connected,
+any channel) are merged into one defect: demosaicing and JPEG spread one bad
+photosite over about 3x3 pixels in every channel.
+
+This module is numerics only (numpy and scipy).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .errors import HotPixelError
+from .model import Defect
+
+__all__ = ["DetectOptions", "detect", "detect_memory_bytes"]
+
+log = logging.getLogger(__name__)
+
+#: MAD of a normal distribution times this is its standard deviation.
+_MAD_TO_SIGMA = 1.4826
+# Values per band buffer (one float32 band of one channel): 4 MB keeps a
+# band's few buffers cache-friendly and the working memory small.
+_BAND_VALUES = 1 << 20
+# Side of the square tiles of the local robust scale (pixels; even, so a
+# tile holds whole 2x2 cells).
+_TILE = 32
+# Near an overlay (date stamp) when at least this many quiet pixels lie
+# within _RING_RADIUS; one or two bad photosites make at most a few.
+_STATIC_PIXELS = 8
+# A hot or dead subpixel differs from the outer ring of its window by at
+# least this many times the ring's robust spread (edges and texture have a
+# large spread, a lone defect -- even one smeared by 4:2:0 JPEG -- a small one).
+_CONTRAST = 2.0
+# Candidates processed at once in the exact pass.
+_CHUNK = 8192
+# Subpixels sampled per channel to estimate the global robust scales.
+_SAMPLES = 20000
+# A cheap-pass candidate needs this fraction of the smallest threshold: the
+# box residual of a demosaic/JPEG-smeared defect is at least about 0.6 of
+# its residual against the median.
+_CANDIDATE_FRACTION = 0.5
+# Flagged subpixels kept at most (the strongest); beyond it the data is not
+# a camera with a few defects, and memory must stay bounded.
+_MAX_FLAGGED = 1_000_000
+# Both the mean and the std are high: noisy rather than hot when the std
+# rose by at least this fraction of the mean's rise.  A random telegraph
+# raises its mean by about its std (or not at all when symmetric); a hot
+# pixel raises its mean far more than its std (shot noise is a square root).
+_TELEGRAPH = 0.5
+# JPEG rings: a strong defect leaves weaker flagged specks elsewhere in its
+# 8x8 (luma) or 16x16 (subsampled chroma) block.  A defect in the same
+# _JPEG_BLOCK x _JPEG_BLOCK block (aligned at the image origin, as JPEG's
+# are) as one at least _RING_RATIO times as strong is taken to be such an
+# echo and merged into it.
+_JPEG_BLOCK = 16
+_RING_RATIO = 2.5
+# JPEG ringing around an overlay reaches this far (pixels): one 8x8 block.
+_RING_RADIUS = 8
+# Numbers of the kinds in the flagged-record arrays.
+_HOT, _STUCK, _DEAD, _NOISY = 1, 2, 3, 4
+_KIND_NAMES = {_HOT: "hot", _STUCK: "stuck", _DEAD: "dead", _NOISY: "noisy"}
+_COLOUR_LETTERS = "RGBG"
+
+
+@dataclass
+class DetectOptions:
+    """Thresholds and switches of ``detect``.
+
+    Attributes
+    ----------
+    darks : bool
+        The statistics come from dark frames (flat, no scene): compare with
+        the whole window only (there are no edges to guard against), which
+        keeps weak (warm) hot pixels at full strength.
+    hot_sigma : float
+        Hot: mean at least this many robust sigmas above the neighbours'.
+    stuck_sigma : float
+        Stuck: std at least this many robust sigmas below the neighbours'
+        and below ``stuck_ratio`` times their median, while the mean differs
+        from theirs by at least ``stuck_mean_sigma``.
+    dead_sigma : float
+        Dead: mean at least this many robust sigmas below the neighbours'
+        and below ``dead_fraction`` times their median.
+    noisy_sigma : float
+        Noisy: std at least this many robust sigmas above the neighbours',
+        with a normal mean (or a mean raised by no more than twice the rise
+        of the std: a random telegraph).
+    stuck_mean_sigma : float
+        See ``stuck_sigma``.
+    stuck_ratio : float
+        See ``stuck_sigma``.
+    dead_fraction : float
+        See ``dead_sigma``.
+    static_ratio : float
+        A pixel is "quiet" when its std is below this fraction of the
+        typical std of its 32x32 tile; where at least 5 pixels of the window
+        are quiet the window holds an overlay (date stamp) and no hot, stuck
+        or dead verdict is given there.
+    window : int
+        Neighbourhood size (odd, >= 3); the centre is excluded.
+    top : int or None
+        Keep only the ``top`` worst defects.
+    cluster : bool
+        Merge flagged subpixels that touch (8-connected, any channel) into
+        one defect; False: every flagged subpixel is its own defect (raw
+        mosaics, which have no demosaic smear).
+
+    Notes
+    -----
+    The sigma thresholds are in units of the robust scale: 1.4826 times the
+    MAD of the residuals (subpixel minus the median of its neighbours),
+    estimated per channel and per position in the 2x2 cell (demosaiced
+    photos are noisier at the photosites of a colour than where it was
+    interpolated), or the same statistic over the subpixel's 32x32 tile
+    where that is larger (texture).
+
+    The defaults come from the simulated camera of ``hotpixel_shm.synth``
+    (JPEG 4:2:0 and 4:2:2, PNG and 16-bit dark frames, 24 to 60 frames):
+    on defect-free sets with a blown sky, black borders, vignetting and a
+    date stamp the largest score of a non-defect stays below about 6, while
+    planted hot, stuck and dead photosites score 10 to several hundred.
+    8 sigma leaves room for the heavier tails of real photos: a Gaussian
+    tail beyond 8 sigma is about 1e-15 per subpixel.  ``stuck_ratio`` 0.4
+    separates stuck photosites (std 0 in PNG, 0.15-0.4 of the neighbours'
+    in JPEG) from hot photosites that clip in bright photos (0.5 and up);
+    ``dead_fraction`` 0.8 accepts a dead photosite that JPEG filled in with
+    its neighbours' colour, yet not a merely dim pixel.
+    """
+
+    darks: bool = False
+    hot_sigma: float = 8.0
+    stuck_sigma: float = 8.0
+    dead_sigma: float = 8.0
+    noisy_sigma: float = 8.0
+    stuck_mean_sigma: float = 4.0
+    stuck_ratio: float = 0.55
+    dead_fraction: float = 0.8
+    static_ratio: float = 0.4
+    window: int = 5
+    top: Optional[int] = None
+    cluster: bool = True
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+def _clamp(idx, size):
+    """Out-of-range indices -> the nearest edge (the image is extended by its edge values).
+
+    Outside the image there is no evidence: repeating the edge makes the
+    outward parts of a window agree with the edge, so an image edge is never
+    taken for a defect (a defect in the outermost rows and columns is
+    therefore harder to see).
+    """
+    return np.clip(idx, 0, size - 1)
+
+
+def _geometry(window):
+    """Offsets of the window without its centre, its corner quadrants and its lines.
+
+    Returns ``dy``, ``dx`` (each ``window**2 - 1`` long), ``quads``, a
+    ``(4, (h+1)**2 - 1)`` array of indices into them (the four corner
+    squares that contain the centre), ``lines``, a ``(4, 2h)`` array (the
+    row, the column and the two diagonals through the centre), and
+    ``ring``, the indices of the window's outermost ring.
+    """
+    h = window // 2
+    dy, dx = np.mgrid[-h:h + 1, -h:h + 1]
+    keep = (dy != 0) | (dx != 0)
+    dy, dx = dy[keep], dx[keep]
+    quads = [np.nonzero((dy * sy >= 0) & (dx * sx >= 0))[0] for sy in (-1, 1) for sx in (-1, 1)]
+    lines = [np.nonzero(dy == 0)[0], np.nonzero(dx == 0)[0],
+             np.nonzero(dy == dx)[0], np.nonzero(dy == -dx)[0]]
+    ring = np.nonzero(np.maximum(np.abs(dy), np.abs(dx)) == h)[0]
+    return dy, dx, np.array(quads), np.array(lines), ring
+
+
+def _median_rows(v):
+    """Median along the last axis (numpy's vectorised sort beats partition on short rows)."""
+    k = v.shape[-1]
+    srt = np.sort(v, axis=-1)
+    if k % 2:
+        return srt[..., k // 2]
+    return 0.5 * (srt[..., k // 2 - 1] + srt[..., k // 2])
+
+
+def _band_rows(width, window, height):
+    """Rows per band: a multiple of the tile size, so neither tiles nor the 2x2 phase move."""
+    h = window // 2
+    rows = max(1, _BAND_VALUES // (width + 2 * h) // _TILE) * _TILE
+    return int(min(rows, -(-height // _TILE) * _TILE))
+
+
+def _phase(ys, xs):
+    """Position in the 2x2 cell: 0..3."""
+    return (ys % 2) * 2 + (xs % 2)
+
+
+# ---------------------------------------------------------------------------
+# Global scales from a sample of subpixels
+# ---------------------------------------------------------------------------
+
+def _mad_by_phase(r, phase, floor):
+    """1.4826 x MAD of ``r`` for each 2x2 phase (all phases pooled where a phase is thin)."""
+    pooled = _MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+    out = np.empty(4)
+    for p in range(4):
+        rp = r[phase == p]
+        out[p] = (_MAD_TO_SIGMA * float(np.median(np.abs(rp - np.median(rp))))
+                  if rp.size >= 64 else pooled)
+    return np.maximum(out, floor)
+
+
+def _global_scales(pm, pv, window, rng):
+    """Robust scales of one channel's residuals, per 2x2 phase, from a sample.
+
+    Returns ``(g_mean, g_std, g_mean_box, g_std_box)``, each of shape (4,):
+    1.4826 x MAD of the residuals against the neighbours' median (the exact
+    test) and against the neighbours' average (the cheap candidate pass).
+    """
+    hgt, wid = pm.shape
+    k = min(_SAMPLES, hgt * wid)
+    flat = rng.choice(hgt * wid, size=k, replace=False) if k < hgt * wid else np.arange(k)
+    ys, xs = np.divmod(flat, wid)
+    dy, dx = _geometry(window)[:2]
+    ny = _clamp(ys[:, None] + dy[None, :], hgt)
+    nx = _clamp(xs[:, None] + dx[None, :], wid)
+    phase = _phase(ys, xs)
+    out = []
+    for plane, is_var in ((pm, False), (pv, True)):
+        nb = np.asarray(plane[ny, nx], dtype=np.float64)
+        centre = np.asarray(plane[ys, xs], dtype=np.float64)
+        if is_var:
+            nb = np.sqrt(np.maximum(nb, 0))
+            centre = np.sqrt(np.maximum(centre, 0))
+        # A zero scale would make any difference infinite.
+        floor = max(1e-6 * float(np.max(np.abs(centre))), 1e-12)
+        # Neighbourhoods that are constant (clipped sky, black border) carry
+        # no information about the noise and would pull the MAD to zero.
+        lively = (nb.max(axis=1) > nb.min(axis=1)) | (nb[:, 0] != centre)
+        nb, centre, ph = nb[lively], centre[lively], phase[lively]
+        out.append(_mad_by_phase(centre - _median_rows(nb), ph, floor))
+        out.append(_mad_by_phase(centre - nb.mean(axis=1), ph, floor))
+    g_mean, g_mean_box, g_std, g_std_box = out
+    return g_mean, g_std, g_mean_box, g_std_box
+
+
+# ---------------------------------------------------------------------------
+# One band of one channel
+# ---------------------------------------------------------------------------
+
+def _fill_band(buf, plane, y0, y1, h, is_var):
+    """Copy rows ``[y0-h, y1+h)`` of ``plane`` into ``buf`` (float32), edge values repeated.
+
+    ``buf`` has shape ``(y1 - y0 + 2h, width + 2h)``; for a variance plane
+    the square root (the std) is stored.
+    """
+    hgt, wid = plane.shape
+    rows = y1 - y0 + 2 * h
+    lo, hi = max(0, y0 - h), min(hgt, y1 + h)
+    top = lo - (y0 - h)
+    dst = buf[top:top + (hi - lo), h:h + wid]
+    np.copyto(dst, plane[lo:hi], casting="unsafe")
+    if is_var:
+        np.maximum(dst, 0, out=dst)    # rounding can leave tiny negative variances
+        np.sqrt(dst, out=dst)
+    for r in list(range(0, top)) + list(range(top + (hi - lo), rows)):
+        src = int(_clamp(y0 - h + r, hgt)) - (y0 - h)
+        buf[r, h:h + wid] = buf[src, h:h + wid]
+    if h:
+        buf[:, :h] = buf[:, h:h + 1]
+        buf[:, h + wid:] = buf[:, h + wid - 1:h + wid]
+
+
+def _box_residuals(buf, box, h):
+    """``|value - box mean|`` for the band's own pixels, written into ``box``; returns that view."""
+    rows, cols = buf.shape[0] - 2 * h, buf.shape[1] - 2 * h
+    ndimage.uniform_filter(buf, size=2 * h + 1, output=box, mode="nearest")
+    inner = box[h:h + rows, h:h + cols]
+    np.subtract(inner, buf[h:h + rows, h:h + cols], out=inner)
+    np.abs(inner, out=inner)
+    return inner
+
+
+def _above(absres, thr, out):
+    """``out = absres > thr[phase]`` with one threshold per 2x2 phase."""
+    for p in range(4):
+        py, px = divmod(p, 2)
+        np.greater(absres[py::2, px::2], thr[p], out=out[py::2, px::2])
+    return out
+
+
+def _tile_medians(arr, ys, xs):
+    """Median of ``arr`` over the tile of each candidate (every other row and column).
+
+    Tiles are ``_TILE`` x ``_TILE`` pixels: large enough that one defect's
+    smear (a few pixels) does not move the median, small enough to follow
+    the texture of the image.  Tiles at the right and bottom edges are
+    completed with the edge values.
+    """
+    rows, cols = arr.shape
+    ntx = -(-cols // _TILE)
+    tiles, inverse = np.unique((ys // _TILE) * ntx + xs // _TILE, return_inverse=True)
+    step = np.arange(0, _TILE, 2)
+    oy = np.minimum((tiles // ntx)[:, None] * _TILE + step[None, :], rows - 1)
+    ox = np.minimum((tiles % ntx)[:, None] * _TILE + step[None, :], cols - 1)
+    vals = arr[oy[:, :, None], ox[:, None, :]].reshape(tiles.size, -1)
+    return _median_rows(vals)[inverse]
+
+
+def _directional(c, nb, med, quads, lines):
+    """The residual against the window, its corner quadrants and its lines, closest to zero.
+
+    A defect stands out on every side; the edge or corner of a structure
+    agrees with at least one quadrant, a thin line with at least one line.
+    """
+    sub = np.concatenate([_median_rows(nb[:, quads]), _median_rows(nb[:, lines])], axis=1)
+    r = c - med
+    rq = c[:, None] - sub
+    r_hi = np.minimum(r, rq.min(axis=1))
+    r_lo = np.maximum(r, rq.max(axis=1))
+    return np.where(r_hi > 0, r_hi, np.where(r_lo < 0, r_lo, 0.0))
+
+
+def _drop_near_overlay(res, pv, ys, xs, ref_s, ratio):
+    """Clear hot, stuck and dead verdicts within a JPEG block of a static overlay.
+
+    Something burnt into every photo (a date stamp, a logo) barely varies
+    from photo to photo while the area around it does, and JPEG gives it a
+    fixed ringing pattern -- the same in every photo, so it looks like hot
+    and dead pixels -- up to a block (8 px) away.  A pixel is quiet when its
+    std is at most ``ratio`` times the typical std of its tile; a window of
+    +-``_RING_RADIUS`` px with at least ``_STATIC_PIXELS`` quiet pixels is
+    near an overlay.  One bad photosite is one or two quiet pixels.  Where
+    the whole tile is quiet (a region clipped in every photo) there is no
+    overlay to speak of, and the rule does not apply.
+    """
+    code = res["code"]
+    sel = np.nonzero((code == _HOT) | (code == _STUCK) | (code == _DEAD))[0]
+    if sel.size == 0:
+        return
+    hgt, wid = pv.shape
+    r = _RING_RADIUS
+    off = np.arange(-r, r + 1)
+    for i in range(0, sel.size, 1024):
+        part = sel[i:i + 1024]
+        ny = _clamp(ys[part, None] + off[None, :], hgt)
+        nx = _clamp(xs[part, None] + off[None, :], wid)
+        var = np.asarray(pv[ny[:, :, None], nx[:, None, :]], dtype=np.float32)
+        quiet_var = (ratio * ref_s[part]) ** 2
+        count = (var <= quiet_var[:, None, None]).sum(axis=(1, 2))
+        near = (count >= _STATIC_PIXELS) & (ref_s[part] > 0)
+        code[part[near]] = 0
+        res["score"][part[near]] = 0
+
+
+def _judge(bm, bs, ys, xs, h, geo, scale_m, scale_s, opts):
+    """Exact robust statistics and the verdict at candidate subpixels of one band.
+
+    ``ys``, ``xs`` are band coordinates of the candidates (the buffers are
+    padded by ``h``); ``scale_m``, ``scale_s`` the robust scales of the mean
+    and std residuals at each candidate.  Returns a dict of per-candidate arrays: ``code`` (0 = fine),
+    ``score``, ``m``, ``s``, ``med`` (the neighbours' median mean), ``zm``,
+    ``zs``.
+    """
+    dy, dx, quads, lines, ring = geo
+    wp = bm.shape[1]
+    centre = (ys + h) * wp + (xs + h)
+    idx = centre[:, None] + (dy * wp + dx)[None, :]
+
+    nb_m = bm.reshape(-1)[idx]
+    m = bm.reshape(-1)[centre]
+    med_m = _median_rows(nb_m)
+    nb_s = bs.reshape(-1)[idx]
+    s = bs.reshape(-1)[centre]
+    med_s = _median_rows(nb_s)
+    if opts.darks:
+        rm, rs = m - med_m, s - med_s
+    else:
+        rm = _directional(m, nb_m, med_m, quads, lines)
+        rs = _directional(s, nb_s, med_s, quads, lines)
+    zm = rm / scale_m
+    zs = rs / scale_s
+    # A defect stands out from the ring around it by more than that ring's
+    # own spread; JPEG's overshoot along a fixed edge (a horizon) does not.
+    ring_m = nb_m[:, ring]
+    spread_m = _MAD_TO_SIGMA * _median_rows(np.abs(ring_m - _median_rows(ring_m)[:, None]))
+    contrast = np.abs(rm) >= _CONTRAST * spread_m
+    # A std estimate is itself noisy where the photos differ a lot (a
+    # horizon that moves, an edge under camera shake): for "noisy" the scale
+    # is also the spread of the neighbours' stds.
+    spread_s = _MAD_TO_SIGMA * _median_rows(np.abs(nb_s - med_s[:, None]))
+    zs_noisy = rs / np.maximum(scale_s, spread_s)
+    dead = contrast & (zm <= -opts.dead_sigma) & (m <= opts.dead_fraction * med_m)
+    # Stuck is judged on the std against the whole window: the smear of a
+    # stuck photosite lowers its neighbours' std too, which the quadrants
+    # would take for an edge.  The mean must be off on every side, though.
+    zs_plain = (s - med_s) / scale_s
+    stuck = (~dead & (zs_plain <= -opts.stuck_sigma) & (s <= opts.stuck_ratio * med_s)
+             & (np.abs(zm) >= opts.stuck_mean_sigma))
+    hot = ~dead & ~stuck & contrast & (zm >= opts.hot_sigma)
+    noisy = ~dead & ~stuck & (zs_noisy >= opts.noisy_sigma)
+    noisy &= ~hot | ((s - med_s) >= _TELEGRAPH * (m - med_m))
+    hot &= ~noisy
+
+    code = np.zeros(m.shape, dtype=np.int8)
+    score = np.zeros(m.shape, dtype=np.float32)
+    code[hot], score[hot] = _HOT, zm[hot]
+    code[stuck], score[stuck] = _STUCK, np.maximum(-zs_plain[stuck], np.abs(zm[stuck]))
+    code[dead], score[dead] = _DEAD, -zm[dead]
+    code[noisy], score[noisy] = _NOISY, zs_noisy[noisy]
+    return {"code": code, "score": score, "m": m, "s": s, "med": med_m, "zm": zm, "zs": zs}
+
+
+_FIELDS = (("y", np.int32), ("x", np.int32), ("c", np.int16), ("code", np.int8),
+           ("score", np.float32), ("m", np.float32), ("s", np.float32), ("med", np.float32),
+           ("zm", np.float32))
+
+
+def _concat(parts):
+    if not parts:
+        return {k: np.empty(0, dtype=t) for k, t in _FIELDS}
+    return {k: np.concatenate([p[k] for p in parts]) for k, _ in _FIELDS}
+
+
+def _strongest(rec, k):
+    order = np.argsort(-rec["score"], kind="stable")[:k]
+    return {key: v[order] for key, v in rec.items()}
+
+
+def _band_candidates(bm, bs, box_m, box_s, h, thr_m, thr_s, mask):
+    """Candidates of one band and its box residuals (for the tile scales)."""
+    abs_m = _box_residuals(bm, box_m, h)
+    abs_s = _box_residuals(bs, box_s, h)
+    mask = _above(abs_m, thr_m, mask[:abs_m.shape[0]])
+    # the std pass reuses the padding rows of box_s as scratch would be
+    # fragile; a second small mask is cheaper to reason about
+    mask |= _above(abs_s, thr_s, np.empty_like(mask))
+    ys, xs = np.nonzero(mask)
+    return ys, xs, abs_m, abs_s
+
+
+def _detect_plane(pm, pv, opts, channel, rng, probe=None):
+    """Flagged subpixels of one channel: a dict of equal-length arrays.
+
+    ``probe`` (tests and tuning only): band-free list of ``(y, x)`` whose
+    full statistics are returned instead.
+    """
+    hgt, wid = pm.shape
+    h = opts.window // 2
+    geo = _geometry(opts.window)
+    gm, gs, gmb, gsb = _global_scales(pm, pv, opts.window, rng)
+    # The box residual (centre included in the mean) is nb/window**2 of the
+    # residual against the neighbours' average.
+    shrink = (opts.window ** 2 - 1) / opts.window ** 2
+    lowest = min(opts.hot_sigma, opts.dead_sigma, opts.stuck_sigma, opts.noisy_sigma)
+    thr_m = _CANDIDATE_FRACTION * lowest * gmb * shrink
+    thr_s = _CANDIDATE_FRACTION * lowest * gsb * shrink
+
+    band = _band_rows(wid, opts.window, hgt)
+    shape = (band + 2 * h, wid + 2 * h)
+    bm = np.empty(shape, dtype=np.float32)
+    bs = np.empty(shape, dtype=np.float32)
+    box_m = np.empty(shape, dtype=np.float32)
+    box_s = np.empty(shape, dtype=np.float32)
+    mask = np.empty((band, wid), dtype=bool)
+    found = []
+    kept = 0
+    for y0 in range(0, hgt, band):
+        y1 = min(hgt, y0 + band)
+        rows = y1 - y0 + 2 * h
+        vm, vs = bm[:rows], bs[:rows]
+        _fill_band(vm, pm, y0, y1, h, False)
+        _fill_band(vs, pv, y0, y1, h, True)
+        if probe is not None:
+            pts = [(y - y0, x) for y, x in probe if y0 <= y < y1]
+            if not pts:
+                continue
+            abs_m = _box_residuals(vm, box_m[:rows], h)
+            abs_s = _box_residuals(vs, box_s[:rows], h)
+            ys = np.array([p[0] for p in pts])
+            xs = np.array([p[1] for p in pts])
+        else:
+            ys, xs, abs_m, abs_s = _band_candidates(vm, vs, box_m[:rows], box_s[:rows], h,
+                                                    thr_m, thr_s, mask)
+        std_band = vs[h:rows - h, h:h + wid]
+        for i in range(0, ys.size, _CHUNK):
+            cy, cx = ys[i:i + _CHUNK], xs[i:i + _CHUNK]
+            ph = _phase(cy + y0, cx)
+            scale_m = np.maximum(_tile_medians(abs_m, cy, cx) * (_MAD_TO_SIGMA / shrink), gm[ph])
+            scale_s = np.maximum(_tile_medians(abs_s, cy, cx) * (_MAD_TO_SIGMA / shrink), gs[ph])
+            ref_s = _tile_medians(std_band, cy, cx)
+            res = _judge(vm, vs, cy, cx, h, geo, scale_m, scale_s, opts)
+            if not opts.darks:
+                _drop_near_overlay(res, pv, cy + y0, cx, ref_s, opts.static_ratio)
+            if probe is not None:
+                res.update(y=cy + y0, x=cx, scale_m=scale_m, scale_s=scale_s, ref_s=ref_s)
+                found.append(res)
+                continue
+            hit = res["code"] > 0
+            if not hit.any():
+                continue
+            found.append({"y": (cy[hit] + y0).astype(np.int32), "x": cx[hit].astype(np.int32),
+                          "c": np.full(int(hit.sum()), channel, dtype=np.int16),
+                          "code": res["code"][hit], "score": res["score"][hit],
+                          "m": res["m"][hit], "s": res["s"][hit], "med": res["med"][hit],
+                          "zm": res["zm"][hit].astype(np.float32)})
+            kept += int(hit.sum())
+            if kept > _MAX_FLAGGED:
+                found = [_strongest(_concat(found), _MAX_FLAGGED)]
+                kept = _MAX_FLAGGED
+                log.warning("more than %d flagged subpixels in channel %d: keeping the "
+                            "strongest", _MAX_FLAGGED, channel)
+    if probe is not None:
+        return found
+    return _concat(found)
+
+
+# ---------------------------------------------------------------------------
+# Flagged subpixels -> defects
+# ---------------------------------------------------------------------------
+
+def _clusters(rec, width):
+    """Label of each flagged record: records whose pixels touch (8-connected) share it."""
+    keys = rec["y"].astype(np.int64) * width + rec["x"]
+    pix, inverse = np.unique(keys, return_inverse=True)
+    px = pix % width
+    src, dst = [], []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):     # half the 8 neighbours suffice
+        want = pix + dy * width + dx
+        pos = np.minimum(np.searchsorted(pix, want), pix.size - 1)
+        hit = (px + dx >= 0) & (px + dx < width) & (pix[pos] == want)
+        src.append(np.nonzero(hit)[0])
+        dst.append(pos[hit])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(pix.size, pix.size))
+    _, labels = connected_components(graph, directed=False)
+    return labels[inverse]
+
+
+def _to_defects(rec, width, cluster, colour=None):
+    """One Defect per cluster (or per record), at its strongest subpixel."""
+    if rec["y"].size == 0:
+        return []
+    # strongest first; ties broken by position so the result is reproducible
+    order = np.lexsort((rec["c"], rec["x"], rec["y"], -rec["score"]))
+    rec = {k: v[order] for k, v in rec.items()}
+    labels = _clusters(rec, width) if cluster else np.arange(rec["y"].size)
+    out = []
+    members = {}
+    for i, lab in enumerate(labels.tolist()):
+        members.setdefault(lab, []).append(i)
+    for idx in members.values():
+        idx = np.array(idx)
+        codes = rec["code"][idx]
+        # The photosite itself is where the mean is most off (the smear is
+        # weaker); a cluster of only noisy subpixels goes by its score.
+        judged = idx[codes != _NOISY]
+        best = int(judged[np.argmax(np.abs(rec["zm"][judged]))]) if judged.size else int(idx[0])
+        # Low variance is the specific sign of a stuck photosite and shows
+        # in its own colour only, while JPEG makes the other channels of the
+        # pixel look hot: a hot cluster with a stuck subpixel is stuck.
+        if rec["code"][best] == _HOT and np.any(codes == _STUCK):
+            best = int(idx[codes == _STUCK][0])
+        out.append(Defect(
+            x=int(rec["x"][best]), y=int(rec["y"][best]),
+            channels=sorted({int(c) for c in rec["c"][idx]}),
+            kind=_KIND_NAMES[int(rec["code"][best])], mean=float(rec["m"][best]),
+            std=float(rec["s"][best]), neighbour_mean=float(rec["med"][best]),
+            score=float(rec["score"][best]), size=int(idx.size), colour=colour))
+    return out
+
+
+def _absorb_echoes(defects):
+    """Merge each defect into a much stronger one of its JPEG block (a ringing echo).
+
+    Strongest first: a defect whose ``_JPEG_BLOCK`` block already holds a
+    reported defect at least ``_RING_RATIO`` times as strong adds its
+    channels and size to that one instead of being reported.
+    """
+    kept = []
+    host = {}
+    for d in sorted(defects, key=lambda d: (-d.score, d.y, d.x)):
+        block = (d.y // _JPEG_BLOCK, d.x // _JPEG_BLOCK)
+        h = host.get(block)
+        if h is not None and h.score >= _RING_RATIO * d.score:
+            h.channels = sorted(set(h.channels) | set(d.channels))
+            h.size += d.size
+            continue
+        if h is None:
+            host[block] = d
+        kept.append(d)
+    return kept
+
+
+def _sort_and_cut(defects, top):
+    defects.sort(key=lambda d: (-d.score, d.y, d.x))
+    if top is not None:
+        defects = defects[:max(0, int(top))]
+    return defects
+
+
+def _cfa_period(cfa):
+    for p in range(1, 17):
+        if p > min(cfa.shape):
+            break
+        if np.array_equal(cfa[p:], cfa[:-p]) and np.array_equal(cfa[:, p:], cfa[:, :-p]):
+            return p
+    raise HotPixelError("the colour filter array does not repeat with a period up to 16")
+
+
+def _check(mean, var, n, opts, cfa):
+    mean = np.asarray(mean)
+    var = np.asarray(var)
+    if mean.ndim == 2:
+        mean = mean[:, :, None]
+    if var.ndim == 2:
+        var = var[:, :, None]
+    if mean.ndim != 3 or 0 in mean.shape:
+        raise HotPixelError(f"mean must have shape (height, width, channels), got {mean.shape}")
+    if var.shape != mean.shape:
+        raise HotPixelError(f"var shape {var.shape} differs from mean shape {mean.shape}")
+    for name, a in (("mean", mean), ("var", var)):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise HotPixelError(f"{name} must be a numeric array, got {a.dtype}")
+    if int(n) < 2:
+        raise HotPixelError(f"need statistics over at least 2 images, got n={n}")
+    if opts.window < 3 or opts.window % 2 == 0:
+        raise HotPixelError(f"window must be odd and >= 3, got {opts.window}")
+    if cfa is not None:
+        cfa = np.asarray(cfa)
+        if cfa.shape != mean.shape[:2] or mean.shape[2] != 1:
+            raise HotPixelError(f"a cfa {cfa.shape} needs a one-channel mosaic of that size, "
+                                f"got mean {mean.shape}")
+    return mean, var, cfa
+
+
+def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
+    """Find hot, stuck, dead and noisy pixels in per-subpixel statistics.
+
+    Parameters
+    ----------
+    mean, var : numpy.ndarray
+        ``(height, width, channels)`` (or ``(height, width)``) mean and
+        population variance over ``n`` images, float32 or float64.
+    n : int
+        Number of images (at least 2).
+    options : DetectOptions, optional
+        Thresholds and switches (defaults: ``DetectOptions()``).
+    cfa : numpy.ndarray, optional
+        ``(height, width)`` colour index of each photosite of a one-channel
+        raw mosaic: each photosite is then judged against photosites at the
+        same position of the CFA tile (a regular sub-grid), every flagged
+        photosite is its own defect, and ``colour`` is set (index 0, 1, 2,
+        3 -> R, G, B, G).
+
+    Returns
+    -------
+    list of hotpixel_shm.model.Defect
+        Sorted by ``score``, worst first (at most ``options.top``).
+
+    Raises
+    ------
+    HotPixelError
+        On bad shapes, ``n < 2`` or a bad window.
+
+    Notes
+    -----
+    For each subpixel with mean ``m`` and std ``s``, and the medians ``M``
+    and ``S`` of its neighbours' means and stds:
+
+    * the residuals are ``m - M`` and ``s - S``; unless ``darks``, they are
+      also taken against each corner quadrant and each line through the
+      centre of the window, and the one closest to zero is kept;
+    * the scale is the larger of the channel's global robust scale (per
+      2x2 phase, from a 20000-subpixel sample, constant neighbourhoods
+      left out) and the scale of the subpixel's 32x32 tile; for "noisy"
+      also the spread of the neighbours' stds;
+    * ``z_m``, ``z_s`` are the residuals in units of the scale.  Dead:
+      ``z_m <= -dead_sigma`` and ``m <= dead_fraction * M``; stuck:
+      ``z_s <= -stuck_sigma``, ``s <= stuck_ratio * S`` and
+      ``|z_m| >= stuck_mean_sigma``; hot: ``z_m >= hot_sigma``; noisy:
+      ``z_s >= noisy_sigma`` with a normal mean, or with a mean raised by no
+      more than twice the rise of the std (a random telegraph).  No hot,
+      stuck or dead verdict where the window holds a static overlay (see
+      ``DetectOptions.static_ratio``).
+
+    The score is ``z_m`` (hot), ``-z_m`` (dead), ``z_s`` (noisy) or the
+    larger of ``-z_s`` and ``|z_m|`` (stuck).  A cluster takes the kind and
+    the values of its strongest subpixel, or of its strongest stuck one.
+
+    Candidates come from a box-filter pass at half the smallest threshold;
+    the exact statistics are computed only there.  Memory: a few float32
+    bands of one channel (see ``detect_memory_bytes``).
+    """
+    opts = options if options is not None else DetectOptions()
+    mean, var, cfa = _check(mean, var, n, opts, cfa)
+    if cfa is not None:
+        return _detect_cfa(mean, var, opts, cfa)
+    wid = mean.shape[1]
+    rng = np.random.default_rng(0)        # the global-scale sample: reproducible
+    recs = [_detect_plane(mean[:, :, c], var[:, :, c], opts, c, rng)
+            for c in range(mean.shape[2])]
+    defects = _to_defects(_concat(recs), wid, opts.cluster)
+    if opts.cluster:
+        defects = _absorb_echoes(defects)
+    return _sort_and_cut(defects, opts.top)
+
+
+def _detect_cfa(mean, var, opts, cfa):
+    p = _cfa_period(cfa)
+    out = []
+    rng = np.random.default_rng(0)
+    for dy in range(p):
+        for dx in range(p):
+            sm, sv = mean[dy::p, dx::p, 0], var[dy::p, dx::p, 0]
+            if sm.size == 0:
+                continue
+            v = int(cfa[dy, dx])
+            colour = _COLOUR_LETTERS[v] if 0 <= v < len(_COLOUR_LETTERS) else str(v)
+            rec = _detect_plane(sm, sv, opts, 0, rng)
+            rec["x"] = rec["x"] * p + dx
+            rec["y"] = rec["y"] * p + dy
+            out.extend(_to_defects(rec, mean.shape[1], False, colour))
+    return _sort_and_cut(out, opts.top)
+
+
+def detect_memory_bytes(shape) -> int:
+    """The most working memory ``detect`` allocates for statistics of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width[, channels])`` of the mean/var arrays.
+
+    Returns
+    -------
+    int
+        Bytes: four float32 band buffers, the box filter's temporaries and
+        two masks, the candidate indices, the exact pass over one chunk of
+        candidates, the global-scale sample, and the flagged records at
+        their cap.  It depends on the width, not on the height or the number
+        of channels (the bands are reused).
+    """
+    hgt, wid = int(shape[0]), int(shape[1])
+    window = DetectOptions.window
+    h = window // 2
+    band = _band_rows(wid, window, hgt)
+    values = (band + 2 * h) * (wid + 2 * h)
+    # 4 float32 buffers, uniform_filter's float32 temporary, 2 masks; the
+    # candidate indices of a band can reach 2 int64 per pixel.
+    band_bytes = values * (4 * 4 + 4 + 2) + band * wid * 16
+    k = window * window - 1
+    # neighbour indices (int64), gathered values and sorted copies (float32),
+    # the quadrant/line subsets, the tile gathers.
+    chunk_bytes = _CHUNK * (k * (8 + 4 * 8) + 4 * 16 * 4 + 3 * (_TILE // 2) ** 2 * 12)
+    sample_bytes = _SAMPLES * k * (8 * 2 + 8 * 4) + _SAMPLES * 64
+    flagged_bytes = 2 * _MAX_FLAGGED * 27
+    return int(band_bytes + chunk_bytes + sample_bytes + flagged_bytes + (1 << 20))
