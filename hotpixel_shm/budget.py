@@ -60,8 +60,9 @@ PARENT_BASELINE_BYTES = 96 * _MIB
 #: Temporaries of a worker's accumulator update, which works in blocks of rows.
 WORKER_SCRATCH_BYTES = 16 * _MIB
 
-#: Temporaries of the parent's chunked merge and finalisation.
-MERGE_SCRATCH_BYTES = 32 * _MIB
+#: Temporaries of the parent's chunked merge and finalisation: the merge
+#: works on five float64 blocks of 2**20 values (40 MiB), plus slack.
+MERGE_SCRATCH_BYTES = 48 * _MIB
 
 #: Every array of an accumulator segment starts on a 64-byte boundary (a cache line).
 SEGMENT_ALIGN = 64
