@@ -996,7 +996,7 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
             if more:
                 smallest = min(more, key=lambda x: x.total)
                 reasons.append(
-                    f"{chosen.workers} worker(s) instead of {counts[0]}: with more, even the smallest "
+                    f"{chosen.workers} worker(s) instead of {counts[0]}: with more, even the smallest accurate "
                     f"plan ({smallest.workers} workers, {smallest.tier}) needs "
                     f"{format_bytes(smallest.total)}, over the {format_bytes(budget)} budget")
             else:

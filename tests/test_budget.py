@@ -439,7 +439,6 @@ PLAN_TABLE = [
     (RGB24, "uint8", 100000, 1, "16G", {}, (1, "float64")),
     (RGB24, "uint8", 100000, 2, "16G", {}, (2, "exact")),
     (RGB24, "uint8", 100000, 8, "16G", {}, (8, "exact")),
-    (RGB24, "uint8", 100000, 8, "7G", {}, (8, "float32")),
     # 16-bit mono 24 MP: 2 workers exact 1.55 GiB, float64 1.37 GiB, float32 1.01 GiB;
     # 1 worker exact 984 MiB, float64 709 MiB, float32 526 MiB; float16 never.
     (MONO24, "uint16", 40, 2, "16G", {}, (2, "exact")),
@@ -579,12 +578,32 @@ def test_exact_limit_per_worker(dtype, limit):
     assert make_plan(shape, dtype, limit + 1, 1, b).tier == "float64"
 
 
-def test_float16_limit_per_worker():
+@pytest.mark.parametrize("tier", ["float32", "float16"])
+def test_float_tier_limit_per_worker(tier):
     b = parse_size("1G")
     small = (4, 6, 3)
-    assert make_plan(small, "uint8", 4000, 2, b, tier="float16").images_per_worker == 2000
-    with pytest.raises(PlanError, match="2000"):
-        make_plan(small, "uint8", 4001, 2, b, tier="float16")
+    limit = tiers.max_images(tier, "uint8")
+    assert make_plan(small, "uint8", 2 * limit, 2, b, tier=tier).images_per_worker == limit
+    with pytest.raises(PlanError, match=str(limit)):
+        make_plan(small, "uint8", 2 * limit + 1, 2, b, tier=tier, workers=2)
+
+
+def test_many_photos_give_up_workers_before_accuracy():
+    # 100000 photos on 8 CPUs with 7 GiB: the compact tiers would be cheap
+    # enough for 8 workers but cannot stay accurate for 12500 photos each.
+    b = parse_size("7G")
+    plan = make_plan(RGB24, "uint8", 100000, 8, b)
+    assert plan.fits and plan.images_per_worker <= tiers.max_images(plan.tier, "uint8")
+    for k in range(plan.workers + 1, 9):
+        per = math.ceil(100000 / k)
+        for tier in tiers.TIERS:
+            ok = per <= tiers.max_images(tier, "uint8")
+            assert not ok or memory_model(RGB24, "uint8", tier, k)[3] > b, (k, tier)
+    order = tiers.ACCURACY_ORDER
+    for tier in order[:order.index(plan.tier)]:
+        per = plan.images_per_worker
+        assert per > tiers.max_images(tier, "uint8") or memory_model(RGB24, "uint8", tier, plan.workers)[3] > b
+    assert any("instead of 8" in r for r in plan.reasons)
 
 
 def test_shared_memory_space():
