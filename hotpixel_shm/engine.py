@@ -52,6 +52,8 @@ CRASH_REASON = "crashed the decoder (killed two worker processes); quarantined"
 #: Testing aid: seconds a worker sleeps after each file, so that the signal
 #: tests can interrupt a run of small files while it is in progress.
 _DELAY_ENV = "HOTPIXEL_SHM_TEST_DELAY"
+#: Workers dying before they are ready this many times end the run.
+_MAX_STARTUP_DEATHS = 4
 _CTX = mp.get_context("spawn")
 
 
@@ -232,8 +234,17 @@ class _Slot:
             args=(child_conn, self.seg.name, j.tier, tuple(j.shape), j.dtype, os.getpid(),
                   j.max_pixels, j.crash_on),
             name=f"hotpixel-worker-{self.index}", daemon=True)
-        self.proc.start()
-        child_conn.close()
+        try:
+            self.proc.start()
+        except BaseException:
+            self.proc = None
+            parent_conn.close()
+            self.seg.unlink()
+            self.seg.close()
+            self.seg = None
+            raise
+        finally:
+            child_conn.close()
         self.conn = parent_conn
         self.ready = False
         self.inflight.clear()
@@ -382,6 +393,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
     created = 0
     stop_sig = None
     pausing = False
+    startup_deaths = 0
     finished_ok = False
     result = None
     try:
@@ -441,6 +453,15 @@ def _run_parallel(job, progress, should_stop, ckpt):
                     if s.stopped:
                         continue
                     deaths += 1
+                    if not s.ready:
+                        startup_deaths += 1
+                        if startup_deaths >= _MAX_STARTUP_DEATHS:
+                            raise HotPixelError(
+                                f"worker processes die while starting (exit code "
+                                f"{s.proc.exitcode}, {startup_deaths} times); when calling "
+                                f"hotpixel_shm from a script, put the call under "
+                                f"'if __name__ == \"__main__\":' (worker processes are "
+                                f"spawned and import the main module)")
                     _on_death(s, queue, strikes, skipped, done_by)
                     if stop_sig is None:
                         s.start(nbytes)

@@ -161,3 +161,20 @@ def test_periodic_snapshots_are_consistent(tmp_path, workers):
         np.testing.assert_allclose(mean, want_mean, rtol=1e-9)
         np.testing.assert_allclose(var, want_var, rtol=1e-9, atol=1e-9)
     _check(res.stats, decoded, "float64")
+
+
+def test_script_without_main_guard_fails_clearly_instead_of_looping(small_set, tmp_path):
+    """Spawned workers import the main module; an unguarded call would start
+    workers forever.  The engine gives up with an explanation."""
+    import subprocess
+    import sys
+    paths, _ = small_set
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from hotpixel_shm import engine\n"
+        f"job = engine.Job(files={paths!r}, shape=(24, 32, 3), dtype='uint8', tier='exact', workers=2)\n"
+        "engine.run(job)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "worker processes die while starting" in r.stderr
+    assert "__main__" in r.stderr
