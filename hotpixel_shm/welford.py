@@ -156,6 +156,12 @@ class Accumulator:
     arrays : dict of str to ndarray
         The tier's fields (``tiers.fields``), each a view of image shape into
         the buffer.
+    size : int
+        Values per image (height * width * channels).
+    capacity : int
+        Images after which an integer field would overflow; :meth:`update`
+        refuses more.  ``tiers.max_images`` (where the accuracy bound stops
+        holding) is never above it.
 
     Notes
     -----
@@ -291,7 +297,8 @@ class Accumulator:
         self._usable()
         image = np.asarray(image)
         if image.dtype != self.sample_dtype:
-            raise HotPixelError(f"image dtype {image.dtype} does not match the accumulator's {self.sample_dtype}")
+            raise HotPixelError(f"image dtype {image.dtype} does not match the accumulator's "
+                                f"{self.sample_dtype}")
         if image.shape != self.shape:
             raise HotPixelError(f"image shape {image.shape} does not match the accumulator's {self.shape}")
         n = self.n
@@ -551,7 +558,7 @@ def _fold(n_a, mean_a, m2_a, n_b, mean_b, m2_b, tmp):
     np.add(m2_a, d, out=m2_a)
 
 
-def merge(accs: list, *, in_place: bool = True, block_values: int = 1 << 20) -> tuple:
+def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOCK_VALUES) -> tuple:
     """Merge the accumulators of several workers into finished statistics.
 
     Parameters
