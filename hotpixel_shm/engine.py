@@ -364,7 +364,11 @@ def _run_serial(job, progress, should_stop, ckpt):
         if ckpt.due(len(used)) and k + 1 < total:
             ckpt.take([acc], job, used)
     del buf
-    stats = _finish([acc], job, used, owner=acc)
+    # results merged in place are views that keep their memory alive; otherwise
+    # closing the accumulator frees it before detection needs the room
+    stats = _finish([acc], job, used, owner=None)
+    acc.close()
+    del acc
     result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1)
     if stop_sig:
         raise Interrupted(stop_sig, result)
