@@ -1,0 +1,227 @@
+"""Smoke tests of the benchmark scripts (``scripts/bench.py``, ``scripts/article_baseline.py``).
+
+They run the scripts end to end on tiny sets; nothing here asserts a timing.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hotpixel_shm.tiers import TIERS
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+BENCH = os.path.join(SCRIPTS, "bench.py")
+ARTICLE = os.path.join(SCRIPTS, "article_baseline.py")
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the class is made
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench_mod():
+    return _load(BENCH, "hotpixel_bench_script")
+
+
+@pytest.fixture(scope="module")
+def article_mod():
+    return _load(ARTICLE, "hotpixel_article_script")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """The whole default benchmark on 4 images of 64x48, one round."""
+    out = tmp_path_factory.mktemp("bench-out")
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--count", "4", "--width", "64", "--height", "48",
+         "--rounds", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out / "bench.json", encoding="utf-8") as fh:
+        result = json.load(fh)
+    return out, result, proc.stdout
+
+
+def _numbers(v):
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def test_every_row_and_ratio_in_json(bench_run, bench_mod):
+    _, result, _ = bench_run
+    names = [r["name"] for r in result["rows"]]
+    expected = (["article", "decode-pillow", "decode-simplejpeg"]
+                + [f"hps-{t}" for t in TIERS] + ["hps-auto-workers"])
+    assert names == expected
+    for row in result["rows"]:
+        for key in bench_mod.ROW_FIELDS:
+            assert key in row, (row["name"], key)
+        assert row["ok"], row
+        assert len(row["seconds"]) == 1 and len(row["peak_bytes"]) == 1
+        for key in ("median_seconds", "images_per_s", "megapixels_per_s", "peak_bytes_max",
+                    "time_vs_article", "time_vs_decode", "peak_vs_article"):
+            assert _numbers(row[key]), (row["name"], key, row[key])
+    by = {r["name"]: r for r in result["rows"]}
+    assert by["article"]["time_vs_article"] == pytest.approx(1.0)
+    fastest = by[result["fastest_decode"]]
+    assert fastest["time_vs_decode"] == pytest.approx(1.0)
+    for t in TIERS:
+        assert by[f"hps-{t}"]["tier"] == t
+        assert by[f"hps-{t}"]["engine"]["workers"] == 2
+    assert result["default_tier"] in TIERS
+    assert result["set"]["count"] == 4
+    assert (result["set"]["width"], result["set"]["height"]) == (64, 48)
+    for key in ("cpu", "cores", "ram_bytes", "python", "numpy"):
+        assert result["machine"][key]
+
+
+def test_targets_reported(bench_run):
+    _, result, stdout = bench_run
+    targets = {t["name"]: t for t in result["targets"]}
+    assert set(targets) == {"vs_decode", "vs_article", "float32_memory"}
+    for t in targets.values():
+        assert _numbers(t["value"])
+        assert isinstance(t["passed"], bool)
+    assert stdout.count("PASS") + stdout.count("FAIL") >= 3
+
+
+def test_markdown_has_every_row(bench_run):
+    out, result, _ = bench_run
+    text = (out / "bench.md").read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(result["rows"])  # header + one line per command
+    for row in result["rows"]:
+        assert row["label"] in text
+    assert "t / article" in table[0] and "t / decode" in table[0] and "peak / article" in table[0]
+    assert result["machine"]["cpu"] in text
+
+
+def test_image_set_is_cached(bench_run, bench_mod):
+    out, _, _ = bench_run
+    set_dir = out / "set-64x48-q90-n4"
+    files = sorted(p.name for p in set_dir.glob("*.jpg"))
+    assert len(files) == 4
+    stamp = {f: os.stat(set_dir / f).st_mtime_ns for f in files}
+    again = bench_mod.make_image_set(str(set_dir), 4, 64, 48, 90, processes=1)
+    assert [os.path.basename(p) for p in again] == files
+    assert {f: os.stat(set_dir / f).st_mtime_ns for f in files} == stamp  # not rewritten
+    with Image.open(again[0]) as im:
+        assert im.size == (64, 48) and im.format == "JPEG"
+
+
+def test_failed_command_is_reported_not_hidden(tmp_path, bench_mod):
+    cmd = bench_mod.Command("broken", "a failing command", "article",
+                            [sys.executable, "-c", "raise SystemExit(3)"], 1)
+    bench_mod.run_commands([cmd], 1, str(tmp_path), count=1)
+    summary = bench_mod.summarise([cmd], 1, 1.0)
+    row = summary["rows"][0]
+    assert not row["ok"] and "exit code 3" in row["error"]
+    assert row["median_seconds"] is None
+    targets = bench_mod.check_targets(summary)
+    assert [t["passed"] for t in targets] == [False, False, False]
+
+
+def test_measure_sees_the_memory_of_children(tmp_path, bench_mod):
+    # a child process that holds 200 MB for a moment: the tree's peak must include it
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import multiprocessing as mp, time\n"
+        "def hold():\n"
+        "    b = bytearray(200 * 2**20)\n"
+        "    b[::4096] = b'x' * len(b[::4096])  # touch every page\n"
+        "    time.sleep(0.6)\n"
+        "if __name__ == '__main__':\n"
+        "    p = mp.get_context('spawn').Process(target=hold)\n"
+        "    p.start(); p.join()\n"
+        "    raise SystemExit(p.exitcode)\n")
+    run = bench_mod.measure([sys.executable, str(script)], str(tmp_path / "log"), interval=0.02)
+    assert run["returncode"] == 0
+    assert run["peak_bytes"] > 200 * 2**20
+    assert run["cpu_seconds"] is not None and run["cpu_seconds"] > 0
+
+
+def test_kernels_mode_writes_every_tier(tmp_path, bench_mod):
+    assert bench_mod.main(["--kernels", "--width", "96", "--height", "64", "--rounds", "1",
+                           "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "bench-kernels.json", encoding="utf-8") as fh:
+        result = json.load(fh)
+    assert [r["tier"] for r in result["rows"]] == list(TIERS)
+    for r in result["rows"]:
+        assert _numbers(r["update_vs_copy"]) and _numbers(r["update_seconds"])
+    assert "simplejpeg" in result["decode_seconds"]
+
+
+def test_scaling_mode(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--scaling", "--scaling-counts", "2,3", "--width", "64",
+         "--height", "48", "--rounds", "1", "--out", str(tmp_path),
+         "--only", "decode-simplejpeg", "hps-default"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(tmp_path / "bench-scaling.json", encoding="utf-8") as fh:
+        result = json.load(fh)
+    assert result["scaling"]["counts"] == [2, 3]
+    assert [(r["count"], r["name"]) for r in result["rows"]] == [
+        (2, "decode-simplejpeg"), (2, "hps-default"), (3, "decode-simplejpeg"), (3, "hps-default")]
+    for cells in result["scaling"]["per_image"].values():
+        assert [c["count"] for c in cells] == [2, 3]
+        assert all(_numbers(c["seconds_per_image"]) for c in cells)
+    assert (tmp_path / "bench-scaling.md").is_file()
+
+
+# --------------------------------------------------------------------------- the baseline
+
+def _frames(tmp_path, n, seed=0):
+    rng = np.random.default_rng(seed)
+    paths, arrays = [], []
+    for i in range(n):
+        # PNG: lossless, so the script's input equals what numpy sees here;
+        # a brightness that drifts across the set makes the chunks' means differ.
+        a = np.clip(rng.normal(60 + 12 * i, 20, (12, 16, 3)), 0, 255).astype(np.uint8)
+        p = tmp_path / f"f{i:02d}.png"
+        Image.fromarray(a).save(p)
+        paths.append(str(p))
+        arrays.append(a.astype(np.float64))
+    return paths, np.stack(arrays)
+
+
+def test_article_worker_is_welford(tmp_path, article_mod):
+    paths, stack = _frames(tmp_path, 7)
+    count, mean, m2 = article_mod.worker(paths)
+    assert count == 7
+    np.testing.assert_allclose(mean, stack.mean(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(m2 / count, stack.var(axis=0), rtol=1e-10, atol=1e-9)
+
+
+def test_article_split_is_static_and_complete(article_mod):
+    files = [f"f{i}" for i in range(7)]
+    chunks = article_mod.split(files, 3)
+    assert chunks == [["f0", "f1", "f2"], ["f3", "f4"], ["f5", "f6"]]
+    assert article_mod.split(files[:1], 2) == [["f0"], []]
+
+
+def test_article_combination_keeps_the_bug(tmp_path, article_mod):
+    # The baseline sums M2 over the workers: with drifting brightness, its
+    # variance is smaller than the true one.  The bug is the point of the baseline.
+    paths, stack = _frames(tmp_path, 6)
+    proc = subprocess.run([sys.executable, ARTICLE, "--processes", "2", *paths],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("variance:"))
+    printed_mean_var = float(line.rsplit("mean", 1)[1])
+    true_mean_var = float(stack.var(axis=0).mean())
+    halves = [stack[:3], stack[3:]]
+    buggy = float((sum(h.var(axis=0) * 3 for h in halves) / 6).mean())
+    assert printed_mean_var == pytest.approx(buggy, rel=1e-3)
+    assert printed_mean_var < 0.9 * true_mean_var
+    assert "lowest-variance subpixels" in proc.stdout
