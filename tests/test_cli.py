@@ -162,3 +162,24 @@ def test_other_sizes_and_modes_are_skipped_with_reasons(photos, capsys):
     assert "cmyk.jpg: unsupported colour mode CMYK" in err
     assert "big.png: size 30x40 8-bit RGB differs" in err
     assert "empty.jpg: empty file" in err
+
+
+def test_raw_dng_end_to_end(tmp_path):
+    pytest.importorskip("rawpy")
+    from hotpixel_shm.dng import write_raw_set
+    d = tmp_path / "raw"
+    d.mkdir()
+    paths, truth = write_raw_set(str(d), n=12)
+    js, dc = str(tmp_path / "r.json"), str(tmp_path / "bad.txt")
+    assert main(["-q", "--workers", "2", str(d), "--json", js, "--dcraw", dc]) == 0
+    with open(js) as fh:
+        rep = json.load(fh)
+    assert rep["shape"] == [192, 256, 1]
+    found = {(f["x"], f["y"]): f for f in rep["defects"]}
+    strong = [t for t in truth if t["label"] in ("hot", "stuck", "stuck_white", "dead")]
+    for t in strong:  # raw defects are single photosites, at exact coordinates
+        assert (t["x"], t["y"]) in found, t
+        assert found[(t["x"], t["y"])]["colour"] == t["colour"]
+    with open(dc) as fh:
+        lines = [ln.split() for ln in fh if not ln.startswith("#")]
+    assert {(int(c), int(r)) for c, r, _ in lines} == set(found)
