@@ -42,11 +42,8 @@ log = logging.getLogger(__name__)
 
 #: MAD of a normal distribution times this is its standard deviation.
 _MAD_TO_SIGMA = 1.4826
-# Values per band buffer (one float32 band of one channel): 4 MB keeps a
-# band's few buffers cache-friendly and the working memory small.
-_BAND_VALUES = 1 << 20
 # Side of the square tiles of the local robust scale (pixels; even, so a
-# tile holds whole 2x2 cells).
+# tile holds whole 2x2 cells).  A band of the cheap pass is one tile high.
 _TILE = 32
 # Near an overlay (date stamp) when at least this many quiet pixels lie
 # within _RING_RADIUS; one or two bad photosites make at most a few.
@@ -58,14 +55,14 @@ _CONTRAST = 2.0
 # Candidates processed at once in the exact pass.
 _CHUNK = 8192
 # Subpixels sampled per channel to estimate the global robust scales.
-_SAMPLES = 20000
+_SAMPLES = 10000
 # A cheap-pass candidate needs this fraction of the smallest threshold: the
 # box residual of a demosaic/JPEG-smeared defect is at least about 0.6 of
 # its residual against the median.
 _CANDIDATE_FRACTION = 0.5
 # Flagged subpixels kept at most (the strongest); beyond it the data is not
 # a camera with a few defects, and memory must stay bounded.
-_MAX_FLAGGED = 1_000_000
+_MAX_FLAGGED = 200_000
 # Both the mean and the std are high: noisy rather than hot when the std
 # rose by at least this fraction of the mean's rise.  A random telegraph
 # raises its mean by about its std (or not at all when symmetric); a hot
@@ -106,15 +103,18 @@ class DetectOptions:
         Dead: mean at least this many robust sigmas below the neighbours'
         and below ``dead_fraction`` times their median.
     noisy_sigma : float
-        Noisy: std at least this many robust sigmas above the neighbours',
-        with a normal mean (or a mean raised by no more than twice the rise
-        of the std: a random telegraph).
+        Noisy: std at least this many robust sigmas above the neighbours'
+        and at least ``noisy_ratio`` times their median, with a normal mean
+        (or a mean raised by no more than twice the rise of the std: a
+        random telegraph).
     stuck_mean_sigma : float
         See ``stuck_sigma``.
     stuck_ratio : float
         See ``stuck_sigma``.
     dead_fraction : float
         See ``dead_sigma``.
+    noisy_ratio : float
+        See ``noisy_sigma``.
     static_ratio : float
         A pixel is "quiet" when its std is below this fraction of the
         typical std of its 32x32 tile; where at least 5 pixels of the window
@@ -159,6 +159,7 @@ class DetectOptions:
     stuck_mean_sigma: float = 4.0
     stuck_ratio: float = 0.55
     dead_fraction: float = 0.8
+    noisy_ratio: float = 1.25
     static_ratio: float = 0.4
     window: int = 5
     top: Optional[int] = None
@@ -185,9 +186,11 @@ def _geometry(window):
 
     Returns ``dy``, ``dx`` (each ``window**2 - 1`` long), ``quads``, a
     ``(4, (h+1)**2 - 1)`` array of indices into them (the four corner
-    squares that contain the centre), ``lines``, a ``(4, 2h)`` array (the
-    row, the column and the two diagonals through the centre), and
-    ``ring``, the indices of the window's outermost ring.
+    squares that contain the centre), ``lines``, a list of index arrays (the
+    row, the column and the two diagonals through the centre; for windows
+    of 5 and more also their two points two pixels out; the eight rays out
+    from the centre), and ``ring``, the indices of the window's outermost
+    ring.
     """
     h = window // 2
     dy, dx = np.mgrid[-h:h + 1, -h:h + 1]
@@ -196,8 +199,61 @@ def _geometry(window):
     quads = [np.nonzero((dy * sy >= 0) & (dx * sx >= 0))[0] for sy in (-1, 1) for sx in (-1, 1)]
     lines = [np.nonzero(dy == 0)[0], np.nonzero(dx == 0)[0],
              np.nonzero(dy == dx)[0], np.nonzero(dy == -dx)[0]]
+    if h >= 2:
+        # the same lines, only the points two pixels out: the same position
+        # in the 2x2 cell, which demosaicing's zipper along an edge spares
+        far = np.maximum(np.abs(dy), np.abs(dx)) == 2
+        lines += [np.nonzero(far & (dy == 0))[0], np.nonzero(far & (dx == 0))[0],
+                  np.nonzero(far & (dy == dx))[0], np.nonzero(far & (dy == -dx))[0]]
+    # rays: the points out from the centre in one of eight directions, which
+    # the end of a line or a step of a staircase edge agree with
+    for sy in (-1, 0, 1):
+        for sx in (-1, 0, 1):
+            if sy or sx:
+                lines.append(np.nonzero((dy * sx == dx * sy) & (dy * sy >= 0) & (dx * sx >= 0))[0])
     ring = np.nonzero(np.maximum(np.abs(dy), np.abs(dx)) == h)[0]
-    return dy, dx, np.array(quads), np.array(lines), ring
+    return dy, dx, np.array(quads), [np.array(g) for g in lines], ring
+
+
+def _batcher_pairs(n):
+    """Comparators of Batcher's odd-even merge sort for ``n`` (a power of two) items."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+_NETWORK8 = _batcher_pairs(8)
+
+
+def _median_small(v):
+    """Median along the last axis of length 4 or 8, by a sorting network.
+
+    numpy sorts short rows one at a time; a network of elementwise
+    minimum/maximum over the columns is several times faster.
+    """
+    k = v.shape[-1]
+    cols = [v[..., i] for i in range(k)]
+    if k == 4:
+        a, b, c, d = cols
+        return 0.5 * (np.maximum(np.minimum(a, b), np.minimum(c, d))
+                      + np.minimum(np.maximum(a, b), np.maximum(c, d)))
+    if k != 8:
+        return _median_rows(v)
+    cols = [c.copy() for c in cols]
+    for i, j in _NETWORK8:
+        lo = np.minimum(cols[i], cols[j])
+        np.maximum(cols[i], cols[j], out=cols[j])
+        cols[i] = lo
+    return 0.5 * (cols[3] + cols[4])
 
 
 def _median_rows(v):
@@ -209,11 +265,9 @@ def _median_rows(v):
     return 0.5 * (srt[..., k // 2 - 1] + srt[..., k // 2])
 
 
-def _band_rows(width, window, height):
-    """Rows per band: a multiple of the tile size, so neither tiles nor the 2x2 phase move."""
-    h = window // 2
-    rows = max(1, _BAND_VALUES // (width + 2 * h) // _TILE) * _TILE
-    return int(min(rows, -(-height // _TILE) * _TILE))
+def _band_rows(height):
+    """Rows per band: one tile high (small bands keep the few band buffers in cache)."""
+    return int(min(_TILE, height))
 
 
 def _phase(ys, xs):
@@ -297,49 +351,87 @@ def _fill_band(buf, plane, y0, y1, h, is_var):
         buf[:, h + wid:] = buf[:, h + wid - 1:h + wid]
 
 
-def _box_residuals(buf, box, h):
-    """``|value - box mean|`` for the band's own pixels, written into ``box``; returns that view."""
-    rows, cols = buf.shape[0] - 2 * h, buf.shape[1] - 2 * h
-    ndimage.uniform_filter(buf, size=2 * h + 1, output=box, mode="nearest")
-    inner = box[h:h + rows, h:h + cols]
-    np.subtract(inner, buf[h:h + rows, h:h + cols], out=inner)
-    np.abs(inner, out=inner)
-    return inner
+def _box_residuals(buf, hsum, out, h):
+    """``|value - mean of its window neighbours|`` for the band's own pixels, into ``out``.
 
-
-def _above(absres, thr, out):
-    """``out = absres > thr[phase]`` with one threshold per 2x2 phase."""
-    for p in range(4):
-        py, px = divmod(p, 2)
-        np.greater(absres[py::2, px::2], thr[p], out=out[py::2, px::2])
+    The window sums are shifted adds in float32 (exact enough for a
+    candidate test, and cache-friendly on a band of a few rows); ``hsum`` is
+    scratch of shape ``(buf rows, width)``.
+    """
+    rows, cols = out.shape
+    w = 2 * h + 1
+    np.copyto(hsum, buf[:, 0:cols])
+    for k in range(1, w):
+        hsum += buf[:, k:k + cols]
+    np.copyto(out, hsum[0:rows])
+    for k in range(1, w):
+        out += hsum[k:k + rows]
+    # (w*w*c - S) / (w*w - 1) = c - mean of the neighbours
+    np.multiply(buf[h:h + rows, h:h + cols], -float(w * w), out=hsum[:rows])
+    out += hsum[:rows]
+    np.abs(out, out=out)
+    out *= 1.0 / (w * w - 1)
     return out
 
 
-def _tile_medians(arr, ys, xs):
-    """Median of ``arr`` over the tile of each candidate (every other row and column).
+def _phase_thresholds(thr, width):
+    """Per-phase thresholds laid out as two rows: ``out[py, x] = thr[2*py + x % 2]``."""
+    out = np.empty((2, width), dtype=np.float32)
+    for py in range(2):
+        out[py, 0::2] = thr[2 * py]
+        out[py, 1::2] = thr[2 * py + 1]
+    return out
 
-    Tiles are ``_TILE`` x ``_TILE`` pixels: large enough that one defect's
+
+def _above(absres, thr2, out):
+    """``out = absres > threshold of the pixel's 2x2 phase`` (``thr2`` from ``_phase_thresholds``)."""
+    rows, cols = absres.shape
+    even = rows - rows % 2
+    # one broadcast comparison over row pairs instead of four strided ones
+    np.greater(absres[:even].reshape(even // 2, 2, cols), thr2[None],
+               out=out[:even].reshape(even // 2, 2, cols))
+    if rows % 2:
+        np.greater(absres[-1], thr2[0], out=out[-1])
+    return out
+
+
+def _tile_medians(arrays, xs):
+    """Median of each array over the band-high tile of each candidate column.
+
+    Tiles are ``_TILE`` x ``_TILE`` pixels (the band is one tile high),
+    sampled every other row and column: large enough that one defect's
     smear (a few pixels) does not move the median, small enough to follow
-    the texture of the image.  Tiles at the right and bottom edges are
-    completed with the edge values.
+    the texture of the image.  The last tile of a row is completed with the
+    edge values.  Returns one array of medians per input, per candidate.
     """
-    rows, cols = arr.shape
-    ntx = -(-cols // _TILE)
-    tiles, inverse = np.unique((ys // _TILE) * ntx + xs // _TILE, return_inverse=True)
-    step = np.arange(0, _TILE, 2)
-    oy = np.minimum((tiles // ntx)[:, None] * _TILE + step[None, :], rows - 1)
-    ox = np.minimum((tiles % ntx)[:, None] * _TILE + step[None, :], cols - 1)
-    vals = arr[oy[:, :, None], ox[:, None, :]].reshape(tiles.size, -1)
-    return _median_rows(vals)[inverse]
+    cols = arrays[0].shape[1]
+    tiles, inverse = np.unique(xs // _TILE, return_inverse=True)
+    ox = np.minimum(tiles[:, None] * _TILE + np.arange(0, _TILE, 2)[None, :], cols - 1)
+    out = []
+    for arr in arrays:
+        vals = arr[::2][:, ox]                       # (rows/2, tiles, TILE/2)
+        vals = vals.transpose(1, 0, 2).reshape(tiles.size, -1)
+        out.append(_median_rows(vals)[inverse])
+    return out
 
 
 def _directional(c, nb, med, quads, lines):
     """The residual against the window, its corner quadrants and its lines, closest to zero.
 
     A defect stands out on every side; the edge or corner of a structure
-    agrees with at least one quadrant, a thin line with at least one line.
+    agrees with at least one quadrant, a thin line with at least one line,
+    the end of a line or a step of a staircase edge with at least one ray,
+    and the zipper that demosaicing leaves along an edge with the points of
+    the same 2x2 position.
     """
-    sub = np.concatenate([_median_rows(nb[:, quads]), _median_rows(nb[:, lines])], axis=1)
+    sub = [_median_small(nb[:, quads])]
+    by_size = {}
+    for g in lines:
+        by_size.setdefault(g.size, []).append(g)
+    for size, groups in by_size.items():
+        sets = nb[:, np.array(groups)]
+        sub.append(sets.mean(axis=-1) if size == 2 else _median_small(sets))
+    sub = np.concatenate(sub, axis=1)
     r = c - med
     rq = c[:, None] - sub
     r_hi = np.minimum(r, rq.min(axis=1))
@@ -384,28 +476,41 @@ def _judge(bm, bs, ys, xs, h, geo, scale_m, scale_s, opts):
 
     ``ys``, ``xs`` are band coordinates of the candidates (the buffers are
     padded by ``h``); ``scale_m``, ``scale_s`` the robust scales of the mean
-    and std residuals at each candidate.  Returns a dict of per-candidate arrays: ``code`` (0 = fine),
-    ``score``, ``m``, ``s``, ``med`` (the neighbours' median mean), ``zm``,
-    ``zs``.
+    and std residuals at each candidate.  Returns a dict of per-candidate
+    arrays: ``code`` (0 = fine), ``score``, ``m``, ``s``, ``med`` (the
+    neighbours' median mean), ``zm``, ``zs``.
     """
-    dy, dx, quads, lines, ring = geo
     wp = bm.shape[1]
     centre = (ys + h) * wp + (xs + h)
-    idx = centre[:, None] + (dy * wp + dx)[None, :]
-
+    idx = centre[:, None] + (geo[0] * wp + geo[1])[None, :]
     nb_m = bm.reshape(-1)[idx]
-    m = bm.reshape(-1)[centre]
-    med_m = _median_rows(nb_m)
     nb_s = bs.reshape(-1)[idx]
+    m = bm.reshape(-1)[centre]
     s = bs.reshape(-1)[centre]
+    med_m = _median_rows(nb_m)
     med_s = _median_rows(nb_s)
-    if opts.darks:
-        rm, rs = m - med_m, s - med_s
-    else:
-        rm = _directional(m, nb_m, med_m, quads, lines)
-        rs = _directional(s, nb_s, med_s, quads, lines)
+    # The residual against the whole window bounds the directional one, so
+    # a candidate that fails every test on it is done (most are).
+    zm = (m - med_m) / scale_m
+    zs = (s - med_s) / scale_s
+    live = ((zm >= opts.hot_sigma) | (zm <= -opts.dead_sigma) | (zs >= opts.noisy_sigma)
+            | ((zs <= -opts.stuck_sigma) & (np.abs(zm) >= opts.stuck_mean_sigma)))
+    code = np.zeros(m.shape, dtype=np.int8)
+    score = np.zeros(m.shape, dtype=np.float32)
+    i = np.nonzero(live)[0]
+    if i.size:
+        c, sc, zm_i = _verdict(m[i], nb_m[i], med_m[i], s[i], nb_s[i], med_s[i],
+                               scale_m[i], scale_s[i], geo, opts)
+        code[i], score[i], zm[i] = c, sc, zm_i
+    return {"code": code, "score": score, "m": m, "s": s, "med": med_m, "zm": zm, "zs": zs}
+
+
+def _verdict(m, nb_m, med_m, s, nb_s, med_s, scale_m, scale_s, geo, opts):
+    """Kind (code) and score of subpixels that may be defects; also their ``z_m``."""
+    _, _, quads, lines, ring = geo
+    rm = _directional(m, nb_m, med_m, quads, lines)
+    rs = _directional(s, nb_s, med_s, quads, lines)
     zm = rm / scale_m
-    zs = rs / scale_s
     # A defect stands out from the ring around it by more than that ring's
     # own spread; JPEG's overshoot along a fixed edge (a horizon) does not.
     ring_m = nb_m[:, ring]
@@ -413,18 +518,23 @@ def _judge(bm, bs, ys, xs, h, geo, scale_m, scale_s, opts):
     contrast = np.abs(rm) >= _CONTRAST * spread_m
     # A std estimate is itself noisy where the photos differ a lot (a
     # horizon that moves, an edge under camera shake): for "noisy" the scale
-    # is also the spread of the neighbours' stds.
+    # is also the spread of the neighbours' stds, and the std must stand out
+    # from the ring like the mean of a hot pixel does.
     spread_s = _MAD_TO_SIGMA * _median_rows(np.abs(nb_s - med_s[:, None]))
     zs_noisy = rs / np.maximum(scale_s, spread_s)
+    ring_s = nb_s[:, ring]
+    spread_rs = _MAD_TO_SIGMA * _median_rows(np.abs(ring_s - _median_rows(ring_s)[:, None]))
+    contrast_s = np.abs(rs) >= _CONTRAST * spread_rs
     dead = contrast & (zm <= -opts.dead_sigma) & (m <= opts.dead_fraction * med_m)
     # Stuck is judged on the std against the whole window: the smear of a
     # stuck photosite lowers its neighbours' std too, which the quadrants
     # would take for an edge.  The mean must be off on every side, though.
     zs_plain = (s - med_s) / scale_s
-    stuck = (~dead & (zs_plain <= -opts.stuck_sigma) & (s <= opts.stuck_ratio * med_s)
-             & (np.abs(zm) >= opts.stuck_mean_sigma))
+    stuck = (~dead & contrast & (zs_plain <= -opts.stuck_sigma)
+             & (s <= opts.stuck_ratio * med_s) & (np.abs(zm) >= opts.stuck_mean_sigma))
     hot = ~dead & ~stuck & contrast & (zm >= opts.hot_sigma)
-    noisy = ~dead & ~stuck & (zs_noisy >= opts.noisy_sigma)
+    noisy = (~dead & ~stuck & contrast_s & (zs_noisy >= opts.noisy_sigma)
+             & (s >= opts.noisy_ratio * med_s))
     noisy &= ~hot | ((s - med_s) >= _TELEGRAPH * (m - med_m))
     hot &= ~noisy
 
@@ -434,7 +544,7 @@ def _judge(bm, bs, ys, xs, h, geo, scale_m, scale_s, opts):
     code[stuck], score[stuck] = _STUCK, np.maximum(-zs_plain[stuck], np.abs(zm[stuck]))
     code[dead], score[dead] = _DEAD, -zm[dead]
     code[noisy], score[noisy] = _NOISY, zs_noisy[noisy]
-    return {"code": code, "score": score, "m": m, "s": s, "med": med_m, "zm": zm, "zs": zs}
+    return code, score, zm
 
 
 _FIELDS = (("y", np.int32), ("x", np.int32), ("c", np.int16), ("code", np.int8),
@@ -453,73 +563,72 @@ def _strongest(rec, k):
     return {key: v[order] for key, v in rec.items()}
 
 
-def _band_candidates(bm, bs, box_m, box_s, h, thr_m, thr_s, mask):
-    """Candidates of one band and its box residuals (for the tile scales)."""
-    abs_m = _box_residuals(bm, box_m, h)
-    abs_s = _box_residuals(bs, box_s, h)
-    mask = _above(abs_m, thr_m, mask[:abs_m.shape[0]])
-    # the std pass reuses the padding rows of box_s as scratch would be
-    # fragile; a second small mask is cheaper to reason about
-    mask |= _above(abs_s, thr_s, np.empty_like(mask))
-    ys, xs = np.nonzero(mask)
-    return ys, xs, abs_m, abs_s
-
-
 def _detect_plane(pm, pv, opts, channel, rng, probe=None):
     """Flagged subpixels of one channel: a dict of equal-length arrays.
 
-    ``probe`` (tests and tuning only): band-free list of ``(y, x)`` whose
-    full statistics are returned instead.
+    ``probe`` (tests and tuning only): a list of ``(y, x)`` whose full
+    statistics are returned instead of the flagged subpixels.
     """
     hgt, wid = pm.shape
     h = opts.window // 2
     geo = _geometry(opts.window)
     gm, gs, gmb, gsb = _global_scales(pm, pv, opts.window, rng)
-    # The box residual (centre included in the mean) is nb/window**2 of the
-    # residual against the neighbours' average.
-    shrink = (opts.window ** 2 - 1) / opts.window ** 2
     lowest = min(opts.hot_sigma, opts.dead_sigma, opts.stuck_sigma, opts.noisy_sigma)
-    thr_m = _CANDIDATE_FRACTION * lowest * gmb * shrink
-    thr_s = _CANDIDATE_FRACTION * lowest * gsb * shrink
+    thr_m = _phase_thresholds(_CANDIDATE_FRACTION * lowest * gmb, wid)
+    thr_s = _phase_thresholds(_CANDIDATE_FRACTION * lowest * gsb, wid)
 
-    band = _band_rows(wid, opts.window, hgt)
-    shape = (band + 2 * h, wid + 2 * h)
-    bm = np.empty(shape, dtype=np.float32)
-    bs = np.empty(shape, dtype=np.float32)
-    box_m = np.empty(shape, dtype=np.float32)
-    box_s = np.empty(shape, dtype=np.float32)
+    band = _band_rows(hgt)
+    bm = np.empty((band + 2 * h, wid + 2 * h), dtype=np.float32)
+    bs = np.empty_like(bm)
+    hsum = np.empty((band + 2 * h, wid), dtype=np.float32)
+    abs_m = np.empty((band, wid), dtype=np.float32)
+    abs_s = np.empty_like(abs_m)
     mask = np.empty((band, wid), dtype=bool)
+    mask_s = np.empty_like(mask)
     found = []
     kept = 0
     for y0 in range(0, hgt, band):
         y1 = min(hgt, y0 + band)
-        rows = y1 - y0 + 2 * h
-        vm, vs = bm[:rows], bs[:rows]
+        rows = y1 - y0
+        vm, vs = bm[:rows + 2 * h], bs[:rows + 2 * h]
+        am, as_ = abs_m[:rows], abs_s[:rows]
         _fill_band(vm, pm, y0, y1, h, False)
         _fill_band(vs, pv, y0, y1, h, True)
+        _box_residuals(vm, hsum[:rows + 2 * h], am, h)
+        _box_residuals(vs, hsum[:rows + 2 * h], as_, h)
         if probe is not None:
             pts = [(y - y0, x) for y, x in probe if y0 <= y < y1]
             if not pts:
                 continue
-            abs_m = _box_residuals(vm, box_m[:rows], h)
-            abs_s = _box_residuals(vs, box_s[:rows], h)
             ys = np.array([p[0] for p in pts])
             xs = np.array([p[1] for p in pts])
         else:
-            ys, xs, abs_m, abs_s = _band_candidates(vm, vs, box_m[:rows], box_s[:rows], h,
-                                                    thr_m, thr_s, mask)
-        std_band = vs[h:rows - h, h:h + wid]
+            mk = _above(am, thr_m, mask[:rows])
+            mk |= _above(as_, thr_s, mask_s[:rows])
+            # flatnonzero is many times faster than nonzero on a 2-D mask
+            ys, xs = np.divmod(np.flatnonzero(mk), wid)
+            if ys.size == 0:
+                continue
+        tm, ts, ref_s = _tile_medians((am, as_, vs[h:h + rows, h:h + wid]), xs)
+        ph = _phase(ys + y0, xs)
+        scale_m = np.maximum(tm * _MAD_TO_SIGMA, gm[ph])
+        scale_s = np.maximum(ts * _MAD_TO_SIGMA, gs[ph])
+        if probe is None:
+            # in texture the tile's scale is the larger: fewer candidates
+            keep = ((am[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_m)
+                    | (as_[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_s))
+            if not keep.all():
+                ys, xs, ph = ys[keep], xs[keep], ph[keep]
+                scale_m, scale_s, ref_s = scale_m[keep], scale_s[keep], ref_s[keep]
         for i in range(0, ys.size, _CHUNK):
-            cy, cx = ys[i:i + _CHUNK], xs[i:i + _CHUNK]
-            ph = _phase(cy + y0, cx)
-            scale_m = np.maximum(_tile_medians(abs_m, cy, cx) * (_MAD_TO_SIGMA / shrink), gm[ph])
-            scale_s = np.maximum(_tile_medians(abs_s, cy, cx) * (_MAD_TO_SIGMA / shrink), gs[ph])
-            ref_s = _tile_medians(std_band, cy, cx)
-            res = _judge(vm, vs, cy, cx, h, geo, scale_m, scale_s, opts)
+            part = slice(i, i + _CHUNK)
+            cy, cx = ys[part], xs[part]
+            res = _judge(vm, vs, cy, cx, h, geo, scale_m[part], scale_s[part], opts)
             if not opts.darks:
-                _drop_near_overlay(res, pv, cy + y0, cx, ref_s, opts.static_ratio)
+                _drop_near_overlay(res, pv, cy + y0, cx, ref_s[part], opts.static_ratio)
             if probe is not None:
-                res.update(y=cy + y0, x=cx, scale_m=scale_m, scale_s=scale_s, ref_s=ref_s)
+                res.update(y=cy + y0, x=cx, scale_m=scale_m[part], scale_s=scale_s[part],
+                           ref_s=ref_s[part])
                 found.append(res)
                 continue
             hit = res["code"] > 0
@@ -698,7 +807,7 @@ def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
       also taken against each corner quadrant and each line through the
       centre of the window, and the one closest to zero is kept;
     * the scale is the larger of the channel's global robust scale (per
-      2x2 phase, from a 20000-subpixel sample, constant neighbourhoods
+      2x2 phase, from a 10000-subpixel sample, constant neighbourhoods
       left out) and the scale of the subpixel's 32x32 tile; for "noisy"
       also the spread of the neighbours' stds;
     * ``z_m``, ``z_s`` are the residuals in units of the scale.  Dead:
@@ -761,24 +870,23 @@ def detect_memory_bytes(shape) -> int:
     Returns
     -------
     int
-        Bytes: four float32 band buffers, the box filter's temporaries and
-        two masks, the candidate indices, the exact pass over one chunk of
-        candidates, the global-scale sample, and the flagged records at
-        their cap.  It depends on the width, not on the height or the number
-        of channels (the bands are reused).
+        Bytes: the band buffers of one channel (a tile high), the exact pass
+        over one chunk of candidates, the global-scale sample, and the
+        flagged records at their cap.  It grows with the width only (the
+        bands are reused, channel after channel).
     """
-    hgt, wid = int(shape[0]), int(shape[1])
-    window = DetectOptions.window
-    h = window // 2
-    band = _band_rows(wid, window, hgt)
-    values = (band + 2 * h) * (wid + 2 * h)
-    # 4 float32 buffers, uniform_filter's float32 temporary, 2 masks; the
-    # candidate indices of a band can reach 2 int64 per pixel.
-    band_bytes = values * (4 * 4 + 4 + 2) + band * wid * 16
-    k = window * window - 1
-    # neighbour indices (int64), gathered values and sorted copies (float32),
-    # the quadrant/line subsets, the tile gathers.
-    chunk_bytes = _CHUNK * (k * (8 + 4 * 8) + 4 * 16 * 4 + 3 * (_TILE // 2) ** 2 * 12)
-    sample_bytes = _SAMPLES * k * (8 * 2 + 8 * 4) + _SAMPLES * 64
-    flagged_bytes = 2 * _MAX_FLAGGED * 27
+    wid = int(shape[1])
+    h = DetectOptions.window // 2
+    k = DetectOptions.window ** 2 - 1
+    band = _TILE
+    padded = (band + 2 * h) * (wid + 2 * h)
+    # bm, bs, hsum (float32); abs_m, abs_s (float32); two masks; the
+    # candidate indices of a band (two int64 per pixel at worst) and their
+    # per-candidate scales.
+    band_bytes = padded * 4 * 3 + band * wid * (4 * 2 + 2 + 16 + 8 * 5)
+    # neighbour indices (int64), two gathers and their sorted copies, the
+    # deviations, the quadrant and line subsets (float32), the overlay check.
+    chunk_bytes = _CHUNK * (k * (8 + 4 * 8) + 12 * 4 * 4 + 64) + 1024 * (2 * _RING_RADIUS + 1) ** 2 * 9
+    sample_bytes = _SAMPLES * (k * (16 + 8 * 5) + 64)
+    flagged_bytes = 2 * _MAX_FLAGGED * 31
     return int(band_bytes + chunk_bytes + sample_bytes + flagged_bytes + (1 << 20))

@@ -9,9 +9,13 @@ files:
    hard-edged objects, a sky that is blown out in most frames), darkened by
    vignetting, with a thin black border;
 2. the scene sampled through an RGGB Bayer mosaic, with shot and read noise;
-3. photosite defects applied *in sensor space*: hot (a large offset), weak hot
-   (a moderate one), stuck (a constant value), dead (reads black), noisy (a
-   random telegraph between two levels); then clipping to the sensor's range;
+3. photosite defects applied *in sensor space*: hot (+120..150 of 255, so it
+   clips in bright photos), weak hot (+45..70), stuck (a constant 220..250
+   whatever the scene), dead (reads black), noisy (a random telegraph,
+   +-50..80, symmetric about the true value); then clipping to the sensor's
+   range.  Weak hot and dead photosites are green ones: a weak red or blue
+   photosite does not survive JPEG's chroma subsampling, and a set must
+   only claim defects its files can show;
 4. bilinear demosaicing, which spreads a bad photosite over its 3x3
    neighbourhood in its own colour;
 5. a date stamp burnt in (identical pixels in every frame, lower right);
@@ -30,8 +34,8 @@ also its pixel).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -112,6 +116,8 @@ class SampleSet:
         ``(height, width, channels)`` of the decoded frames.
     kind : str
         ``"photos"`` or ``"darks"``.
+    fmt : str
+        The file format (``"jpeg"``, ``"png"`` or ``"tiff16"``).
     """
 
     paths: List[str]
@@ -119,7 +125,6 @@ class SampleSet:
     shape: Tuple[int, int, int]
     kind: str
     fmt: str = "jpeg"
-    extra: Dict[str, object] = field(default_factory=dict)
 
 
 def cfa_colour(x: int, y: int) -> str:
@@ -237,7 +242,7 @@ def _draw_level(rng, kind, weak, darks):
     if kind == "stuck":
         return float(rng.uniform(220, 250))   # stuck photosites usually read bright
     if kind == "noisy":
-        return float(rng.uniform(30, 45))
+        return float(rng.uniform(50, 80))
     return 0.0                                 # dead
 
 
@@ -337,7 +342,8 @@ def _scene(rng, lay):
     if lay.sky is not None:                                     # sky, blown out in most frames
         horizon = lay.sky + float(rng.integers(-2, 3))
         sky = lay.y < horizon[None, :]
-        bright = 320.0 if rng.random() < _SKY_CLIPPED else rng.uniform(150, 235)
+        # blown: far above the clipping level, even in the vignetted corners
+        bright = 900.0 if rng.random() < _SKY_CLIPPED else rng.uniform(150, 235)
         img[sky] = bright * np.array([0.9, 0.97, 1.1], dtype=np.float32)
     img *= lay.vignette[..., None]
     return img
