@@ -3,22 +3,25 @@
 Every subpixel (row, column, channel) is judged against its same-channel
 neighbours in a small window (5x5 by default, the centre excluded): the
 median of the neighbours' means and of their standard deviations is what
-the subpixel "should" read, and a robust scale says how far off is far.
+the subpixel "should" read, and a robust scale (MAD) says how far off is far.
 
 A defect differs from its neighbours on every side.  The edge, corner or
 thin line of a structure that is the same in every photo (a blown sky, a
 black border, a date stamp) agrees with its neighbours on at least one
-side, so a subpixel must also stand out against each corner quadrant of its
-window and each line through its centre.  Something burnt into every photo
-(a date stamp) barely varies from photo to photo while the area around it
-does; where several pixels of the window are that quiet, nothing is judged
-by its mean.
+side, so in photos a subpixel must also stand out against each corner
+quadrant of its window, each line and each ray through its centre, and
+from the spread of the window's outer ring.  Something burnt into every
+photo (a date stamp) barely varies from photo to photo while the area
+around it does; near such an overlay (within one JPEG block) nothing is
+judged by its mean.
 
-The work is done per channel in horizontal bands, in two passes: a cheap
-pass (a box filter) picks candidates, and the exact robust statistics are
-computed at the candidates only.  Flagged subpixels that touch (8-connected,
-any channel) are merged into one defect: demosaicing and JPEG spread one bad
-photosite over about 3x3 pixels in every channel.
+The work is done per channel in bands one tile (32 rows) high, in two
+passes: a cheap pass (window sums) picks candidates, and the exact robust
+statistics are computed at the candidates only.  Flagged subpixels that
+touch (8-connected, any channel) are merged into one defect: demosaicing
+and JPEG spread one bad photosite over about 3x3 pixels in every channel;
+a much weaker defect in the same 16x16 JPEG block as a strong one is its
+ringing echo and is merged into it.
 
 This module is numerics only (numpy and scipy).
 """
@@ -29,7 +32,6 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
-from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -90,9 +92,10 @@ class DetectOptions:
     Attributes
     ----------
     darks : bool
-        The statistics come from dark frames (flat, no scene): compare with
-        the whole window only (there are no edges to guard against), which
-        keeps weak (warm) hot pixels at full strength.
+        The statistics come from dark frames (flat, no scene): residuals
+        against the whole window only (no edges to guard against: full
+        sensitivity for warm pixels, and a bad column is reported pixel by
+        pixel), and no overlay rule.
     hot_sigma : float
         Hot: mean at least this many robust sigmas above the neighbours'.
     stuck_sigma : float
@@ -116,39 +119,42 @@ class DetectOptions:
     noisy_ratio : float
         See ``noisy_sigma``.
     static_ratio : float
-        A pixel is "quiet" when its std is below this fraction of the
-        typical std of its 32x32 tile; where at least 5 pixels of the window
-        are quiet the window holds an overlay (date stamp) and no hot, stuck
-        or dead verdict is given there.
+        A pixel is "quiet" when its std is at most this fraction of the
+        typical std of its 32x32 tile.  With 8 or more quiet pixels within
+        8 px, a subpixel is next to an overlay (a date stamp) and gets no
+        hot, stuck or dead verdict.  0 turns the rule off.
     window : int
         Neighbourhood size (odd, >= 3); the centre is excluded.
     top : int or None
         Keep only the ``top`` worst defects.
     cluster : bool
         Merge flagged subpixels that touch (8-connected, any channel) into
-        one defect; False: every flagged subpixel is its own defect (raw
-        mosaics, which have no demosaic smear).
+        one defect, and JPEG echoes into their defect; False: every flagged
+        subpixel is its own defect (raw mosaics and dark frames, which have
+        no demosaic smear).
 
     Notes
     -----
-    The sigma thresholds are in units of the robust scale: 1.4826 times the
+    The sigma thresholds are in units of a robust scale: 1.4826 times the
     MAD of the residuals (subpixel minus the median of its neighbours),
-    estimated per channel and per position in the 2x2 cell (demosaiced
-    photos are noisier at the photosites of a colour than where it was
-    interpolated), or the same statistic over the subpixel's 32x32 tile
-    where that is larger (texture).
+    estimated per channel and per position in the 2x2 cell (a demosaiced
+    photo is noisier at the photosites of a colour than where that colour
+    was interpolated), or the same statistic over the subpixel's 32x32
+    tile where that is larger (texture).
 
     The defaults come from the simulated camera of ``hotpixel_shm.synth``
-    (JPEG 4:2:0 and 4:2:2, PNG and 16-bit dark frames, 24 to 60 frames):
-    on defect-free sets with a blown sky, black borders, vignetting and a
-    date stamp the largest score of a non-defect stays below about 6, while
-    planted hot, stuck and dead photosites score 10 to several hundred.
-    8 sigma leaves room for the heavier tails of real photos: a Gaussian
-    tail beyond 8 sigma is about 1e-15 per subpixel.  ``stuck_ratio`` 0.4
-    separates stuck photosites (std 0 in PNG, 0.15-0.4 of the neighbours'
-    in JPEG) from hot photosites that clip in bright photos (0.5 and up);
-    ``dead_fraction`` 0.8 accepts a dead photosite that JPEG filled in with
-    its neighbours' colour, yet not a merely dim pixel.
+    (JPEG 4:2:0 and 4:2:2 at quality 92, PNG, 16-bit dark frames; 24 to
+    40 frames of 480x320): on defect-free sets with a blown sky, a black
+    border, vignetting and a date stamp, the highest score of anything that
+    is not a defect stayed below 7.2 (80 sets), while the planted hot,
+    stuck and dead photosites scored 10 to several hundred.  A Gaussian
+    tail beyond 8 sigma is about 1e-15 per subpixel, which leaves room for
+    the heavier tails of real photos.  ``stuck_ratio`` 0.55 separates stuck
+    photosites (std 0 in PNG, 0.15-0.5 of the neighbours' in JPEG) from hot
+    ones that clip in bright photos (0.55 and up for offsets up to 150 of
+    255); ``dead_fraction`` 0.8 accepts a dead photosite that JPEG filled in
+    with its neighbours' colour, not a merely dim pixel; ``noisy_ratio``
+    1.25 keeps the bimodal pixels along a moving edge out.
     """
 
     darks: bool = False
@@ -384,7 +390,7 @@ def _phase_thresholds(thr, width):
 
 
 def _above(absres, thr2, out):
-    """``out = absres > threshold of the pixel's 2x2 phase`` (``thr2`` from ``_phase_thresholds``)."""
+    """``out = absres > the threshold of each pixel's 2x2 phase`` (from ``_phase_thresholds``)."""
     rows, cols = absres.shape
     even = rows - rows % 2
     # one broadcast comparison over row pairs instead of four strided ones
@@ -508,8 +514,13 @@ def _judge(bm, bs, ys, xs, h, geo, scale_m, scale_s, opts):
 def _verdict(m, nb_m, med_m, s, nb_s, med_s, scale_m, scale_s, geo, opts):
     """Kind (code) and score of subpixels that may be defects; also their ``z_m``."""
     _, _, quads, lines, ring = geo
-    rm = _directional(m, nb_m, med_m, quads, lines)
-    rs = _directional(s, nb_s, med_s, quads, lines)
+    if opts.darks:
+        # flat frames: nothing to take for structure, full sensitivity, and
+        # a bad column is reported pixel by pixel
+        rm, rs = m - med_m, s - med_s
+    else:
+        rm = _directional(m, nb_m, med_m, quads, lines)
+        rs = _directional(s, nb_s, med_s, quads, lines)
     zm = rm / scale_m
     # A defect stands out from the ring around it by more than that ring's
     # own spread; JPEG's overshoot along a fixed edge (a horizon) does not.
@@ -563,12 +574,8 @@ def _strongest(rec, k):
     return {key: v[order] for key, v in rec.items()}
 
 
-def _detect_plane(pm, pv, opts, channel, rng, probe=None):
-    """Flagged subpixels of one channel: a dict of equal-length arrays.
-
-    ``probe`` (tests and tuning only): a list of ``(y, x)`` whose full
-    statistics are returned instead of the flagged subpixels.
-    """
+def _detect_plane(pm, pv, opts, channel, rng):
+    """Flagged subpixels of one channel: a dict of equal-length arrays."""
     hgt, wid = pm.shape
     h = opts.window // 2
     geo = _geometry(opts.window)
@@ -596,41 +603,28 @@ def _detect_plane(pm, pv, opts, channel, rng, probe=None):
         _fill_band(vs, pv, y0, y1, h, True)
         _box_residuals(vm, hsum[:rows + 2 * h], am, h)
         _box_residuals(vs, hsum[:rows + 2 * h], as_, h)
-        if probe is not None:
-            pts = [(y - y0, x) for y, x in probe if y0 <= y < y1]
-            if not pts:
-                continue
-            ys = np.array([p[0] for p in pts])
-            xs = np.array([p[1] for p in pts])
-        else:
-            mk = _above(am, thr_m, mask[:rows])
-            mk |= _above(as_, thr_s, mask_s[:rows])
-            # flatnonzero is many times faster than nonzero on a 2-D mask
-            ys, xs = np.divmod(np.flatnonzero(mk), wid)
-            if ys.size == 0:
-                continue
+        mk = _above(am, thr_m, mask[:rows])
+        mk |= _above(as_, thr_s, mask_s[:rows])
+        # flatnonzero is many times faster than nonzero on a 2-D mask
+        ys, xs = np.divmod(np.flatnonzero(mk), wid)
+        if ys.size == 0:
+            continue
         tm, ts, ref_s = _tile_medians((am, as_, vs[h:h + rows, h:h + wid]), xs)
         ph = _phase(ys + y0, xs)
         scale_m = np.maximum(tm * _MAD_TO_SIGMA, gm[ph])
         scale_s = np.maximum(ts * _MAD_TO_SIGMA, gs[ph])
-        if probe is None:
-            # in texture the tile's scale is the larger: fewer candidates
-            keep = ((am[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_m)
-                    | (as_[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_s))
-            if not keep.all():
-                ys, xs, ph = ys[keep], xs[keep], ph[keep]
-                scale_m, scale_s, ref_s = scale_m[keep], scale_s[keep], ref_s[keep]
+        # in texture the tile's scale is the larger: fewer candidates
+        keep = ((am[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_m)
+                | (as_[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_s))
+        if not keep.all():
+            ys, xs = ys[keep], xs[keep]
+            scale_m, scale_s, ref_s = scale_m[keep], scale_s[keep], ref_s[keep]
         for i in range(0, ys.size, _CHUNK):
             part = slice(i, i + _CHUNK)
             cy, cx = ys[part], xs[part]
             res = _judge(vm, vs, cy, cx, h, geo, scale_m[part], scale_s[part], opts)
             if not opts.darks:
                 _drop_near_overlay(res, pv, cy + y0, cx, ref_s[part], opts.static_ratio)
-            if probe is not None:
-                res.update(y=cy + y0, x=cx, scale_m=scale_m[part], scale_s=scale_s[part],
-                           ref_s=ref_s[part])
-                found.append(res)
-                continue
             hit = res["code"] > 0
             if not hit.any():
                 continue
@@ -645,8 +639,6 @@ def _detect_plane(pm, pv, opts, channel, rng, probe=None):
                 kept = _MAX_FLAGGED
                 log.warning("more than %d flagged subpixels in channel %d: keeping the "
                             "strongest", _MAX_FLAGGED, channel)
-    if probe is not None:
-        return found
     return _concat(found)
 
 
@@ -803,29 +795,46 @@ def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
     For each subpixel with mean ``m`` and std ``s``, and the medians ``M``
     and ``S`` of its neighbours' means and stds:
 
-    * the residuals are ``m - M`` and ``s - S``; unless ``darks``, they are
-      also taken against each corner quadrant and each line through the
-      centre of the window, and the one closest to zero is kept;
+    * the residuals are ``m - M`` and ``s - S``; for photos (not
+      ``darks``) they are also taken against each corner quadrant of the
+      window, each line and each ray through its centre and the points of
+      the same 2x2 position, and the one closest to zero is kept;
     * the scale is the larger of the channel's global robust scale (per
       2x2 phase, from a 10000-subpixel sample, constant neighbourhoods
-      left out) and the scale of the subpixel's 32x32 tile; for "noisy"
-      also the spread of the neighbours' stds;
+      left out) and that of the subpixel's 32x32 tile; for "noisy" also
+      the spread of the neighbours' stds;
     * ``z_m``, ``z_s`` are the residuals in units of the scale.  Dead:
       ``z_m <= -dead_sigma`` and ``m <= dead_fraction * M``; stuck:
-      ``z_s <= -stuck_sigma``, ``s <= stuck_ratio * S`` and
+      ``(s - S) <= -stuck_sigma`` scales, ``s <= stuck_ratio * S`` and
       ``|z_m| >= stuck_mean_sigma``; hot: ``z_m >= hot_sigma``; noisy:
-      ``z_s >= noisy_sigma`` with a normal mean, or with a mean raised by no
-      more than twice the rise of the std (a random telegraph).  No hot,
-      stuck or dead verdict where the window holds a static overlay (see
-      ``DetectOptions.static_ratio``).
+      ``z_s >= noisy_sigma`` and ``s >= noisy_ratio * S`` with a normal
+      mean, or a mean raised by no more than twice the rise of the std (a
+      random telegraph).  Hot, dead and stuck also need the mean residual
+      to exceed twice the spread of the window's outer ring (noisy: the
+      std residual, that of the stds), which the overshoot of JPEG along a
+      fixed edge does not.  No hot, stuck or dead verdict next to a static
+      overlay (see ``DetectOptions.static_ratio``).
 
     The score is ``z_m`` (hot), ``-z_m`` (dead), ``z_s`` (noisy) or the
-    larger of ``-z_s`` and ``|z_m|`` (stuck).  A cluster takes the kind and
-    the values of its strongest subpixel, or of its strongest stuck one.
+    larger of ``-z_s`` and ``|z_m|`` (stuck).  A cluster is reported at the
+    subpixel whose mean is most off (the photosite itself), with that
+    subpixel's kind -- stuck if any of its subpixels is stuck, since JPEG
+    makes the other channels of a stuck photosite look hot.
 
-    Candidates come from a box-filter pass at half the smallest threshold;
-    the exact statistics are computed only there.  Memory: a few float32
-    bands of one channel (see ``detect_memory_bytes``).
+    Candidates come from a cheap pass at half the smallest threshold (the
+    window-sum residual of a smeared defect is at least about 0.6 of its
+    median residual); the exact statistics are computed only there.  The
+    whole run allocates a few band buffers of one channel, see
+    ``detect_memory_bytes``.
+
+    Measured limits (simulated camera, 40 frames, quality 92): in a 4:2:0
+    JPEG a lone blue photosite needs an offset of about +130 of 255 to be
+    seen, a red one +60, a green one +45 (4:2:2: blue +80, red +60; PNG:
+    all +45 and less); a stuck red or blue photosite may be reported as hot
+    in 4:2:0.  Defects in the outermost two rows and columns, within 8 px
+    of a date stamp, or in a region clipped in every photo are not seen; a
+    bad column one pixel wide is taken for structure in photos (it is
+    reported in dark frames).
     """
     opts = options if options is not None else DetectOptions()
     mean, var, cfa = _check(mean, var, n, opts, cfa)
@@ -872,8 +881,8 @@ def detect_memory_bytes(shape) -> int:
     int
         Bytes: the band buffers of one channel (a tile high), the exact pass
         over one chunk of candidates, the global-scale sample, and the
-        flagged records at their cap.  It grows with the width only (the
-        bands are reused, channel after channel).
+        flagged records at their cap, for the default window.  It grows
+        with the width only (the bands are reused, channel after channel).
     """
     wid = int(shape[1])
     h = DetectOptions.window // 2
@@ -886,7 +895,8 @@ def detect_memory_bytes(shape) -> int:
     band_bytes = padded * 4 * 3 + band * wid * (4 * 2 + 2 + 16 + 8 * 5)
     # neighbour indices (int64), two gathers and their sorted copies, the
     # deviations, the quadrant and line subsets (float32), the overlay check.
-    chunk_bytes = _CHUNK * (k * (8 + 4 * 8) + 12 * 4 * 4 + 64) + 1024 * (2 * _RING_RADIUS + 1) ** 2 * 9
+    overlay_bytes = 1024 * (2 * _RING_RADIUS + 1) ** 2 * 9
+    chunk_bytes = _CHUNK * (k * (8 + 4 * 8) + 12 * 4 * 4 + 64) + overlay_bytes
     sample_bytes = _SAMPLES * (k * (16 + 8 * 5) + 64)
     flagged_bytes = 2 * _MAX_FLAGGED * 31
     return int(band_bytes + chunk_bytes + sample_bytes + flagged_bytes + (1 << 20))

@@ -268,7 +268,8 @@ def _pick_sites(rng, allowed, green_only):
         i = int(rng.integers(ys.size))
         y, x = int(ys[i]), int(xs[i])
         sites.append((y, x))
-        allowed[max(0, y - _SPACING + 1):y + _SPACING, max(0, x - _SPACING + 1):x + _SPACING] = False
+        y0, x0 = max(0, y - _SPACING + 1), max(0, x - _SPACING + 1)
+        allowed[y0:y + _SPACING, x0:x + _SPACING] = False
     return sites
 
 
@@ -288,7 +289,8 @@ def _plant(rng, layout, defects, darks):
     if defects is not None:
         unknown = set(defects) - set(counts)
         if unknown:
-            raise HotPixelError(f"unknown defect counts {sorted(unknown)}; expected {sorted(counts)}")
+            raise HotPixelError(f"unknown defect counts {sorted(unknown)}; "
+                                f"expected {sorted(counts)}")
         counts.update({k: int(v) for k, v in defects.items() if v is not None})
     order = ([("hot", False)] * counts["hot"] + [("hot", True)] * counts["weak_hot"]
              + [("stuck", False)] * counts["stuck"] + [("dead", False)] * counts["dead"]
@@ -327,7 +329,8 @@ def _scene(rng, lay):
     if rng.random() < 0.6:                                      # a grating (fine texture)
         f = rng.uniform(0.02, 0.3)
         phi = rng.uniform(0, np.pi)
-        wave = np.sin(2 * np.pi * f * (lay.x * np.cos(phi) + lay.y * np.sin(phi)) + rng.uniform(0, 6.3))
+        along = lay.x * np.cos(phi) + lay.y * np.sin(phi)
+        wave = np.sin(2 * np.pi * f * along + rng.uniform(0, 6.3))
         img += wave[..., None] * (rng.uniform(5, 35) * rng.uniform(0.5, 1.3, 3))
     if rng.random() < 0.5:                                      # random texture (foliage, gravel)
         tex = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32),

@@ -189,7 +189,20 @@ def test_smooth_gradient_vignetting_black_border_and_clip_are_quiet():
     mean[:25, 60:] = 255.0                # clipped in every photo
     std[:25, 60:] = 0.0
     assert detect(mean, std ** 2, 40) == []
-    assert detect(mean, std ** 2, 40, DetectOptions(darks=True)) == []
+
+
+def test_a_bad_column_is_structure_in_photos_but_reported_in_dark_frames():
+    rng = np.random.default_rng(13)
+    mean = 256 + rng.normal(0, 1.0, (60, 80, 1))
+    std = 6 + rng.normal(0, 0.1, (60, 80, 1))
+    mean[10:50, 40] += 30
+    assert detect(mean, std ** 2, 30) == []
+    found = detect(mean, std ** 2, 30, DetectOptions(darks=True, cluster=False))
+    assert sorted((d.x, d.y) for d in found) == [(40, y) for y in range(10, 50)]
+    assert {d.kind for d in found} == {"hot"}
+    # clustered, the touching pixels are one defect
+    [column] = detect(mean, std ** 2, 30, DetectOptions(darks=True))
+    assert column.x == 40 and 10 <= column.y < 50 and column.size == 40
 
 
 def _stamp(mean, var, x0, y0, stroke_std=0.0):
@@ -268,7 +281,9 @@ def test_float32_and_float64_give_the_same_defects():
     mean[60, 90, 2] = 1.0
     a = detect(mean, var, 40)
     b = detect(mean.astype(np.float32), var.astype(np.float32), 40)
-    assert [(d.x, d.y, d.kind, d.channels) for d in a] == [(d.x, d.y, d.kind, d.channels) for d in b]
+    def key(found):
+        return [(d.x, d.y, d.kind, d.channels) for d in found]
+    assert key(a) == key(b)
     assert [d.score for d in a] == pytest.approx([d.score for d in b], rel=1e-3)
 
 
