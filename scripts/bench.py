@@ -49,7 +49,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import psutil
@@ -270,7 +270,26 @@ def decode_only(decoder: str, files: List[str], workers: int) -> int:
 
 @dataclass
 class Command:
-    """One benchmarked command line."""
+    """One benchmarked command line.
+
+    Attributes
+    ----------
+    name : str
+        Short key (``article``, ``decode-simplejpeg``, ``hps-float32`` ...).
+    label : str
+        What the report shows.
+    kind : {"article", "decode", "hotpixel"}
+    argv : list of str
+    workers : int or None
+        Worker processes; None when the program chooses (``--auto-workers``).
+    tier : str or None
+        The accumulator tier asked for (None: the program chooses).
+    json_path : str or None
+        The report a hotpixel_shm run writes (checked after each run).
+    runs : list of dict
+        One :func:`measure` result per round, with ``round``, ``log``,
+        ``error`` (and ``engine`` from the report).
+    """
 
     name: str
     label: str
@@ -402,6 +421,21 @@ def run_commands(cmds: List[Command], rounds: int, log_dir: str, count: int,
                  interval: float = 0.05, label: str = "") -> None:
     """Run every command ``rounds`` times, alternating, and record each run in ``cmd.runs``.
 
+    Parameters
+    ----------
+    cmds : list of Command
+    rounds : int
+    log_dir : str
+        Each run's output goes to ``<name><label>-r<round>.log`` here.
+    count : int
+        Images in the set (a hotpixel_shm run that used fewer failed).
+    interval : float
+        Seconds between memory samples.
+    label : str
+        Added to the log names and the progress lines.
+
+    Notes
+    -----
     Each round starts one command later than the previous one, so neither
     the order nor a slow drift of the machine favours a command.
     """
@@ -714,7 +748,26 @@ def _bench(args) -> int:
 
 
 def scaling(args) -> int:
-    """``--scaling``: cost per image and peak memory as the set grows; returns the exit code."""
+    """``--scaling``: cost per image and peak memory as the set grows.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``scaling_counts``, the set, ``workers``,
+        ``rounds``, ``out``, ``only``).
+
+    Returns
+    -------
+    int
+        0, or 1 when a command failed.
+
+    Notes
+    -----
+    The sets are prefixes of one generated set of the largest size.  Rows:
+    the article's program, the fastest decode-only bound and
+    ``hotpixel_shm --workers W`` (default tier), each at every size; the
+    results go to ``bench-scaling.md`` and ``bench-scaling.json``.
+    """
     counts = sorted({int(c) for c in args.scaling_counts.split(",") if c.strip()})
     if not counts or counts[0] < 1:
         raise SystemExit("--scaling-counts needs positive integers, e.g. 10,40,160")
@@ -767,8 +820,21 @@ def _median_time(fn, reps):
 
 
 def kernels(args) -> int:
-    """``--kernels``: each tier's update kernel vs a memory copy of its bytes; returns 0.
+    """``--kernels``: each tier's update kernel vs a memory copy of its bytes.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``width``, ``height``, ``quality``,
+        ``rounds`` as the number of repetitions, at least 3; ``out``).
+
+    Returns
+    -------
+    int
+        0.
+
+    Notes
+    -----
     For one in-memory frame of ``--width`` x ``--height``: the median time of
     ``Accumulator.update`` (after two warm-up updates, so the accumulator's
     pages exist and the float tiers are past their first-image shortcut),
@@ -883,8 +949,20 @@ def _phase_times(prof_path):
 
 
 def profile(args) -> int:
-    """``--profile``: where the time of a hotpixel_shm run goes; returns the exit code.
+    """``--profile``: where the time of a hotpixel_shm run goes.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the set, ``workers``, ``profile_tier``, ``out``).
+
+    Returns
+    -------
+    int
+        0, or 1 when a profiled run failed.
+
+    Notes
+    -----
     Runs the command under cProfile twice: with ``--workers 1`` (the
     in-process serial path, so decode and update are visible) and with
     ``--workers W`` (the parent only: merge, detection, report, and the time
@@ -973,7 +1051,18 @@ def _build_parser():
 
 
 def main(argv=None) -> int:
-    """Run the benchmark; returns the exit code (1 when a command failed)."""
+    """Run the benchmark.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code: 0, or 1 when a benchmarked command failed.
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.decode_only:
