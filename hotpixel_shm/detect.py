@@ -623,7 +623,7 @@ def _detect_plane(pm, pv, opts, channel, rng):
             part = slice(i, i + _CHUNK)
             cy, cx = ys[part], xs[part]
             res = _judge(vm, vs, cy, cx, h, geo, scale_m[part], scale_s[part], opts)
-            if not opts.darks:
+            if not opts.darks and opts.static_ratio > 0:
                 _drop_near_overlay(res, pv, cy + y0, cx, ref_s[part], opts.static_ratio)
             hit = res["code"] > 0
             if not hit.any():
