@@ -407,9 +407,7 @@ def _detect(args, stats, headers):
 def _summary(con, stats, result, skipped, defects, seconds):
     var = stats.var
     flat = var.reshape(-1)
-    k = min(10, flat.size)
-    lowest = np.argpartition(flat, k - 1)[:k] if flat.size > k else np.arange(flat.size)
-    lowest = lowest[np.argsort(flat[lowest], kind="stable")]
+    lowest = _lowest(flat, 10)
     h, w, c = var.shape
     con.out(f"images used: {stats.n}, skipped: {len(skipped)}; {w}x{h}x{c}; tier {stats.tier}; "
             f"{result.workers} worker(s); {seconds:.2f} s")
@@ -427,6 +425,30 @@ def _summary(con, stats, result, skipped, defects, seconds):
                 f"score={d.score:.1f}")
     if len(defects) > 20:
         con.out(f"  ... {len(defects) - 20} more (see --json/--csv)")
+
+
+def _lowest(flat, k, chunk=1 << 22):
+    """Indices of the k smallest values (ties: lowest index first), in one
+    pass of chunks instead of a partition of the whole image."""
+    best_idx = np.zeros(0, np.int64)
+    best_val = np.zeros(0, flat.dtype)
+    for s in range(0, flat.size, chunk):
+        c = flat[s:s + chunk]
+        if best_val.size >= k:
+            cand = np.flatnonzero(c < best_val.max())
+        else:
+            cand = np.arange(c.size)
+        if cand.size > k:
+            vals = c[cand]
+            kth = np.partition(vals, k - 1)[k - 1]
+            below = cand[vals < kth]
+            ties = cand[vals == kth][: k - below.size]  # index order: lowest first
+            cand = np.concatenate([below, ties])
+        best_idx = np.concatenate([best_idx, cand + s])
+        best_val = np.concatenate([best_val, c[cand]])
+        order = np.lexsort((best_idx, best_val))[:k]
+        best_idx, best_val = best_idx[order], best_val[order]
+    return best_idx
 
 
 def _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, headers):

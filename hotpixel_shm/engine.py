@@ -375,10 +375,17 @@ def _run_serial(job, progress, should_stop, ckpt):
     return result
 
 
+def _cpus():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _finish(accs, job, used, owner):
     if not any(a.n for a in accs):
         return None
-    n, mean, var = merge(accs, in_place=True)
+    n, mean, var = merge(accs, in_place=True, threads=_cpus())
     return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used), owner=owner)
 
 

@@ -558,7 +558,8 @@ def _fold(n_a, mean_a, m2_a, n_b, mean_b, m2_b, tmp):
     np.add(m2_a, d, out=m2_a)
 
 
-def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOCK_VALUES) -> tuple:
+def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOCK_VALUES,
+          threads: int = 1) -> tuple:
     """Merge the accumulators of several workers into finished statistics.
 
     Parameters
@@ -572,7 +573,10 @@ def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOC
         and must be :meth:`~Accumulator.reset` before reuse.  The other tiers
         (and ``in_place=False``) allocate the two result arrays.
     block_values : int, optional
-        Values merged per block; the temporaries are 5 float64 blocks.
+        Values merged per block; the temporaries are 5 float64 blocks (per thread).
+    threads : int, optional
+        Merge this many contiguous ranges at once (numpy releases the GIL
+        in its loops, so threads use several cores without copying anything).
 
     Returns
     -------
@@ -624,25 +628,42 @@ def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOC
         out_mean = np.empty(first.size, rdt)
         out_var = np.empty(first.size, rdt)
     bv = max(1, min(int(block_values), first.size))
-    M, Q, pm, pq, tmp = (np.empty(bv, np.float64) for _ in range(5))
     counts = [a.n for a in live]
     if reuse:
         first.n = _CONSUMED
-    for s in range(0, first.size, bv):
-        e = min(s + bv, first.size)
-        L = e - s
-        Mb, Qb, pmb, pqb, tb = M[:L], Q[:L], pm[:L], pq[:L], tmp[:L]
-        na = 0
-        for a, nb in zip(live, counts):
-            if na == 0:
-                a._partial_into(s, e, Mb, Qb, nb, tb)
-            else:
-                a._partial_into(s, e, pmb, pqb, nb, tb)
-                _fold(na, Mb, Qb, nb, pmb, pqb, tb)
-            na += nb
-        np.multiply(Qb, 1.0 / total, out=Qb)
-        np.copyto(out_mean[s:e], Mb, casting="same_kind")
-        np.copyto(out_var[s:e], Qb, casting="same_kind")
+
+    def merge_range(start, stop):
+        M, Q, pm, pq, tmp = (np.empty(bv, np.float64) for _ in range(5))
+        for s in range(start, stop, bv):
+            e = min(s + bv, stop)
+            L = e - s
+            Mb, Qb, pmb, pqb, tb = M[:L], Q[:L], pm[:L], pq[:L], tmp[:L]
+            na = 0
+            for a, nb in zip(live, counts):
+                if na == 0:
+                    a._partial_into(s, e, Mb, Qb, nb, tb)
+                else:
+                    a._partial_into(s, e, pmb, pqb, nb, tb)
+                    _fold(na, Mb, Qb, nb, pmb, pqb, tb)
+                na += nb
+            np.multiply(Qb, 1.0 / total, out=Qb)
+            np.copyto(out_mean[s:e], Mb, casting="same_kind")
+            np.copyto(out_var[s:e], Qb, casting="same_kind")
+
+    threads = max(1, min(int(threads), first.size // bv or 1))
+    if threads == 1:
+        merge_range(0, first.size)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        # contiguous ranges on block boundaries; each thread reads a range
+        # completely before writing it, so in-place reuse stays safe
+        step = -(-first.size // threads)
+        step = -(-step // bv) * bv
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(merge_range, a, min(a + step, first.size))
+                       for a in range(0, first.size, step)]
+            for f in futures:
+                f.result()
     return total, out_mean.reshape(first.shape), out_var.reshape(first.shape)
 
 

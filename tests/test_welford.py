@@ -514,3 +514,21 @@ def test_documented_bound_meets_the_contract_up_to_max_images(tier, dtype):
         assert past["var_rel"] > c_var or past["mean_abs"] > c_mean
     else:
         assert math.isinf(accuracy_bound(tier, dtype, limit + 1)["var_rel"])
+
+
+@pytest.mark.parametrize("tier", ["exact", "float64", "float32", "float16"])
+def test_threaded_merge_is_identical(tier):
+    """Threads split the work by range; the result must be bit-identical."""
+    shape = (37, 41, 3)
+    rng = np.random.default_rng(12)
+    imgs = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(9)]
+    out = []
+    for threads in (1, 3):
+        accs = [Accumulator(tier, shape, np.uint8) for _ in range(2)]
+        for i, im in enumerate(imgs):
+            accs[i % 2].update(im)
+        n, mean, var = merge(accs, block_values=256, threads=threads)
+        out.append((n, mean.copy(), var.copy()))
+    assert out[0][0] == out[1][0] == 9
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    np.testing.assert_array_equal(out[0][2], out[1][2])
