@@ -224,6 +224,7 @@ class _Slot:
         self.stopped = False
         self.paused = False
         self.pause_sent = False
+        self.broken = False
 
     def start(self, nbytes):
         self.seg = _shm.Segment.create(nbytes)
@@ -253,6 +254,7 @@ class _Slot:
         self.stopped = False
         self.paused = False
         self.pause_sent = False
+        self.broken = False
 
     def discard(self):
         """Forget a dead worker: its segment and its pipe."""
@@ -267,8 +269,16 @@ class _Slot:
             self.proc.join(timeout=1)
             self.proc = None
 
+    def send(self, msg):
+        """Send, tolerating a worker that died a moment ago: its sentinel
+        tells the main loop, which requeues everything it held."""
+        try:
+            _send(self.conn, msg)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.broken = True
+
     def can_take(self):
-        if self.conn is None or self.stopped:
+        if self.conn is None or self.stopped or self.broken:
             return False
         if self.job.cap is not None and self.assigned >= self.job.cap:
             return False
@@ -423,7 +433,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
             if pausing:
                 for s in live:  # also a replacement that became ready meanwhile
                     if s.ready and not s.pause_sent:
-                        _send(s.conn, ("pause",))
+                        s.send(("pause",))
                         s.pause_sent = True
             if pausing and stop_sig is None and all(s.paused or not s.ready for s in live):
                 accs = [Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype), s.seg.buf)
@@ -432,7 +442,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
                 del accs
                 for s in live:
                     if s.paused:
-                        _send(s.conn, ("resume",))
+                        s.send(("resume",))
                     s.paused = s.pause_sent = False
                 pausing = False
             if stop_sig is None and not pausing:
@@ -525,7 +535,7 @@ def _dispatch(slots, queue, files):
         idx = queue.popleft()
         s.inflight.append(idx)
         s.assigned += 1
-        _send(s.conn, ("file", idx, files[idx]))
+        s.send(("file", idx, files[idx]))
 
 
 def _handle(s, msg, skipped, done_by, progress, total, queue):

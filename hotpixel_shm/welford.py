@@ -319,8 +319,8 @@ class Accumulator:
     def _make_scratch(self):
         bv = min(self.block_values, self.size)
         if self.tier == "exact":
-            # squares: 255**2 fits uint16, 65535**2 fits uint32
-            sq = np.uint16 if self.sample_dtype == np.uint8 else np.uint32
+            # the sums' own types: 255**2 fits uint32, 65535**2 needs uint64
+            sq = np.uint32 if self.sample_dtype == np.uint8 else np.uint64
             return [np.empty(bv, sq)]
         if self.tier == "float16":
             # M, T (uint32), D (int32), dither (uint32), three float32, the
@@ -337,8 +337,10 @@ class Accumulator:
         x = flat[s:e]
         tot, sq = self._flat[0][s:e], self._flat[1][s:e]
         t = self._scratch[0][:e - s]
-        np.add(tot, x, out=tot)
-        np.multiply(x, x, out=t, dtype=t.dtype)
+        # widen once, then same-type ufuncs (mixed-type ones are slower)
+        np.copyto(t, x)
+        np.add(tot, t, out=tot)
+        np.multiply(t, t, out=t)
         np.add(sq, t, out=sq)
 
     def _update_float(self, flat, s, e, k):
@@ -632,7 +634,39 @@ def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOC
     if reuse:
         first.n = _CONSUMED
 
+    # exact tier: add the workers' integer sums and finish once, from exact
+    # integers (n*sumsq - sum**2 must fit uint64), so any worker count gives
+    # the serial result bit for bit
+    peak = 255 if first.sample_dtype == np.uint8 else 65535
+    integer = first.tier == "exact" and (peak * total) ** 2 < 2 ** 64
+
+    def merge_integer_range(start, stop):
+        S, Q, t = (np.empty(bv, np.uint64) for _ in range(3))
+        f = np.empty(bv, np.float64)
+        for s in range(start, stop, bv):
+            e = min(s + bv, stop)
+            L = e - s
+            Sb, Qb, tb, fb = S[:L], Q[:L], t[:L], f[:L]
+            Sb.fill(0)
+            Qb.fill(0)
+            for a in live:
+                np.copyto(tb, a._flat[0][s:e])
+                np.add(Sb, tb, out=Sb)
+                np.copyto(tb, a._flat[1][s:e])
+                np.add(Qb, tb, out=Qb)
+            np.copyto(fb, Sb)
+            np.divide(fb, float(total), out=fb)
+            np.copyto(out_mean[s:e], fb, casting="same_kind")
+            np.multiply(Qb, np.uint64(total), out=Qb)
+            np.multiply(Sb, Sb, out=Sb)
+            np.subtract(Qb, Sb, out=Qb)
+            np.copyto(fb, Qb, casting="same_kind")
+            np.divide(fb, float(total) * float(total), out=fb)
+            np.copyto(out_var[s:e], fb, casting="same_kind")
+
     def merge_range(start, stop):
+        if integer:
+            return merge_integer_range(start, stop)
         M, Q, pm, pq, tmp = (np.empty(bv, np.float64) for _ in range(5))
         for s in range(start, stop, bv):
             e = min(s + bv, stop)
