@@ -205,6 +205,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         con.error("interrupted")
         return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into `head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _analyse(args, con, truth=None):
