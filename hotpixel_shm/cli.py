@@ -466,18 +466,16 @@ def _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, he
                 "seconds": round(float(seconds), 3)},
         defects=defects)
     written = []
-    if args.json:
-        export.write_json(args.json, report)
-        written.append(args.json)
-    if args.csv:
-        export.write_csv(args.csv, defects)
-        written.append(args.csv)
-    if args.dcraw:
-        export.write_dcraw(args.dcraw, defects)
-        written.append(args.dcraw)
-    if args.siril:
-        export.write_siril(args.siril, defects)
-        written.append(args.siril)
+    simple = (("json", lambda path: export.write_json(path, report)),
+              ("csv", lambda path: export.write_csv(path, defects)),
+              ("dcraw", lambda path: export.write_dcraw(path, defects)),
+              ("siril", lambda path: export.write_siril(path, defects)),
+              ("mask", lambda path: export.write_mask(path, defects, stats.shape)))
+    for option, write in simple:
+        path = getattr(args, option)
+        if path:
+            write(path)
+            written.append(path)
     if args.rawtherapee:
         make, model = _make_model(headers)
         written.append(export.write_rawtherapee(args.rawtherapee, defects, make=make, model=model))
