@@ -183,3 +183,42 @@ def test_raw_dng_end_to_end(tmp_path):
     with open(dc) as fh:
         lines = [ln.split() for ln in fh if not ln.startswith("#")]
     assert {(int(c), int(r)) for c, r, _ in lines} == set(found)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 64 KiB file system (root only; skipped elsewhere)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_keeps_the_earlier_file_and_says_so(photos, tiny_disk, capsys):
+    d, _, _ = photos
+    mask = tiny_disk / "mask.png"
+    mask.write_bytes(b"earlier mask")
+    (tiny_disk / "filler").write_bytes(b"\0" * (60 * 1024))  # leave less than the report needs
+    code = main(["-q", str(d), "--json", str(tiny_disk / "r.json"), "--csv", str(tiny_disk / "r.csv")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "No space left on device" in err and "unchanged" in err
+    assert mask.read_bytes() == b"earlier mask"
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "mask.png"]  # no temporary left
+
+
+def test_periodic_checkpoint_from_the_command_line(photos, tmp_path):
+    d, paths, decoded = photos
+    ck = str(tmp_path / "ck.npz")
+    assert main(["-q", "--workers", "2", "--dtype", "float64", "--checkpoint", ck,
+                 "--checkpoint-every", "3", str(d)]) == 0
+    st, _ = load_stats(ck)
+    assert 3 <= st.n < len(paths) and len(st.files) == st.n
+    mean, var = reference_stats([decoded[paths.index(f)] for f in st.files])
+    np.testing.assert_allclose(st.mean, mean, rtol=1e-9)
