@@ -94,6 +94,7 @@ def test_interrupt_saves_checkpoint_and_resume_completes(photo_dir, tmp_path, si
     assert proc.returncode == code, err
     assert stopped_in < 5, f"took {stopped_in:.1f} s to stop"  # 40 files x 0.1 s would be 2 s/worker more
     assert "checkpoint" in err and "--resume" in err
+    assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err
     assert _gone([w.pid for w in workers])
     assert _no_segments_of(proc.pid)
     st, _ = load_stats(ck)
@@ -104,6 +105,7 @@ def test_interrupt_saves_checkpoint_and_resume_completes(photo_dir, tmp_path, si
                         "--dtype", "float64", "--resume", ck, "--save-stats", final, d],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    assert "leaked" not in r.stderr and "resource_tracker" not in r.stderr
     got, _ = load_stats(final)
     mean, var = reference_stats(decoded)
     assert got.n == len(paths) and sorted(got.files) == sorted(paths)
