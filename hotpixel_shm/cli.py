@@ -190,12 +190,10 @@ def main(argv=None) -> int:
         parser.error("--checkpoint-every/--checkpoint-seconds need --checkpoint FILE")
     if args.max_pixels is not None and args.max_pixels < 1:
         parser.error("--max-pixels must be positive")
-    if args.demo:
-        return _demo(args, con)
-    if not args.paths:
+    if not args.paths and not args.demo:
         parser.error("give at least one image file, directory or pattern (or --demo)")
     try:
-        return _analyse(args, con)
+        return _demo(args, con) if args.demo else _analyse(args, con)
     except PlanError as exc:
         con.error(str(exc))
         return EXIT_NO_PLAN
@@ -507,14 +505,7 @@ def _demo(args, con):
                  f"{len(sample.truth)} planted defects")
         args.paths = [tmp]
         args.auto_workers = True
-        try:
-            return _analyse(args, con, truth=sample.truth)
-        except PlanError as exc:
-            con.error(str(exc))
-            return EXIT_NO_PLAN
-        except HotPixelError as exc:
-            con.error(str(exc))
-            return EXIT_ERROR
+        return _analyse(args, con, truth=sample.truth)
 
 
 def _compare_truth(con, truth, defects, radius=1):
