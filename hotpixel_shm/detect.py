@@ -755,9 +755,11 @@ def _check(mean, var, n, opts, cfa):
         raise HotPixelError(f"window must be odd and >= 3, got {opts.window}")
     if cfa is not None:
         cfa = np.asarray(cfa)
-        if cfa.shape != mean.shape[:2] or mean.shape[2] != 1:
-            raise HotPixelError(f"a cfa {cfa.shape} needs a one-channel mosaic of that size, "
-                                f"got mean {mean.shape}")
+        if mean.shape[2] != 1:
+            raise HotPixelError(f"a raw mosaic has one channel: mean must be (height, width[, 1]), "
+                                f"got shape {mean.shape}")
+        if cfa.shape != mean.shape[:2]:
+            raise HotPixelError(f"cfa shape {cfa.shape} differs from the mosaic's {mean.shape[:2]}")
     return mean, var, cfa
 
 

@@ -325,6 +325,14 @@ def _score_key(defect):
     return score if math.isfinite(score) else -math.inf
 
 
+def _write_pixel_list(path, defects, title, fmt, line):
+    """A ``#`` header, then ``line(x, y, defect)`` for each pixel once, atomically."""
+    pixels = _unique_pixels(defects)
+    text = _header(title, fmt, f"{len(pixels)} pixels")
+    text += "".join(line(x, y, d) + "\n" for x, y, d in pixels)
+    atomic_write(path, lambda f: f.write(text))
+
+
 def _unique_pixels(defects):
     """[(x, y, defect)] once per pixel, the highest-scoring defect kept, by row then column."""
     best = {}
@@ -548,12 +556,9 @@ def write_dcraw(path, defects) -> None:
     list matches dcraw's frame when the analysed photos were raw files read as
     their raw (visible-area) mosaic.  Example line: ``1234 567 0``.
     """
-    pixels = _unique_pixels(defects)
-    text = _header("bad pixels for dcraw -P (also read by LibRaw)",
-                   "format: column row time; time 0 = bad since always",
-                   f"{len(pixels)} pixels")
-    text += "".join(f"{x} {y} 0\n" for x, y, _ in pixels)
-    atomic_write(path, lambda f: f.write(text))
+    _write_pixel_list(path, defects, "bad pixels for dcraw -P (also read by LibRaw)",
+                      "format: column row time; time 0 = bad since always",
+                      lambda x, y, d: f"{x} {y} 0")
 
 
 # dcraw's list of maker names ("Simplify company names" in its identify()); RawTherapee
@@ -655,12 +660,10 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None) -> str:
     target = os.fspath(path_or_dir)
     if os.path.isdir(target):
         target = os.path.join(os.fsdecode(target), rawtherapee_file_name(make, model))
-    pixels = _unique_pixels(defects)
-    text = _header("bad pixels for RawTherapee (dark-frame directory, '<Make> <Model>.badpixels')",
-                   "format: x y (lines not starting with two integers are ignored)",
-                   f"{len(pixels)} pixels")
-    text += "".join(f"{x} {y}\n" for x, y, _ in pixels)
-    atomic_write(target, lambda f: f.write(text))
+    _write_pixel_list(target, defects,
+                      "bad pixels for RawTherapee (dark-frame directory, '<Make> <Model>.badpixels')",
+                      "format: x y (lines not starting with two integers are ignored)",
+                      lambda x, y, d: f"{x} {y}")
     return os.fsdecode(target)
 
 
@@ -695,12 +698,9 @@ def write_siril(path, defects) -> None:
     files as their raw mosaic, or the same JPEG/TIFF/PNG files).  Example
     line: ``P 1234 567 H``.
     """
-    pixels = _unique_pixels(defects)
-    text = _header("bad pixels for Siril (cosme / cosme_cfa)",
-                   "format: P x y T; T = H (hot, stuck, noisy) or C (cold = dead)",
-                   f"{len(pixels)} pixels")
-    text += "".join(f"P {x} {y} {'C' if _get(d, 'kind') == 'dead' else 'H'}\n" for x, y, d in pixels)
-    atomic_write(path, lambda f: f.write(text))
+    _write_pixel_list(path, defects, "bad pixels for Siril (cosme / cosme_cfa)",
+                      "format: P x y T; T = H (hot, stuck, noisy) or C (cold = dead)",
+                      lambda x, y, d: f"P {x} {y} {'C' if _get(d, 'kind') == 'dead' else 'H'}")
 
 
 def write_mask(path, defects, shape) -> None:

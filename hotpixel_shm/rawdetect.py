@@ -186,26 +186,14 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
     is a stuck defect. So two clipped defects that close together, or a
     defect right beside a permanently clipped highlight, are missed.
     """
-    from .detect import DetectOptions, detect
-
-    mean = np.asarray(mean)
-    var = np.asarray(var)
-    if mean.ndim == 2:
-        mean = mean[:, :, None]
-    if var.ndim == 2:
-        var = var[:, :, None]
-    if mean.ndim != 3 or mean.shape[2] != 1:
-        raise HotPixelError(f"a raw mosaic has one channel: mean must be (height, width[, 1]), "
-                            f"got shape {mean.shape}")
-    if var.shape != mean.shape:
-        raise HotPixelError(f"var shape {var.shape} differs from mean shape {mean.shape}")
-    cfa = np.asarray(cfa)
-    if cfa.shape != mean.shape[:2]:
-        raise HotPixelError(f"cfa shape {cfa.shape} differs from the mosaic's {mean.shape[:2]}")
-    period = cfa_period(cfa)
+    from .detect import DetectOptions, _check, detect
 
     if options is None:
         options = DetectOptions()
+    if cfa is None:
+        raise HotPixelError("a raw mosaic needs its colour filter array (cfa)")
+    mean, var, cfa = _check(mean, var, n, options, cfa)
+    period = cfa_period(cfa)
     top = getattr(options, "top", None)
     # top is applied here, after the highlight guard has had its say
     sub_options = dataclasses.replace(options, cluster=False, top=None)
