@@ -85,6 +85,10 @@ class Job:
     #: ... or every this many seconds (0: never)
     checkpoint_seconds: float = 0.0
 
+    def __post_init__(self):
+        self.shape = tuple(int(v) for v in self.shape)
+        self.dtype = np.dtype(self.dtype).name
+
 
 @dataclass
 class RunResult:
@@ -96,7 +100,6 @@ class RunResult:
     #: the largest message (bytes, pickled) that crossed a process boundary
     max_message_bytes: int = 0
     worker_deaths: int = 0
-    segments_created: int = 0
 
 
 # --------------------------------------------------------------------------- worker side
@@ -145,8 +148,8 @@ def _worker_main(conn, seg_name, tier, shape, dtype, parent_pid, max_pixels, cra
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         _orphaned(seg_name)
     seg = _shm.Segment.attach(seg_name)
-    acc = Accumulator(tier, tuple(shape), np.dtype(dtype), seg.buf)
-    buf = np.empty(tuple(shape), np.dtype(dtype))
+    acc = Accumulator(tier, shape, dtype, seg.buf)
+    buf = np.empty(shape, dtype)
     _send(conn, ("ready", os.getpid()))
     pending = collections.deque()
     delay = float(os.environ.get(_DELAY_ENV) or 0)
@@ -217,6 +220,10 @@ class _Slot:
         self.proc = None
         self.conn = None
         self.seg = None
+        self._fresh()
+
+    def _fresh(self):
+        """The bookkeeping of a worker that has done nothing yet."""
         self.ready = False
         self.inflight: collections.deque = collections.deque()
         self.done: List[int] = []
@@ -232,7 +239,7 @@ class _Slot:
         j = self.job
         self.proc = _CTX.Process(
             target=_worker_main,
-            args=(child_conn, self.seg.name, j.tier, tuple(j.shape), j.dtype, os.getpid(),
+            args=(child_conn, self.seg.name, j.tier, j.shape, j.dtype, os.getpid(),
                   j.max_pixels, j.crash_on),
             name=f"hotpixel-worker-{self.index}", daemon=True)
         try:
@@ -247,14 +254,12 @@ class _Slot:
         finally:
             child_conn.close()
         self.conn = parent_conn
-        self.ready = False
-        self.inflight.clear()
-        self.done = []
-        self.assigned = 0
-        self.stopped = False
-        self.paused = False
-        self.pause_sent = False
-        self.broken = False
+        self._fresh()
+
+    def accumulator(self):
+        """The parent's view of this worker's accumulator (its shared segment)."""
+        j = self.job
+        return Accumulator(j.tier, j.shape, j.dtype, self.seg.buf)
 
     def discard(self):
         """Forget a dead worker: its segment and its pipe."""
@@ -349,8 +354,8 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
 
 def _run_serial(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
-    acc = Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype))
-    buf = np.empty(tuple(job.shape), np.dtype(job.dtype))
+    acc = Accumulator(job.tier, job.shape, job.dtype)
+    buf = np.empty(job.shape, job.dtype)
     used, skipped = [], []
     total = len(job.files)
     stop_sig = None
@@ -376,7 +381,7 @@ def _run_serial(job, progress, should_stop, ckpt):
     del buf
     # results merged in place are views that keep their memory alive; otherwise
     # closing the accumulator frees it before detection needs the room
-    stats = _finish([acc], job, used, owner=None)
+    stats = _finish([acc], job, used)
     acc.close()
     del acc
     result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1)
@@ -385,33 +390,26 @@ def _run_serial(job, progress, should_stop, ckpt):
     return result
 
 
-def _cpus():
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _finish(accs, job, used, owner):
+def _finish(accs, job, used):
     if not any(a.n for a in accs):
         return None
-    n, mean, var = merge(accs, in_place=True, threads=_cpus())
-    return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used), owner=owner)
+    # the workers have exited: their CPUs (as many as the plan allowed) merge
+    n, mean, var = merge(accs, in_place=True, threads=job.workers)
+    return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used))
 
 
 def _run_parallel(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
     files = list(job.files)
     total = len(files)
-    nbytes = Accumulator.nbytes(job.tier, tuple(job.shape), np.dtype(job.dtype))
+    nbytes = Accumulator.nbytes(job.tier, job.shape, job.dtype)
     queue = collections.deque(range(total))
     strikes = collections.Counter()
     skipped = {}
-    done_by = {}  # file index -> slot index
+    done = set()  # indices of the files accumulated by a live worker
     slots = [_Slot(i, job) for i in range(job.workers)]
     max_msg = 0
     deaths = 0
-    created = 0
     stop_sig = None
     pausing = False
     startup_deaths = 0
@@ -420,7 +418,6 @@ def _run_parallel(job, progress, should_stop, ckpt):
     try:
         for s in slots:
             s.start(nbytes)
-            created += 1
         while True:
             if should_stop is not None and stop_sig is None:
                 stop_sig = should_stop()
@@ -428,7 +425,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
                     for s in slots:
                         _stop(s)
             live = [s for s in slots if s.conn is not None]
-            if stop_sig is None and not pausing and queue and ckpt.due(len(done_by)):
+            if stop_sig is None and not pausing and queue and ckpt.due(len(done)):
                 pausing = True
             if pausing:
                 for s in live:  # also a replacement that became ready meanwhile
@@ -436,14 +433,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
                         s.send(("pause",))
                         s.pause_sent = True
             if pausing and stop_sig is None and all(s.paused or not s.ready for s in live):
-                accs = [Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype), s.seg.buf)
-                        for s in live if s.paused]
-                ckpt.take(accs, job, [files[i] for i in sorted(done_by)])
-                del accs
-                for s in live:
-                    if s.paused:
-                        s.send(("resume",))
-                    s.paused = s.pause_sent = False
+                _snapshot(live, ckpt, job, [files[i] for i in sorted(done)])
                 pausing = False
             if stop_sig is None and not pausing:
                 _dispatch(slots, queue, files)
@@ -466,7 +456,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
                         while s.conn.poll(0):
                             data = s.conn.recv_bytes()
                             max_msg = max(max_msg, len(data))
-                            _handle(s, pickle.loads(data), skipped, done_by, progress,
+                            _handle(s, pickle.loads(data), skipped, done, progress,
                                     total, queue)
                     except (EOFError, ConnectionResetError, OSError):
                         pass  # the sentinel tells the rest
@@ -476,17 +466,10 @@ def _run_parallel(job, progress, should_stop, ckpt):
                     deaths += 1
                     if not s.ready:
                         startup_deaths += 1
-                        if startup_deaths >= _MAX_STARTUP_DEATHS:
-                            raise HotPixelError(
-                                f"worker processes die while starting (exit code "
-                                f"{s.proc.exitcode}, {startup_deaths} times); when calling "
-                                f"hotpixel_shm from a script, put the call under "
-                                f"'if __name__ == \"__main__\":' (worker processes are "
-                                f"spawned and import the main module)")
-                    _on_death(s, queue, strikes, skipped, done_by)
+                        _check_startup_deaths(startup_deaths, s.proc.exitcode)
+                    _on_death(s, queue, strikes, skipped, done)
                     if stop_sig is None:
                         s.start(nbytes)
-                        created += 1
                     else:
                         s.stopped = True
         # orderly shutdown: tell the workers to stop and wait for them
@@ -494,10 +477,9 @@ def _run_parallel(job, progress, should_stop, ckpt):
             if not s.stopped:
                 _stop(s)
         _drain_stops(slots)
-        accs = [Accumulator(job.tier, tuple(job.shape), np.dtype(job.dtype), s.seg.buf)
-                for s in slots if s.seg is not None]
-        used = [files[i] for i in sorted(done_by)]
-        stats = _finish(accs, job, used, owner=None)
+        accs = [s.accumulator() for s in slots if s.seg is not None]
+        used = [files[i] for i in sorted(done)]
+        stats = _finish(accs, job, used)
         del accs
         keep = []
         for s in slots:  # unmap every segment the results do not live in
@@ -506,7 +488,7 @@ def _run_parallel(job, progress, should_stop, ckpt):
         if stats is not None:
             stats.owner = keep
         result = RunResult(stats, used, [(files[i], r) for i, r in sorted(skipped.items())],
-                           time.perf_counter() - t0, job.workers, max_msg, deaths, created)
+                           time.perf_counter() - t0, job.workers, max_msg, deaths)
         finished_ok = True
     finally:
         for s in slots:
@@ -526,6 +508,24 @@ def _run_parallel(job, progress, should_stop, ckpt):
     return result
 
 
+def _snapshot(live, ckpt, job, used):
+    """Every ready worker is paused: merge a consistent snapshot, then resume them."""
+    ckpt.take([s.accumulator() for s in live if s.paused], job, used)
+    for s in live:
+        if s.paused:
+            s.send(("resume",))
+        s.paused = s.pause_sent = False
+
+
+def _check_startup_deaths(count, exitcode):
+    if count >= _MAX_STARTUP_DEATHS:
+        raise HotPixelError(
+            f"worker processes die while starting (exit code {exitcode}, {count} times); "
+            f"when calling hotpixel_shm from a script, put the call under "
+            f"'if __name__ == \"__main__\":' (worker processes are spawned and import "
+            f"the main module)")
+
+
 def _dispatch(slots, queue, files):
     while queue:
         takers = [s for s in slots if s.ready and s.can_take()]
@@ -538,7 +538,7 @@ def _dispatch(slots, queue, files):
         s.send(("file", idx, files[idx]))
 
 
-def _handle(s, msg, skipped, done_by, progress, total, queue):
+def _handle(s, msg, skipped, done, progress, total, queue):
     kind = msg[0]
     if kind == "ready":
         s.ready = True
@@ -547,7 +547,7 @@ def _handle(s, msg, skipped, done_by, progress, total, queue):
         idx = msg[1]
         s.inflight.remove(idx)
         s.done.append(idx)
-        done_by[idx] = s.index
+        done.add(idx)
     elif kind == "skip":
         idx = msg[1]
         s.inflight.remove(idx)
@@ -564,22 +564,21 @@ def _handle(s, msg, skipped, done_by, progress, total, queue):
         s.inflight.clear()
         return
     if progress and kind in ("done", "skip"):
-        progress(len(done_by), total, len(skipped))
+        progress(len(done), total, len(skipped))
 
 
-def _on_death(s, queue, strikes, skipped, done_by):
+def _on_death(s, queue, strikes, skipped, done):
     """A worker died: discard its partial, requeue its files, strike the culprit."""
     culprit = s.inflight[0] if s.inflight else None
-    redo = list(s.done) + [i for i in s.inflight]
+    redo = list(s.done) + list(s.inflight)
     for i in s.done:
-        done_by.pop(i, None)
+        done.discard(i)
     if culprit is not None:
         strikes[culprit] += 1
         if strikes[culprit] >= 2:
             skipped[culprit] = CRASH_REASON
             redo.remove(culprit)
-    for i in reversed(sorted(redo)):
-        queue.appendleft(i)
+    queue.extendleft(sorted(redo, reverse=True))  # back at the front, in order
     s.discard()
 
 
