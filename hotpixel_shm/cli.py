@@ -8,13 +8,12 @@ code.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import tempfile
 import time
-
-import numpy as np
 
 from . import __version__
 from .errors import HotPixelError, PlanError
@@ -213,6 +212,7 @@ def main(argv=None) -> int:
 def _analyse(args, con, truth=None):
     from . import budget, engine, inputs, statsio
     from .export import check_output_paths
+    from .welford import merge_stats
 
     t_start = time.perf_counter()
     max_pixels = args.max_pixels or inputs.DEFAULT_MAX_PIXELS
@@ -223,22 +223,7 @@ def _analyse(args, con, truth=None):
         outputs.append(args.rawtherapee)
     check_output_paths(outputs, files)
 
-    prior = None
-    prior_dtype = None
-    done_before = set()
-    for label, path in (("--load-stats", args.load_stats), ("--resume", args.resume)):
-        if path:
-            st, dt = statsio.load_stats(path)
-            if prior is not None:
-                from .welford import merge_stats
-                if st.shape != prior.shape or dt != prior_dtype:
-                    raise HotPixelError(f"{label} {path}: shape/dtype differ from the other statistics")
-                prior = merge_stats(prior, st)
-            else:
-                prior, prior_dtype = st, dt
-            if label == "--resume":
-                done_before |= {os.path.realpath(f) for f in st.files}
-            con.info(f"{label}: {st.n} images from {path} ({st.tier})")
+    prior, prior_dtype, done_before = _load_prior(args, con)
     if done_before:
         n0 = len(files)
         files = [f for f in files if os.path.realpath(f) not in done_before]
@@ -246,8 +231,9 @@ def _analyse(args, con, truth=None):
 
     headers, bad = inputs.probe_all(files, max_pixels)
     skipped.extend(bad)
-    shape, dtype, used_headers, other = inputs.reference_shape(headers)
-    if prior is not None:
+    if prior is None:
+        shape, dtype, used_headers, other = inputs.reference_shape(headers)
+    else:
         # the saved statistics fix the shape: photos of another size are skipped
         shape, dtype = prior.shape, prior_dtype
         used_headers = [h for h in headers if h.key == (shape, dtype)]
@@ -267,9 +253,7 @@ def _analyse(args, con, truth=None):
 
     n_prior = prior.n if prior is not None else 0
     if len(used_headers) + n_prior < args.min_images:
-        con.error(f"{len(used_headers) + n_prior} usable image(s); at least {args.min_images} "
-                  f"needed (--min-images)")
-        return EXIT_TOO_FEW
+        return _too_few(con, len(used_headers) + n_prior, args)
 
     res = budget.detect_resources()
     if args.memory_budget:
@@ -286,9 +270,13 @@ def _analyse(args, con, truth=None):
         tier = prior.tier
     from .detect import detect_memory_bytes
     extra = detect_memory_bytes(shape)
+    result_f64 = 2 * 8 * math.prod(shape)
     if args.checkpoint_every or args.checkpoint_seconds:
         # a periodic snapshot is merged into new float64 arrays while the workers wait
-        extra += 2 * 8 * int(np.prod(shape))
+        extra += result_f64
+    if prior is not None:
+        # the loaded statistics stay in memory, and merging them makes new float64 arrays
+        extra += prior.mean.nbytes + prior.var.nbytes + result_f64
     plan = budget.make_plan(
         shape, dtype, max(1, len(used_headers)), res.cpus, budget_bytes,
         workers=workers, tier=tier, force=args.force,
@@ -310,7 +298,6 @@ def _analyse(args, con, truth=None):
 
     def save_checkpoint(snapshot):
         if prior is not None:
-            from .welford import merge_stats
             snapshot = merge_stats(prior, snapshot)
         statsio.save_stats(args.checkpoint, snapshot, dtype)
         con.detail(f"checkpoint: {snapshot.n} images saved to {args.checkpoint}")
@@ -332,7 +319,6 @@ def _analyse(args, con, truth=None):
     skipped.extend(result.skipped)
     stats = result.stats
     if prior is not None:
-        from .welford import merge_stats
         stats = prior if stats is None else merge_stats(prior, stats)
 
     if interrupted is not None:
@@ -346,9 +332,7 @@ def _analyse(args, con, truth=None):
         return code
 
     if stats is None or stats.n < args.min_images:
-        con.error(f"{0 if stats is None else stats.n} image(s) could be used; at least "
-                  f"{args.min_images} needed (--min-images)")
-        return EXIT_TOO_FEW
+        return _too_few(con, 0 if stats is None else stats.n, args)
 
     if args.save_stats:
         statsio.save_stats(args.save_stats, stats, dtype)
@@ -361,6 +345,32 @@ def _analyse(args, con, truth=None):
     if truth is not None:
         _compare_truth(con, truth, defects)
     return EXIT_OK
+
+
+def _load_prior(args, con):
+    """Statistics from --load-stats and/or --resume: (stats, sample dtype, files done)."""
+    from . import statsio
+    from .welford import merge_stats
+    prior, prior_dtype, done_before = None, None, set()
+    for label, path in (("--load-stats", args.load_stats), ("--resume", args.resume)):
+        if not path:
+            continue
+        st, dt = statsio.load_stats(path)
+        if prior is None:
+            prior, prior_dtype = st, dt
+        elif st.shape != prior.shape or dt != prior_dtype:
+            raise HotPixelError(f"{label} {path}: shape/dtype differ from the other statistics")
+        else:
+            prior = merge_stats(prior, st)
+        if label == "--resume":
+            done_before |= {os.path.realpath(f) for f in st.files}
+        con.info(f"{label}: {st.n} images from {path} ({st.tier})")
+    return prior, prior_dtype, done_before
+
+
+def _too_few(con, n, args):
+    con.error(f"{n} usable image(s); at least {args.min_images} needed (--min-images)")
+    return EXIT_TOO_FEW
 
 
 def _progress(total, con):
@@ -408,19 +418,14 @@ def _detect(args, stats, headers):
 
 
 def _summary(con, stats, result, skipped, defects, seconds):
-    var = stats.var
-    flat = var.reshape(-1)
-    lowest = _lowest(flat, 10)
-    h, w, c = var.shape
+    h, w, c = stats.shape
+    low, high, mean = stats.variance_range()
     con.out(f"images used: {stats.n}, skipped: {len(skipped)}; {w}x{h}x{c}; tier {stats.tier}; "
             f"{result.workers} worker(s); {seconds:.2f} s")
-    con.out(f"variance: min {float(var.min()):.4g}, max {float(var.max()):.4g}, "
-            f"mean {float(var.mean(dtype=np.float64)):.4g}")
+    con.out(f"variance: min {low:.4g}, max {high:.4g}, mean {mean:.4g}")
     con.out("lowest-variance subpixels (x, y, channel, variance):")
-    for i in lowest:
-        y, rem = divmod(int(i), w * c)
-        x, ch = divmod(rem, c)
-        con.out(f"  {x:6d} {y:6d} {ch:2d}  {float(flat[i]):.6g}")
+    for x, y, ch, v in stats.lowest_variance(10):
+        con.out(f"  {x:6d} {y:6d} {ch:2d}  {v:.6g}")
     con.out(f"defects: {len(defects)}")
     for i, d in enumerate(defects[:20], 1):
         con.out(f"  {i:3d}. {d.kind:5s} x={d.x} y={d.y} channels={d.channels} "
@@ -428,30 +433,6 @@ def _summary(con, stats, result, skipped, defects, seconds):
                 f"score={d.score:.1f}")
     if len(defects) > 20:
         con.out(f"  ... {len(defects) - 20} more (see --json/--csv)")
-
-
-def _lowest(flat, k, chunk=1 << 22):
-    """Indices of the k smallest values (ties: lowest index first), in one
-    pass of chunks instead of a partition of the whole image."""
-    best_idx = np.zeros(0, np.int64)
-    best_val = np.zeros(0, flat.dtype)
-    for s in range(0, flat.size, chunk):
-        c = flat[s:s + chunk]
-        if best_val.size >= k:
-            cand = np.flatnonzero(c < best_val.max())
-        else:
-            cand = np.arange(c.size)
-        if cand.size > k:
-            vals = c[cand]
-            kth = np.partition(vals, k - 1)[k - 1]
-            below = cand[vals < kth]
-            ties = cand[vals == kth][: k - below.size]  # index order: lowest first
-            cand = np.concatenate([below, ties])
-        best_idx = np.concatenate([best_idx, cand + s])
-        best_val = np.concatenate([best_val, c[cand]])
-        order = np.lexsort((best_idx, best_val))[:k]
-        best_idx, best_val = best_idx[order], best_val[order]
-    return best_idx
 
 
 def _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, headers):

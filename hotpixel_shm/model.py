@@ -78,3 +78,44 @@ class Stats:
     @property
     def shape(self):
         return tuple(self.mean.shape)
+
+    def variance_range(self):
+        """(min, max, mean) of the variance, as Python floats."""
+        v = self.var
+        return float(v.min()), float(v.max()), float(v.mean(dtype=np.float64))
+
+    def lowest_variance(self, k=10):
+        """The k subpixels of lowest variance as (x, y, channel, variance),
+        lowest first (ties: in storage order)."""
+        _, w, c = self.var.shape
+        flat = self.var.reshape(-1)
+        out = []
+        for i in _lowest(flat, k):
+            y, rem = divmod(int(i), w * c)
+            x, ch = divmod(rem, c)
+            out.append((x, y, ch, float(flat[i])))
+        return out
+
+
+def _lowest(flat, k, chunk=1 << 22):
+    """Indices of the k smallest values (ties: lowest index first), in one
+    pass of chunks instead of a partition of the whole image."""
+    best_idx = np.zeros(0, np.int64)
+    best_val = np.zeros(0, flat.dtype)
+    for s in range(0, flat.size, chunk):
+        c = flat[s:s + chunk]
+        if best_val.size >= k:
+            cand = np.flatnonzero(c < best_val.max())
+        else:
+            cand = np.arange(c.size)
+        if cand.size > k:
+            vals = c[cand]
+            kth = np.partition(vals, k - 1)[k - 1]
+            below = cand[vals < kth]
+            ties = cand[vals == kth][: k - below.size]  # index order: lowest first
+            cand = np.concatenate([below, ties])
+        best_idx = np.concatenate([best_idx, cand + s])
+        best_val = np.concatenate([best_val, c[cand]])
+        order = np.lexsort((best_idx, best_val))[:k]
+        best_idx, best_val = best_idx[order], best_val[order]
+    return best_idx
