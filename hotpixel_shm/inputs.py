@@ -229,37 +229,27 @@ def probe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
         fh = open(path, "rb")
     except OSError as exc:
         raise SkipFile(f"cannot read: {exc.strerror or exc}") from None
-    with fh, _pillow_limits(max_pixels):
-        return _probe_open(path, fh, size)
+    with fh, _pillow(max_pixels):
+        with Image.open(fh) as im:
+            w, h = im.size
+            fmt = im.format or "?"
+            # EXIF sits in the header of these; elsewhere (PNG) reading it may decode the pixels
+            make, model = (_exif_make_model(im) if fmt in ("JPEG", "MPO", "TIFF", "WEBP")
+                           else (None, None))
+            mode, c, dt = _resolve_mode(im)
+    return Header(path, (h, w, c), dt.name, fmt, mode, size, make, model)
 
 
-def _probe_open(path, fh, size):
-    max_pixels = Image.MAX_IMAGE_PIXELS
-    try:
-        im = Image.open(fh)
-    except Image.DecompressionBombError as exc:
-        raise SkipFile(_bomb_reason(exc, max_pixels)) from None
-    except Image.DecompressionBombWarning as exc:
-        raise SkipFile(_bomb_reason(exc, max_pixels)) from None
-    except Image.UnidentifiedImageError:
-        raise SkipFile("not an image file Pillow can read") from None
-    except OSError as exc:
-        raise SkipFile(f"cannot read: {exc.strerror or exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder bug is one skipped file
-        raise SkipFile(f"unreadable header: {exc}") from None
-    with im:
-        mode = im.mode
-        w, h = im.size
-        fmt = im.format or "?"
-        # EXIF sits in the header of these; elsewhere (PNG) reading it may decode the pixels
-        make, model = _exif_make_model(im) if fmt in ("JPEG", "MPO", "TIFF", "WEBP") else (None, None)
-    if mode == "I" and fmt in ("PNG", "TIFF"):
+def _resolve_mode(im):
+    """(mode, channels, sample dtype) of an open Pillow image, or SkipFile."""
+    mode = im.mode
+    if mode == "I" and im.format in ("PNG", "TIFF"):
         # Pillow may open 16-bit grayscale as 32-bit "I"; the values still fit uint16
         mode = "I;16"
     if mode not in _MODES:
         raise SkipFile(f"unsupported colour mode {mode} ({_mode_hint(mode)})")
     c, dt = _MODES[mode]
-    return Header(path, (h, w, c), np.dtype(dt).name, fmt, mode, size, make, model)
+    return mode, c, np.dtype(dt)
 
 
 def _mode_hint(mode):
@@ -278,8 +268,9 @@ def _bomb_reason(exc, max_pixels):
             f"decompression bomb (raise --max-pixels to allow it)")
 
 
-class _pillow_limits:
-    """Apply our pixel limit, and turn Pillow's bomb warning into an error, for one open."""
+class _pillow:
+    """Open/decode with Pillow under our pixel limit (its bomb warning made an
+    error) and turn every Pillow failure into a SkipFile with a reason."""
 
     def __init__(self, max_pixels):
         self.max_pixels = max_pixels
@@ -292,9 +283,24 @@ class _pillow_limits:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         return self
 
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
+    def __exit__(self, etype, exc, tb):
+        self._w.__exit__(etype, exc, tb)
         Image.MAX_IMAGE_PIXELS = self._old
+        if exc is None or isinstance(exc, (SkipFile, MemoryError)) or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            reason = _bomb_reason(exc, self.max_pixels)
+        elif isinstance(exc, Image.UnidentifiedImageError):
+            reason = "not an image file Pillow can read"
+        elif isinstance(exc, OSError) and "truncated" in str(exc).lower():
+            reason = f"truncated image file: {exc}"
+        elif isinstance(exc, OSError):
+            reason = f"cannot decode: {exc}"
+        elif isinstance(exc, (ValueError, SyntaxError, EOFError)):
+            reason = f"corrupt image data: {exc}"
+        else:  # any other decoder bug is one skipped file
+            reason = f"decoder error: {type(exc).__name__}: {exc}"
+        raise SkipFile(reason) from None
 
 
 def probe_all(files, max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -400,32 +406,12 @@ def _decode_simplejpeg(data, shape, out):
 
 def _decode_pillow(path, data, shape, dt, out, max_pixels):
     import io
-    with _pillow_limits(max_pixels):
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                mode = im.mode
-                if mode == "I" and im.format in ("PNG", "TIFF"):
-                    mode = "I;16"
-                if mode not in _MODES:
-                    raise SkipFile(f"unsupported colour mode {mode} ({_mode_hint(mode)})")
-                c, mdt = _MODES[mode]
-                w, h = im.size
-                _check_shape((h, w, c), np.dtype(mdt).name, shape, dt, mdt)
-                im.load()
-                arr = np.asarray(im)
-        except SkipFile:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise SkipFile(_bomb_reason(exc, max_pixels)) from None
-        except Image.UnidentifiedImageError:
-            raise SkipFile("not an image file Pillow can read") from None
-        except OSError as exc:
-            text = str(exc)
-            if "truncated" in text.lower():
-                raise SkipFile(f"truncated image file: {text}") from None
-            raise SkipFile(f"cannot decode: {text}") from None
-        except (ValueError, SyntaxError, EOFError) as exc:
-            raise SkipFile(f"corrupt image data: {exc}") from None
+    with _pillow(max_pixels), Image.open(io.BytesIO(data)) as im:
+        mode, c, mdt = _resolve_mode(im)
+        w, h = im.size
+        _check_shape((h, w, c), mdt, shape, dt)
+        im.load()
+        arr = np.asarray(im)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     elif arr.shape[2] > shape[2]:
@@ -437,7 +423,7 @@ def _decode_pillow(path, data, shape, dt, out, max_pixels):
     return out
 
 
-def _check_shape(got_shape, got_dtype, shape, dt, _mdt=None):
+def _check_shape(got_shape, got_dtype, shape, dt):
     if tuple(got_shape) != tuple(shape) or np.dtype(got_dtype) != np.dtype(dt):
         raise SkipFile(f"size {describe_key((tuple(got_shape), np.dtype(got_dtype).name))} differs "
                        f"from the reference {describe_key((tuple(shape), np.dtype(dt).name))}")
