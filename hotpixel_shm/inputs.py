@@ -390,8 +390,8 @@ def _decode_simplejpeg(data, shape, out):
     c = shape[2]
     if cs not in ("Gray", "YCbCr", "RGB") or (h, w) != shape[:2]:
         return None
-    if c == 1 and cs != "Gray":
-        return None
+    if (c == 1) != (cs == "Gray"):
+        return None  # a colour mismatch: Pillow reports it
     colorspace = "GRAY" if c == 1 else "RGB"
     try:
         simplejpeg.decode_jpeg(data, colorspace=colorspace, fastdct=False,
