@@ -138,3 +138,13 @@ def test_reference_shape_is_the_most_common(tmp_path):
     assert [h.path for h in used] == a
     assert sorted(p for p, _ in other) == b
     assert all("differs" in r for _, r in other)
+
+
+@pytest.mark.parametrize("ext,kw", [("bmp", {}), ("webp", {"lossless": True})])
+def test_other_pillow_formats(tmp_path, ext, kw):
+    arr = _rgb(12, 17)
+    p = str(tmp_path / f"x.{ext}")
+    Image.fromarray(arr).save(p, **kw)
+    h = inputs.probe(p)
+    assert h.shape == (12, 17, 3) and h.dtype == "uint8"
+    np.testing.assert_array_equal(inputs.decode(p, h.shape, h.dtype), arr)
