@@ -38,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from .errors import HotPixelError
 from .model import Defect
 
-__all__ = ["DetectOptions", "detect", "detect_memory_bytes"]
+__all__ = ["DetectOptions", "detect", "detect_memory_bytes", "check_stats", "cfa_period"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,10 @@ _RING_RADIUS = 8
 # Numbers of the kinds in the flagged-record arrays.
 _HOT, _STUCK, _DEAD, _NOISY = 1, 2, 3, 4
 _KIND_NAMES = {_HOT: "hot", _STUCK: "stuck", _DEAD: "dead", _NOISY: "noisy"}
+# A colour filter array's index -> letter, unless the caller knows better.
 _COLOUR_LETTERS = "RGBG"
+# Longest CFA period looked for (X-Trans is 6).
+_MAX_PERIOD = 16
 
 
 @dataclass
@@ -726,16 +729,48 @@ def _sort_and_cut(defects, top):
     return defects
 
 
-def _cfa_period(cfa):
-    for p in range(1, 17):
+def cfa_period(cfa) -> int:
+    """The smallest ``P`` such that the CFA repeats every ``P`` rows and columns.
+
+    Parameters
+    ----------
+    cfa : numpy.ndarray
+        ``(height, width)`` colour index of every photosite.
+
+    Returns
+    -------
+    int
+        2 for Bayer, 6 for X-Trans, 1 for a monochrome sensor.
+
+    Raises
+    ------
+    HotPixelError
+        If ``cfa`` is not 2-D, or no period up to 16 fits (not a regular
+        colour filter array).
+    """
+    cfa = np.asarray(cfa)
+    if cfa.ndim != 2:
+        raise HotPixelError(f"cfa must be 2-D (height, width), got shape {cfa.shape}")
+    for p in range(1, _MAX_PERIOD + 1):
         if p > min(cfa.shape):
             break
         if np.array_equal(cfa[p:], cfa[:-p]) and np.array_equal(cfa[:, p:], cfa[:, :-p]):
             return p
-    raise HotPixelError("the colour filter array does not repeat with a period up to 16")
+    raise HotPixelError("the colour filter array does not repeat with a period up to "
+                        f"{_MAX_PERIOD} photosites")
 
 
-def _check(mean, var, n, opts, cfa):
+def check_stats(mean, var, n, opts, cfa=None):
+    """Validate the inputs of ``detect``; returns ``mean``, ``var`` as 3-D arrays and ``cfa``.
+
+    Shared by the raw-mosaic detector (``hotpixel_shm.rawdetect``).
+
+    Raises
+    ------
+    HotPixelError
+        On bad shapes or dtypes, ``n < 2``, a bad window, or a ``cfa`` that
+        does not fit a one-channel mosaic.
+    """
     mean = np.asarray(mean)
     var = np.asarray(var)
     if mean.ndim == 2:
@@ -763,7 +798,7 @@ def _check(mean, var, n, opts, cfa):
     return mean, var, cfa
 
 
-def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
+def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS) -> List[Defect]:
     """Find hot, stuck, dead and noisy pixels in per-subpixel statistics.
 
     Parameters
@@ -779,8 +814,11 @@ def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
         ``(height, width)`` colour index of each photosite of a one-channel
         raw mosaic: each photosite is then judged against photosites at the
         same position of the CFA tile (a regular sub-grid), every flagged
-        photosite is its own defect, and ``colour`` is set (index 0, 1, 2,
-        3 -> R, G, B, G).
+        photosite is its own defect, and ``colour`` is set from
+        ``colour_desc``.
+    colour_desc : str, default "RGBG"
+        Letter of each CFA colour index (a raw file's own colour
+        description); an index beyond it is written as its number.
 
     Returns
     -------
@@ -839,9 +877,9 @@ def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
     reported in dark frames).
     """
     opts = options if options is not None else DetectOptions()
-    mean, var, cfa = _check(mean, var, n, opts, cfa)
+    mean, var, cfa = check_stats(mean, var, n, opts, cfa)
     if cfa is not None:
-        return _detect_cfa(mean, var, opts, cfa)
+        return _detect_cfa(mean, var, opts, cfa, colour_desc)
     wid = mean.shape[1]
     rng = np.random.default_rng(0)        # the global-scale sample: reproducible
     recs = [_detect_plane(mean[:, :, c], var[:, :, c], opts, c, rng)
@@ -852,8 +890,8 @@ def detect(mean, var, n, options=None, *, cfa=None) -> List[Defect]:
     return _sort_and_cut(defects, opts.top)
 
 
-def _detect_cfa(mean, var, opts, cfa):
-    p = _cfa_period(cfa)
+def _detect_cfa(mean, var, opts, cfa, letters):
+    p = cfa_period(cfa)
     out = []
     rng = np.random.default_rng(0)
     for dy in range(p):
@@ -862,7 +900,7 @@ def _detect_cfa(mean, var, opts, cfa):
             if sm.size == 0:
                 continue
             v = int(cfa[dy, dx])
-            colour = _COLOUR_LETTERS[v] if 0 <= v < len(_COLOUR_LETTERS) else str(v)
+            colour = letters[v] if 0 <= v < len(letters) else str(v)
             rec = _detect_plane(sm, sv, opts, 0, rng)
             rec["x"] = rec["x"] * p + dx
             rec["y"] = rec["y"] * p + dy

@@ -7,8 +7,8 @@ mosaic is split into its ``P x P`` regular sub-grids (``P`` = 2 for Bayer,
 ``hotpixel_shm.detect.detect(..., cfa=cfa)`` with clustering off, and the
 flagged sites are mapped back to photosite coordinates ``x = P*xs + dx``,
 ``y = P*ys + dy``. Every defect is one photosite (there is no demosaic smear
-to merge). This module adds the colour letters of the file's own colour
-description, the clipped-highlight guard below, and ``top`` over the whole
+to merge), named by the letters of the file's own colour description. This
+module adds the clipped-highlight guard below, and ``top`` over the whole
 mosaic.
 
 A site clipped at the saturation level is a defect only when it stands
@@ -24,49 +24,20 @@ from typing import List, Optional
 import numpy as np
 from scipy import ndimage
 
+from .detect import DetectOptions, cfa_period, check_stats, detect
 from .errors import HotPixelError
 from .model import Defect
 
-__all__ = ["cfa_period", "detect_raw", "SATURATION_RADIUS"]
+__all__ = ["detect_raw", "SATURATION_RADIUS"]
 
 #: A clipped site with another clipped photosite (any colour) within this many
 #: photosites is part of a clipped highlight, not a defect. 2 covers all 8
 #: nearest same-colour sites of a Bayer site and every adjacent photosite.
 SATURATION_RADIUS = 2
 
-_MAX_PERIOD = 16
 # A site clipped in every frame reads the same value every time; allow the
 # variance of one frame in a thousand being a unit off.
 _CLIPPED_MAX_VAR = 1.0
-
-
-def cfa_period(cfa: np.ndarray) -> int:
-    """The smallest ``P`` such that the CFA repeats every ``P`` rows and columns.
-
-    Parameters
-    ----------
-    cfa : numpy.ndarray
-        ``(height, width)`` colour index of every photosite.
-
-    Returns
-    -------
-    int
-        2 for Bayer, 6 for X-Trans, 1 for a monochrome sensor.
-
-    Raises
-    ------
-    HotPixelError
-        If no period up to 16 fits (not a regular colour filter array).
-    """
-    cfa = np.asarray(cfa)
-    if cfa.ndim != 2:
-        raise HotPixelError(f"cfa must be 2-D (height, width), got shape {cfa.shape}")
-    for p in range(1, _MAX_PERIOD + 1):
-        if p > min(cfa.shape):
-            break
-        if np.array_equal(cfa[p:, :], cfa[:-p, :]) and np.array_equal(cfa[:, p:], cfa[:, :-p]):
-            return p
-    raise HotPixelError("the colour filter array does not repeat with a period up to 16 photosites")
 
 
 def _saturated(mean2d: np.ndarray, var2d: np.ndarray, period: int,
@@ -186,13 +157,11 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
     is a stuck defect. So two clipped defects that close together, or a
     defect right beside a permanently clipped highlight, are missed.
     """
-    from .detect import DetectOptions, _check, detect
-
     if options is None:
         options = DetectOptions()
     if cfa is None:
         raise HotPixelError("a raw mosaic needs its colour filter array (cfa)")
-    mean, var, cfa = _check(mean, var, n, options, cfa)
+    mean, var, cfa = check_stats(mean, var, n, options, cfa)
     period = cfa_period(cfa)
     top = getattr(options, "top", None)
     # top is applied here, after the highlight guard has had its say
@@ -202,12 +171,9 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
                            period * (window // 2))
 
     found: List[Defect] = []
-    for d in detect(mean, var, n, sub_options, cfa=cfa):
-        if _in_zone(zone, d.x, d.y):
-            continue
-        index = int(cfa[d.y, d.x])
-        letter = colour_desc[index] if index < len(colour_desc) else str(index)
-        found.append(dataclasses.replace(d, channels=[0], size=1, colour=letter))
+    for d in detect(mean, var, n, sub_options, cfa=cfa, colour_desc=colour_desc):
+        if not _in_zone(zone, d.x, d.y):
+            found.append(d)
     found.sort(key=lambda d: (-d.score, d.y, d.x))
     if top is not None:
         found = found[:int(top)]

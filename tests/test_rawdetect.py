@@ -5,7 +5,8 @@ import pytest
 from hotpixel_shm import rawio
 from hotpixel_shm.dng import XTRANS_PATTERN, cfa_array, write_raw_set
 from hotpixel_shm.errors import HotPixelError
-from hotpixel_shm.rawdetect import cfa_period, detect_raw
+from hotpixel_shm.detect import cfa_period
+from hotpixel_shm.rawdetect import detect_raw
 
 needs_rawpy = pytest.mark.skipif(not rawio.have_rawpy(), reason="rawpy (the raw extra) not installed")
 
