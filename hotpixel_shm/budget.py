@@ -65,7 +65,7 @@ WORKER_SCRATCH_BYTES = 16 * _MIB
 MERGE_SCRATCH_BYTES = 48 * _MIB
 
 #: Every array of an accumulator segment starts on a 64-byte boundary (a cache line).
-SEGMENT_ALIGN = 64
+SEGMENT_ALIGN = tiers.SEGMENT_ALIGN
 
 # cgroup v1 says "no limit" with 2**63-1 rounded down to a page
 # (9223372036854771712); anything this large is no limit at all.
@@ -552,10 +552,6 @@ def _check_tier(tier):
         raise HotPixelError(f"unknown accumulator tier {tier!r}; expected one of {', '.join(tiers.TIERS)}")
 
 
-def _align(n):
-    return -(-n // SEGMENT_ALIGN) * SEGMENT_ALIGN
-
-
 def accumulator_nbytes(shape, sample_dtype, tier) -> int:
     """Bytes of one accumulator (one worker's shared-memory segment).
 
@@ -571,6 +567,7 @@ def accumulator_nbytes(shape, sample_dtype, tier) -> int:
     Returns
     -------
     int
+        ``tiers.segment_nbytes``, the size the accumulator itself uses:
         ``tiers.HEADER_BYTES`` plus each array of ``tiers.fields`` rounded up
         to a multiple of ``SEGMENT_ALIGN`` bytes, so that every array starts
         on a cache line.
@@ -578,8 +575,7 @@ def accumulator_nbytes(shape, sample_dtype, tier) -> int:
     h, w, c = _shape3(shape)
     dt = _sample_dtype(sample_dtype)
     _check_tier(tier)
-    values = h * w * c
-    return tiers.HEADER_BYTES + sum(_align(values * d.itemsize) for _, d in tiers.fields(tier, dt))
+    return tiers.segment_nbytes(tier, dt, h * w * c)
 
 
 def decode_bytes(shape, sample_dtype) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = [
     "TIERS", "ACCURACY_ORDER", "fields", "bytes_per_value", "result_dtype",
-    "max_images", "supports", "HEADER_BYTES",
+    "max_images", "supports", "HEADER_BYTES", "SEGMENT_ALIGN", "layout", "segment_nbytes",
 ]
 
 #: Every tier, most accurate first.
@@ -19,6 +19,9 @@ ACCURACY_ORDER = TIERS
 
 #: Bytes at the start of each accumulator buffer (holds the image count).
 HEADER_BYTES = 64
+
+#: Every array of an accumulator segment starts on a 64-byte boundary (a cache line).
+SEGMENT_ALIGN = 64
 
 
 def _sample(dtype):
@@ -52,6 +55,48 @@ def fields(tier: str, sample_dtype) -> tuple:
         return (("mean_lo", np.dtype(np.uint16)), ("mean_hi", np.dtype(np.uint8)),
                 ("var", np.dtype(np.uint16)))
     raise ValueError(f"unknown tier {tier!r}; expected one of {TIERS}")
+
+
+def _align(nbytes):
+    return -(-int(nbytes) // SEGMENT_ALIGN) * SEGMENT_ALIGN
+
+
+def layout(tier: str, sample_dtype, values: int) -> tuple:
+    """Where each field of an accumulator of ``values`` subpixels lives in its buffer.
+
+    Parameters
+    ----------
+    tier : str
+        One of ``TIERS``.
+    sample_dtype : dtype-like
+        ``uint8`` or ``uint16``.
+    values : int
+        Subpixels per image (height * width * channels).
+
+    Returns
+    -------
+    tuple of (name, dtype, offset, nbytes)
+        One entry per field of :func:`fields`, in order: the first starts
+        after ``HEADER_BYTES`` and each next one at the following multiple of
+        ``SEGMENT_ALIGN``.
+    """
+    out = []
+    offset = HEADER_BYTES
+    for name, dt in fields(tier, sample_dtype):
+        nb = int(values) * dt.itemsize
+        out.append((name, dt, offset, nb))
+        offset += _align(nb)
+    return tuple(out)
+
+
+def segment_nbytes(tier: str, sample_dtype, values: int) -> int:
+    """Bytes of one accumulator buffer (a worker's shared-memory segment).
+
+    The one size both the planner and :class:`hotpixel_shm.welford.Accumulator`
+    use: ``HEADER_BYTES`` plus every field of :func:`layout` rounded up to
+    ``SEGMENT_ALIGN`` bytes.
+    """
+    return HEADER_BYTES + sum(_align(nb) for _, _, _, nb in layout(tier, sample_dtype, values))
 
 
 def bytes_per_value(tier: str, sample_dtype) -> int:

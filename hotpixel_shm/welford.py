@@ -50,14 +50,9 @@ __all__ = ["Accumulator", "merge", "combine", "merge_stats", "accuracy_bound",
 #: 256K and 1M were 10-40 % slower.
 DEFAULT_BLOCK_VALUES = 65536
 
-_ALIGN = 64
 _U32 = 2.0 ** -24   # unit roundoff of float32
 _U64 = 2.0 ** -53   # unit roundoff of float64
 _CONSUMED = -1      # header value after an in-place merge overwrote the buffer
-
-
-def _align(nbytes):
-    return -(-nbytes // _ALIGN) * _ALIGN
 
 
 def _check_tier(tier, sample_dtype):
@@ -202,13 +197,10 @@ class Accumulator:
         self._header = raw[:8].view(np.int64)
         self.arrays = {}
         self._flat = []
-        offset = tiers.HEADER_BYTES
-        for name, fdt in tiers.fields(tier, dt):
-            nb = self.size * fdt.itemsize
+        for name, fdt, offset, nb in tiers.layout(tier, dt, self.size):
             flat = raw[offset:offset + nb].view(fdt)
             self._flat.append(flat)
             self.arrays[name] = flat.reshape(shape)
-            offset += _align(nb)
         self._scratch = None
 
     # ------------------------------------------------------------------ layout
@@ -226,11 +218,11 @@ class Accumulator:
         Returns
         -------
         int
-            ``tiers.HEADER_BYTES`` plus each field rounded up to 64 bytes.
+            ``tiers.segment_nbytes``: the header plus each field rounded up
+            to ``tiers.SEGMENT_ALIGN`` bytes.
         """
         dt = _check_tier(tier, sample_dtype)
-        size = math.prod(_check_shape(shape))
-        return tiers.HEADER_BYTES + sum(_align(size * fdt.itemsize) for _, fdt in tiers.fields(tier, dt))
+        return tiers.segment_nbytes(tier, dt, math.prod(_check_shape(shape)))
 
     @property
     def n(self) -> int:
