@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 import psutil
@@ -29,8 +30,8 @@ from .errors import HotPixelError, PlanError
 
 __all__ = [
     "parse_size", "format_bytes", "usable_cpus", "available_memory", "shm_free",
-    "Resources", "detect_resources", "DEFAULT_BUDGET_FRACTION", "Plan",
-    "memory_model", "make_plan", "accumulator_nbytes", "decode_bytes",
+    "Resources", "detect_resources", "DEFAULT_BUDGET_FRACTION", "Plan", "Candidate",
+    "MemoryModel", "memory_model", "make_plan", "run_budget", "accumulator_nbytes", "decode_bytes",
     "WORKER_BASELINE_BYTES", "PARENT_BASELINE_BYTES", "WORKER_SCRATCH_BYTES",
     "MERGE_SCRATCH_BYTES", "SEGMENT_ALIGN",
 ]
@@ -624,8 +625,117 @@ def _result_bytes(values, tier):
     return 2 * values * tiers.result_dtype(tier).itemsize
 
 
-def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_parent_bytes=0) -> tuple:
-    """Planned peak memory of a run, by part.
+@dataclass(frozen=True)
+class MemoryModel:
+    """Every byte a run will hold at its peak, by part (see :func:`memory_model`).
+
+    Attributes
+    ----------
+    workers : int
+        Worker processes; 1 is the serial path in the parent process.
+    tier : str
+        Accumulator tier.
+    segment_bytes : int
+        One accumulator: a worker's shared-memory segment, or the serial
+        path's private accumulator.
+    decode_bytes : int
+        Decoding one photo (:func:`decode_bytes`).
+    file_bytes : int
+        The largest compressed file, read whole.
+    worker_scratch_bytes : int
+        Temporaries of one accumulator update.
+    worker_baseline_bytes : int
+        The interpreter of one worker process (0 for the serial path).
+    parent_baseline_bytes : int
+        The parent interpreter before any image.
+    result_bytes : int
+        Finished mean and variance arrays the parent allocates (0 when the
+        merge finishes them in place).
+    merge_scratch_bytes : int
+        Temporaries of the chunked merge and finalisation.
+    detection_bytes : int
+        Working set of defect detection (0 when the run does not detect).
+    checkpoint_bytes : int
+        A periodic checkpoint's snapshot, merged while the workers wait.
+    loaded_bytes : int
+        Statistics loaded from files (``--load-stats``, ``--resume``) and
+        their merge with the new ones.
+    extra_bytes : int
+        Anything else the caller asked to count in the parent.
+    """
+
+    workers: int
+    tier: str
+    segment_bytes: int
+    decode_bytes: int
+    file_bytes: int
+    worker_scratch_bytes: int
+    worker_baseline_bytes: int
+    parent_baseline_bytes: int
+    result_bytes: int
+    merge_scratch_bytes: int
+    detection_bytes: int
+    checkpoint_bytes: int
+    loaded_bytes: int
+    extra_bytes: int
+
+    @property
+    def shm_bytes_per_worker(self) -> int:
+        """Shared memory of each worker (0 on the serial path: private memory)."""
+        return self.segment_bytes if self.workers > 1 else 0
+
+    @property
+    def bytes_per_worker(self) -> int:
+        """Everything one worker adds; on the serial path, what the work adds to the parent."""
+        return (self.segment_bytes + self.decode_bytes + self.file_bytes
+                + self.worker_scratch_bytes + self.worker_baseline_bytes)
+
+    @property
+    def parent_bytes(self) -> int:
+        """The parent process: interpreter, results, merge, detection, checkpoints, loaded statistics."""
+        return (self.parent_baseline_bytes + self.result_bytes + self.merge_scratch_bytes
+                + self.detection_bytes + self.checkpoint_bytes + self.loaded_bytes + self.extra_bytes)
+
+    @property
+    def total_bytes(self) -> int:
+        """The planned peak: ``workers * bytes_per_worker + parent_bytes``."""
+        return self.workers * self.bytes_per_worker + self.parent_bytes
+
+    def parts(self) -> tuple:
+        """The non-zero parts as ``(words, bytes)`` pairs, for ``--plan``."""
+        per = "per worker" if self.workers > 1 else "in this process"
+        rows = (
+            (f"accumulator ({per})", self.segment_bytes),
+            (f"decoding one photo ({per})", self.decode_bytes),
+            (f"largest file read whole ({per})", self.file_bytes),
+            (f"update scratch ({per})", self.worker_scratch_bytes),
+            ("worker interpreter (per worker)", self.worker_baseline_bytes),
+            ("main interpreter", self.parent_baseline_bytes),
+            ("finished mean and variance", self.result_bytes),
+            ("merge scratch", self.merge_scratch_bytes),
+            ("detection", self.detection_bytes),
+            ("checkpoint snapshot", self.checkpoint_bytes),
+            ("loaded statistics and their merge", self.loaded_bytes),
+            ("other", self.extra_bytes),
+        )
+        return tuple((words, int(b)) for words, b in rows if b)
+
+    def to_dict(self) -> dict:
+        """The parts and totals as JSON-ready built-in types.
+
+        Returns
+        -------
+        dict
+        """
+        d = {k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in asdict(self).items()}
+        d.update(shm_bytes_per_worker=self.shm_bytes_per_worker, bytes_per_worker=self.bytes_per_worker,
+                 parent_bytes=self.parent_bytes, total_bytes=self.total_bytes)
+        return d
+
+
+def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_parent_bytes=0,
+                 detection=False, checkpoints=False, loaded_dtype=None) -> MemoryModel:
+    """Planned peak memory of a run, by part: the one place that counts bytes.
 
     Parameters
     ----------
@@ -640,35 +750,36 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     max_file_bytes : int, optional
         Size of the largest compressed file (read whole into memory).
     extra_parent_bytes : int, optional
-        Memory the parent needs on top of the model, e.g. the detection
-        working set.
+        Anything else the parent holds that the model does not know about.
+    detection : bool, optional
+        The run detects defects (the command line always does).
+    checkpoints : bool, optional
+        The run takes periodic checkpoints (``--checkpoint-every`` or
+        ``--checkpoint-seconds``).
+    loaded_dtype : dtype-like, optional
+        The dtype of statistics of the same shape loaded from a file
+        (``--load-stats``, ``--resume``), None when nothing is loaded.
 
     Returns
     -------
-    shm_per_worker : int
-        Shared-memory segment of each worker (0 for the serial path, whose
-        accumulator is private memory).
-    bytes_per_worker : int
-        Everything one worker adds: segment, interpreter baseline, decoding,
-        the compressed file, scratch.  For the serial path, what the work
-        adds to the parent (accumulator, decoding, file, scratch).
-    parent_bytes : int
-        Parent interpreter, result arrays, merge scratch, extra.
-    total : int
-        ``workers * bytes_per_worker + parent_bytes``.
+    MemoryModel
 
     Notes
     -----
     With ``values = height * width * channels``::
 
-        segment  = accumulator_nbytes(shape, dtype, tier)
-        worker   = segment + WORKER_BASELINE_BYTES + decode_bytes(shape, dtype)
-                   + max_file_bytes + WORKER_SCRATCH_BYTES
-        results  = 0 for float64/float32 (finished in place in worker 0's
-                   segment), else 2 * values * result itemsize
-        parent   = PARENT_BASELINE_BYTES + results + MERGE_SCRATCH_BYTES
-                   + extra_parent_bytes
-        total    = workers * worker + parent
+        segment    = accumulator_nbytes(shape, dtype, tier)
+        worker     = segment + WORKER_BASELINE_BYTES + decode_bytes(shape, dtype)
+                     + max_file_bytes + WORKER_SCRATCH_BYTES
+        results    = 0 for float64/float32 (finished in place in worker 0's
+                     segment), else 2 * values * result itemsize
+        detection  = hotpixel_shm.detect.detect_memory_bytes(shape)
+        checkpoint = 2 * values * 8 (a snapshot merged into new float64 arrays)
+        loaded     = 2 * values * loaded itemsize + 2 * values * 8 (the loaded
+                     arrays, and their merge with the new statistics)
+        parent     = PARENT_BASELINE_BYTES + results + MERGE_SCRATCH_BYTES
+                     + detection + checkpoint + loaded + extra_parent_bytes
+        total      = workers * worker + parent
 
     The serial path (1 worker) has no second interpreter: it adds
     ``segment + decode + file + scratch`` to the parent.  Every part is
@@ -685,13 +796,51 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     if max_file_bytes < 0 or extra_parent_bytes < 0:
         raise HotPixelError("max_file_bytes and extra_parent_bytes must not be negative")
     values = h * w * c
-    segment = accumulator_nbytes((h, w, c), dt, tier)
-    work = segment + decode_bytes((h, w, c), dt) + int(max_file_bytes) + WORKER_SCRATCH_BYTES
-    parent = PARENT_BASELINE_BYTES + _result_bytes(values, tier) + MERGE_SCRATCH_BYTES + int(extra_parent_bytes)
-    if workers == 1:
-        return 0, work, parent, work + parent
-    per_worker = work + WORKER_BASELINE_BYTES
-    return segment, per_worker, parent, workers * per_worker + parent
+    float64_pair = 2 * values * 8
+    detect_bytes = 0
+    if detection:
+        from .detect import detect_memory_bytes   # scipy: only when asked
+        detect_bytes = detect_memory_bytes((h, w, c))
+    loaded = 0
+    if loaded_dtype is not None:
+        loaded = 2 * values * np.dtype(loaded_dtype).itemsize + float64_pair
+    return MemoryModel(
+        workers=workers, tier=tier,
+        segment_bytes=accumulator_nbytes((h, w, c), dt, tier),
+        decode_bytes=decode_bytes((h, w, c), dt),
+        file_bytes=int(max_file_bytes),
+        worker_scratch_bytes=WORKER_SCRATCH_BYTES,
+        worker_baseline_bytes=WORKER_BASELINE_BYTES if workers > 1 else 0,
+        parent_baseline_bytes=PARENT_BASELINE_BYTES,
+        result_bytes=_result_bytes(values, tier),
+        merge_scratch_bytes=MERGE_SCRATCH_BYTES,
+        detection_bytes=detect_bytes,
+        checkpoint_bytes=float64_pair if checkpoints else 0,
+        loaded_bytes=loaded,
+        extra_bytes=int(extra_parent_bytes))
+
+
+def run_budget(resources, memory_budget=None) -> int:
+    """The memory budget of a run: the one the user gave, or the default.
+
+    Parameters
+    ----------
+    resources : Resources
+        From :func:`detect_resources`.
+    memory_budget : str or int, optional
+        ``--memory-budget`` (text such as ``"1.5G"``, or bytes); None for the
+        default, :meth:`Resources.default_budget`.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    if memory_budget is None or memory_budget == "":
+        return resources.default_budget()
+    if isinstance(memory_budget, str):
+        return parse_size(memory_budget)
+    return int(memory_budget)
 
 
 # ---------------------------------------------------------------------- plan
@@ -702,6 +851,27 @@ _TIER_WORDS = {
     "float32": "float32 (single precision)",
     "float16": "float16 (half precision, compact)",
 }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One plan the planner considered, for the table of ``--plan``.
+
+    Attributes
+    ----------
+    workers : int
+    tier : str
+    total_bytes : int
+        Its planned peak (0 when the tier is not offered for the sample dtype).
+    verdict : str
+        ``"chosen"``, ``"fits"`` (a less preferred plan that fits too), or
+        why it was not taken.
+    """
+
+    workers: int
+    tier: str
+    total_bytes: int
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -724,11 +894,16 @@ class Plan:
         ``ceil(n_files / workers)``; the engine caps each worker at
         ``tiers.max_images(tier, sample_dtype)``.
     shm_bytes_per_worker, bytes_per_worker, parent_bytes, total_bytes : int
-        As returned by :func:`memory_model`.
+        As in :attr:`memory`.
     budget_bytes : int
         The memory budget the plan was made for.
     reasons : tuple of str
         Why this plan, one sentence each.
+    memory : MemoryModel
+        The planned bytes, part by part.
+    candidates : tuple of Candidate
+        The plans considered, most preferred first, up to the chosen one
+        (when a forced plan exceeds the budget: all of them).
     """
 
     workers: int
@@ -743,6 +918,8 @@ class Plan:
     total_bytes: int
     budget_bytes: int
     reasons: tuple
+    memory: MemoryModel = field(default=None, compare=False, repr=False)
+    candidates: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def fits(self) -> bool:
@@ -775,8 +952,17 @@ class Plan:
             f"  main process             : {format_bytes(self.parent_bytes)}",
             f"  planned peak             : {format_bytes(self.total_bytes)} of a "
             f"{format_bytes(self.budget_bytes)} budget",
-            "Why:",
         ]
+        if self.memory is not None:
+            lines.append("Memory, part by part:")
+            lines += [f"  {words:<40s} {format_bytes(b):>10s}" for words, b in self.memory.parts()]
+        if len(self.candidates) > 1:
+            lines.append("Plans considered (most preferred first):")
+            lines.append(f"  {'workers':>7s}  {'tier':<8s} {'planned':>10s}  verdict")
+            for cand in self.candidates:
+                planned = format_bytes(cand.total_bytes) if cand.total_bytes else "-"
+                lines.append(f"  {cand.workers:>7d}  {cand.tier:<8s} {planned:>10s}  {cand.verdict}")
+        lines.append("Why:")
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
 
@@ -795,39 +981,220 @@ class Plan:
             "bytes_per_worker": self.bytes_per_worker, "parent_bytes": self.parent_bytes,
             "total_bytes": self.total_bytes, "budget_bytes": self.budget_bytes,
             "reasons": list(self.reasons),
+            "memory": None if self.memory is None else self.memory.to_dict(),
+            "candidates": [asdict(cand) for cand in self.candidates],
         }
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class _Option:
+    """A (workers, tier) pair under evaluation."""
+
     workers: int
     tier: str
     per_worker_images: int
-    model: tuple              # memory_model(...)
+    model: Optional[MemoryModel]      # None: the tier is not offered for the dtype
     shm_ok: bool
 
     @property
     def total(self):
-        return self.model[3]
+        return 0 if self.model is None else self.model.total_bytes
+
+    @property
+    def segment(self):
+        return 0 if self.model is None else self.model.segment_bytes
 
 
-def _why_not(cand, dt, budget, shm_free_bytes):
-    """Why a candidate was not taken, in words."""
+def _why_not(opt, dt, budget, shm_free_bytes):
+    """Why an option was not taken, in words."""
     bits = 8 * dt.itemsize
-    if not tiers.supports(cand.tier, dt):
+    if not tiers.supports(opt.tier, dt):
         return f"not offered for {bits}-bit photos"
-    limit = tiers.max_images(cand.tier, dt)
-    if cand.per_worker_images > limit:
+    limit = tiers.max_images(opt.tier, dt)
+    if opt.per_worker_images > limit:
         return (f"it stays accurate for at most {limit} photos per worker process, "
-                f"this run has {cand.per_worker_images} per worker")
-    if not cand.shm_ok:
-        return (f"{cand.workers} workers would need {cand.workers} x {format_bytes(cand.model[0])} "
+                f"this run has {opt.per_worker_images} per worker")
+    if not opt.shm_ok:
+        return (f"{opt.workers} workers would need {opt.workers} x {format_bytes(opt.segment)} "
                 f"of shared memory, only {format_bytes(shm_free_bytes)} is free")
-    return f"it would need {format_bytes(cand.total)}, over the {format_bytes(budget)} budget"
+    return f"it would need {format_bytes(opt.total)}, over the {format_bytes(budget)} budget"
+
+
+def _check_plan_args(n_files, cpus, budget_bytes, workers, tier):
+    n_files, cpus, budget = int(n_files), int(cpus), int(budget_bytes)
+    if n_files < 0:
+        raise HotPixelError(f"n_files must not be negative, got {n_files}")
+    if cpus < 1:
+        raise HotPixelError(f"cpus must be at least 1, got {cpus}")
+    if budget <= 0:
+        raise HotPixelError(f"the memory budget must be positive, got {budget}")
+    if workers is not None and int(workers) < 1:
+        raise HotPixelError(f"workers must be at least 1, got {workers}")
+    if tier is not None:
+        _check_tier(tier)
+    return n_files, cpus, budget
+
+
+def _worker_counts(workers, cpus, n_files):
+    """The worker counts to try, most preferred first, and what to say about them.
+
+    Returns ``(counts, reasons, first_reason)``: ``reasons`` apply whatever is
+    chosen, ``first_reason`` (None for a count the user gave) goes after them.
+    """
+    if workers is None:
+        top = max(1, min(cpus, n_files))
+        if n_files < cpus:
+            first = f"at most {top} worker process(es): {cpus} CPUs usable but only {n_files} photo(s)"
+        else:
+            first = f"up to {top} worker process(es): {cpus} CPU(s) usable for {n_files} photos"
+        return list(range(top, 0, -1)), [], first
+    asked = count = int(workers)
+    reasons = []
+    if asked > max(1, n_files):
+        count = max(1, n_files)
+        reasons.append(f"{asked} workers were asked for but there are only {n_files} photo(s): "
+                       f"using {count}")
+    elif asked > cpus:
+        reasons.append(f"{asked} workers as asked, on {cpus} CPU(s): they will share the cores")
+    return [count], reasons, None
+
+
+def _tier_list(tier, dt):
+    """The tiers to try, most accurate first."""
+    if tier is None:
+        return list(tiers.ACCURACY_ORDER)
+    if not tiers.supports(tier, dt):
+        bits = 8 * dt.itemsize
+        raise PlanError(
+            f"the {tier} tier is not offered for {bits}-bit photos: float16 has an 11-bit "
+            f"significand and cannot hold {bits}-bit values exactly; choose float32 or better")
+    return [tier]
+
+
+def _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs):
+    """Every (workers, tier) option with its memory model, most preferred first."""
+    out = []
+    for k in counts:
+        per = -(-n_files // k)
+        for t in tier_list:
+            if not tiers.supports(t, dt):
+                out.append(_Option(k, t, per, None, True))
+                continue
+            model = memory_model(dims, dt, t, k, **model_kwargs)
+            shm_ok = shm_free_bytes is None or k == 1 or k * model.segment_bytes <= shm_free_bytes
+            out.append(_Option(k, t, per, model, shm_ok))
+    return out
+
+
+def _choose(options, dt, n_files, budget, force, shm_free_bytes):
+    """The first option that is accurate, fits the shared memory and the budget.
+
+    Returns ``(chosen, usable, over)``; raises PlanError when none may run.
+    """
+    valid = [o for o in options if o.model is not None
+             and o.per_worker_images <= tiers.max_images(o.tier, dt)]
+    if not valid:
+        o = options[0]
+        limit = tiers.max_images(o.tier, dt)
+        raise PlanError(
+            f"the {o.tier} tier stays accurate for at most {limit} photos per worker process, but "
+            f"{n_files} photos over {o.workers} worker(s) is {o.per_worker_images} per worker; "
+            f"use more workers or a tier that allows more photos (float64)")
+    usable = [o for o in valid if o.shm_ok]
+    if not usable:
+        o = valid[-1]
+        raise PlanError(
+            f"the shared memory cannot hold the accumulators: {o.workers} workers x "
+            f"{format_bytes(o.segment)} = {format_bytes(o.workers * o.segment)} needed, "
+            f"{format_bytes(shm_free_bytes)} free; use fewer workers, or enlarge /dev/shm")
+    fitting = [o for o in usable if o.total <= budget]
+    if fitting:
+        return fitting[0], usable, False
+    smallest = min(usable, key=lambda o: o.total)
+    if force:
+        return smallest, usable, True
+    raise PlanError(
+        f"no plan fits the memory budget: the smallest ({smallest.workers} worker(s), "
+        f"{smallest.tier} accumulators) needs {format_bytes(smallest.total)} "
+        f"({smallest.total} bytes) and the budget is {format_bytes(budget)} ({budget} bytes). "
+        f"Raise --memory-budget if the machine has the memory, or use photos of lower "
+        f"resolution or fewer photos per run")
+
+
+def _explain(chosen, options, usable, over, *, dt, budget, counts, workers, tier, shm_free_bytes):
+    """Why the chosen option, one sentence each."""
+    reasons = []
+    bpv = tiers.bytes_per_value(chosen.tier, dt)
+    tier_text = f"{_TIER_WORDS[chosen.tier]} accumulators ({bpv} bytes per subpixel)"
+    if over and len(usable) > 1:
+        reasons.append(f"{chosen.workers} worker(s) and {tier_text}: the smallest plan allowed, "
+                       f"since none fits the budget")
+    elif over:
+        reasons.append(f"{chosen.workers} worker(s) and {tier_text}, as asked")
+    else:
+        if workers is None and chosen.workers < counts[0]:
+            more = [o for o in usable if o.workers > chosen.workers]
+            if more:
+                smallest = min(more, key=lambda o: o.total)
+                reasons.append(
+                    f"{chosen.workers} worker(s) instead of {counts[0]}: with more, even the smallest accurate "
+                    f"plan ({smallest.workers} workers, {smallest.tier}) needs "
+                    f"{format_bytes(smallest.total)}, over the {format_bytes(budget)} budget")
+            else:
+                reasons.append(f"{chosen.workers} worker(s) instead of {counts[0]}: with more, no "
+                               f"accumulator fits the shared memory or its accuracy limit")
+        if tier is not None:
+            reasons.append(f"{tier_text}, as asked")
+        else:
+            order = tiers.ACCURACY_ORDER
+            skipped = [o for o in options if o.workers == chosen.workers
+                       and order.index(o.tier) < order.index(chosen.tier)]
+            if not skipped:
+                reasons.append(f"{tier_text}: the most accurate tier, and it fits")
+            else:
+                reasons.append(f"{tier_text}: the most accurate tier that fits")
+                for o in skipped:
+                    reasons.append(f"not {o.tier}: " + _why_not(o, dt, budget, shm_free_bytes))
+    if chosen.workers > 1:
+        limit = tiers.max_images(chosen.tier, dt)
+        reasons.append(
+            f"each worker adds up to {chosen.per_worker_images} photo(s)"
+            + (f" (at most {limit} keep {chosen.tier} accurate)" if limit < 10 ** 6 else "")
+            + f" into its own {format_bytes(chosen.segment)} shared-memory accumulator")
+        if shm_free_bytes is not None:
+            reasons.append(f"shared memory: {chosen.workers} x {format_bytes(chosen.segment)} of "
+                           f"{format_bytes(shm_free_bytes)} free")
+    else:
+        reasons.append("one process does all the work (serial path): no shared memory, no second interpreter")
+    if over:
+        reasons.append(f"EXCEEDS THE BUDGET by {format_bytes(chosen.total - budget)}: planned "
+                       f"{format_bytes(chosen.total)}, budget {format_bytes(budget)} (forced)")
+    else:
+        reasons.append(f"planned peak {format_bytes(chosen.total)} of the {format_bytes(budget)} budget")
+    return reasons
+
+
+def _candidates(options, chosen, dt, budget, shm_free_bytes):
+    """The options as the table of ``--plan`` shows them: the ones tried before
+    the chosen one, and the chosen one (the rest were never needed)."""
+    rows = []
+    for o in options[:options.index(chosen) + 1] if chosen in options else options:
+        if o is chosen:
+            verdict = "chosen"
+        elif o.model is not None and o.shm_ok and o.per_worker_images <= tiers.max_images(o.tier, dt) \
+                and o.total <= budget:
+            verdict = "fits"
+        elif o.model is not None and o.shm_ok and o.per_worker_images <= tiers.max_images(o.tier, dt):
+            verdict = "over the budget"
+        else:
+            verdict = _why_not(o, dt, budget, shm_free_bytes)
+        rows.append(Candidate(o.workers, o.tier, o.total, verdict))
+    return tuple(rows)
 
 
 def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None, tier=None, force=False,
-              max_file_bytes=0, shm_free_bytes=None, extra_parent_bytes=0) -> Plan:
+              max_file_bytes=0, shm_free_bytes=None, extra_parent_bytes=0, detection=False,
+              checkpoints=False, loaded_dtype=None) -> Plan:
     """Choose the worker count and accumulator tier that fit the memory budget.
 
     Parameters
@@ -849,8 +1216,8 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     force : bool, optional
         Return a plan even when it exceeds ``budget_bytes`` (the smallest
         one that respects the other constraints), with a reason saying so.
-    max_file_bytes, extra_parent_bytes : int, optional
-        See :func:`memory_model`.
+    max_file_bytes, extra_parent_bytes, detection, checkpoints, loaded_dtype : optional
+        What else the run holds; see :func:`memory_model`.
     shm_free_bytes : int, optional
         Free shared memory; the segments of all workers must fit in it.
 
@@ -884,152 +1251,22 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     """
     dims = _shape3(shape)
     dt = _sample_dtype(sample_dtype)
-    n_files, cpus, budget = int(n_files), int(cpus), int(budget_bytes)
-    if n_files < 0:
-        raise HotPixelError(f"n_files must not be negative, got {n_files}")
-    if cpus < 1:
-        raise HotPixelError(f"cpus must be at least 1, got {cpus}")
-    if budget <= 0:
-        raise HotPixelError(f"the memory budget must be positive, got {budget}")
-    if workers is not None and int(workers) < 1:
-        raise HotPixelError(f"workers must be at least 1, got {workers}")
-    if tier is not None:
-        _check_tier(tier)
-    bits = 8 * dt.itemsize
-    h, w, c = dims
-    reasons = []
-
-    # --- which worker counts may be tried
-    if workers is None:
-        top = max(1, min(cpus, n_files))
-        counts = list(range(top, 0, -1))
-        if n_files < cpus:
-            first_reason = f"at most {top} worker process(es): {cpus} CPUs usable but only {n_files} photo(s)"
-        else:
-            first_reason = f"up to {top} worker process(es): {cpus} CPU(s) usable for {n_files} photos"
-    else:
-        asked = int(workers)
-        count = asked
-        if asked > max(1, n_files):
-            count = max(1, n_files)
-            reasons.append(f"{asked} workers were asked for but there are only {n_files} photo(s): "
-                           f"using {count}")
-        elif asked > cpus:
-            reasons.append(f"{asked} workers as asked, on {cpus} CPU(s): they will share the cores")
-        counts = [count]
-        first_reason = None
-
-    # --- which tiers may be tried
-    if tier is not None:
-        if not tiers.supports(tier, dt):
-            raise PlanError(
-                f"the {tier} tier is not offered for {bits}-bit photos: float16 has an 11-bit "
-                f"significand and cannot hold {bits}-bit values exactly; choose float32 or better")
-        tier_list = [tier]
-    else:
-        tier_list = list(tiers.ACCURACY_ORDER)
-
-    # --- evaluate every candidate, most preferred first
-    cands = []
-    for k in counts:
-        per = -(-n_files // k)
-        for t in tier_list:
-            if not tiers.supports(t, dt):
-                model, shm_ok = (0, 0, 0, 0), True
-            else:
-                model = memory_model(dims, dt, t, k, max_file_bytes=max_file_bytes,
-                                     extra_parent_bytes=extra_parent_bytes)
-                shm_ok = shm_free_bytes is None or k == 1 or k * model[0] <= shm_free_bytes
-            cands.append(_Candidate(k, t, per, model, shm_ok))
-
-    def _accurate(cand):
-        return tiers.supports(cand.tier, dt) and cand.per_worker_images <= tiers.max_images(cand.tier, dt)
-
-    valid = [x for x in cands if _accurate(x)]
-    if not valid:
-        x = cands[0]
-        limit = tiers.max_images(x.tier, dt)
-        raise PlanError(
-            f"the {x.tier} tier stays accurate for at most {limit} photos per worker process, but "
-            f"{n_files} photos over {x.workers} worker(s) is {x.per_worker_images} per worker; "
-            f"use more workers or a tier that allows more photos (float64)")
-    usable = [x for x in valid if x.shm_ok]
-    if not usable:
-        x = valid[-1]
-        raise PlanError(
-            f"the shared memory cannot hold the accumulators: {x.workers} workers x "
-            f"{format_bytes(x.model[0])} = {format_bytes(x.workers * x.model[0])} needed, "
-            f"{format_bytes(shm_free_bytes)} free; use fewer workers, or enlarge /dev/shm")
-    fitting = [x for x in usable if x.total <= budget]
-    over = False
-    if fitting:
-        chosen = fitting[0]
-    elif force:
-        chosen = min(usable, key=lambda x: x.total)
-        over = True
-    else:
-        smallest = min(usable, key=lambda x: x.total)
-        raise PlanError(
-            f"no plan fits the memory budget: the smallest ({smallest.workers} worker(s), "
-            f"{smallest.tier} accumulators) needs {format_bytes(smallest.total)} "
-            f"({smallest.total} bytes) and the budget is {format_bytes(budget)} ({budget} bytes). "
-            f"Raise --memory-budget if the machine has the memory, or use photos of lower "
-            f"resolution or fewer photos per run")
-
-    # --- explain the choice
+    n_files, cpus, budget = _check_plan_args(n_files, cpus, budget_bytes, workers, tier)
+    counts, reasons, first_reason = _worker_counts(workers, cpus, n_files)
+    tier_list = _tier_list(tier, dt)
+    model_kwargs = dict(max_file_bytes=max_file_bytes, extra_parent_bytes=extra_parent_bytes,
+                        detection=detection, checkpoints=checkpoints, loaded_dtype=loaded_dtype)
+    options = _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs)
+    chosen, usable, over = _choose(options, dt, n_files, budget, force, shm_free_bytes)
     if first_reason is not None:
         reasons.append(first_reason)
-    bpv = tiers.bytes_per_value(chosen.tier, dt)
-    tier_text = f"{_TIER_WORDS[chosen.tier]} accumulators ({bpv} bytes per subpixel)"
-    if over and len(usable) > 1:
-        reasons.append(f"{chosen.workers} worker(s) and {tier_text}: the smallest plan allowed, "
-                       f"since none fits the budget")
-    elif over:
-        reasons.append(f"{chosen.workers} worker(s) and {tier_text}, as asked")
-    else:
-        if workers is None and chosen.workers < counts[0]:
-            more = [x for x in usable if x.workers > chosen.workers]
-            if more:
-                smallest = min(more, key=lambda x: x.total)
-                reasons.append(
-                    f"{chosen.workers} worker(s) instead of {counts[0]}: with more, even the smallest accurate "
-                    f"plan ({smallest.workers} workers, {smallest.tier}) needs "
-                    f"{format_bytes(smallest.total)}, over the {format_bytes(budget)} budget")
-            else:
-                reasons.append(f"{chosen.workers} worker(s) instead of {counts[0]}: with more, no "
-                               f"accumulator fits the shared memory or its accuracy limit")
-        if tier is not None:
-            reasons.append(f"{tier_text}, as asked")
-        else:
-            order = tiers.ACCURACY_ORDER
-            skipped = [x for x in cands if x.workers == chosen.workers
-                       and order.index(x.tier) < order.index(chosen.tier)]
-            if not skipped:
-                reasons.append(f"{tier_text}: the most accurate tier, and it fits")
-            else:
-                reasons.append(f"{tier_text}: the most accurate tier that fits")
-                for x in skipped:
-                    reasons.append(f"not {x.tier}: " + _why_not(x, dt, budget, shm_free_bytes))
-    if chosen.workers > 1:
-        limit = tiers.max_images(chosen.tier, dt)
-        reasons.append(
-            f"each worker adds up to {chosen.per_worker_images} photo(s)"
-            + (f" (at most {limit} keep {chosen.tier} accurate)" if limit < 10 ** 6 else "")
-            + f" into its own {format_bytes(chosen.model[0])} shared-memory accumulator")
-        if shm_free_bytes is not None:
-            reasons.append(f"shared memory: {chosen.workers} x {format_bytes(chosen.model[0])} of "
-                           f"{format_bytes(shm_free_bytes)} free")
-    else:
-        reasons.append("one process does all the work (serial path): no shared memory, no second interpreter")
-    if over:
-        reasons.append(f"EXCEEDS THE BUDGET by {format_bytes(chosen.total - budget)}: planned "
-                       f"{format_bytes(chosen.total)}, budget {format_bytes(budget)} (forced)")
-    else:
-        reasons.append(f"planned peak {format_bytes(chosen.total)} of the {format_bytes(budget)} budget")
-
-    shm, per_worker, parent, total = chosen.model
+    reasons += _explain(chosen, options, usable, over, dt=dt, budget=budget, counts=counts,
+                        workers=workers, tier=tier, shm_free_bytes=shm_free_bytes)
+    m = chosen.model
     return Plan(
-        workers=chosen.workers, tier=chosen.tier, sample_dtype=dt.name, shape=(h, w, c),
+        workers=chosen.workers, tier=chosen.tier, sample_dtype=dt.name, shape=dims,
         n_files=n_files, images_per_worker=chosen.per_worker_images,
-        shm_bytes_per_worker=shm, bytes_per_worker=per_worker, parent_bytes=parent,
-        total_bytes=total, budget_bytes=budget, reasons=tuple(reasons))
+        shm_bytes_per_worker=m.shm_bytes_per_worker, bytes_per_worker=m.bytes_per_worker,
+        parent_bytes=m.parent_bytes, total_bytes=m.total_bytes, budget_bytes=budget,
+        reasons=tuple(reasons), memory=m,
+        candidates=_candidates(options, chosen, dt, budget, shm_free_bytes))

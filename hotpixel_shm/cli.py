@@ -8,7 +8,6 @@ code.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -256,10 +255,7 @@ def _analyse(args, con, truth=None):
         return _too_few(con, len(used_headers) + n_prior, args)
 
     res = budget.detect_resources()
-    if args.memory_budget:
-        budget_bytes = budget.parse_size(args.memory_budget)
-    else:
-        budget_bytes = int(res.available_bytes * budget.DEFAULT_BUDGET_FRACTION)
+    budget_bytes = budget.run_budget(res, args.memory_budget)
     for note in res.notes:
         con.detail(note)
     tier = None if args.dtype == "auto" else args.dtype
@@ -268,21 +264,13 @@ def _analyse(args, con, truth=None):
         workers = 1
     if prior is not None and tier is None:
         tier = prior.tier
-    from .detect import detect_memory_bytes
-    extra = detect_memory_bytes(shape)
-    result_f64 = 2 * 8 * math.prod(shape)
-    if args.checkpoint_every or args.checkpoint_seconds:
-        # a periodic snapshot is merged into new float64 arrays while the workers wait
-        extra += result_f64
-    if prior is not None:
-        # the loaded statistics stay in memory, and merging them makes new float64 arrays
-        extra += prior.mean.nbytes + prior.var.nbytes + result_f64
     plan = budget.make_plan(
         shape, dtype, max(1, len(used_headers)), res.cpus, budget_bytes,
         workers=workers, tier=tier, force=args.force,
         max_file_bytes=max((h.file_bytes for h in used_headers), default=0),
-        shm_free_bytes=res.shm_free_bytes,
-        extra_parent_bytes=extra)
+        shm_free_bytes=res.shm_free_bytes, detection=True,
+        checkpoints=bool(args.checkpoint_every or args.checkpoint_seconds),
+        loaded_dtype=None if prior is None else prior.mean.dtype)
     con.info(plan.describe())
     if args.plan:
         if args.quiet:

@@ -390,11 +390,41 @@ def test_memory_model_formula(tier, results, workers):
     work = seg + decode_bytes(RGB24, "uint8") + 5 * MiB + WORKER_SCRATCH_BYTES
     parent = PARENT_BASELINE_BYTES + results + MERGE_SCRATCH_BYTES + 7 * MiB
     got = memory_model(RGB24, "uint8", tier, workers, max_file_bytes=5 * MiB, extra_parent_bytes=7 * MiB)
+    parts = (got.shm_bytes_per_worker, got.bytes_per_worker, got.parent_bytes, got.total_bytes)
     if workers == 1:
-        assert got == (0, work, parent, work + parent)
+        assert parts == (0, work, parent, work + parent)
     else:
         per = work + WORKER_BASELINE_BYTES
-        assert got == (seg, per, parent, workers * per + parent)
+        assert parts == (seg, per, parent, workers * per + parent)
+    assert got.segment_bytes == seg and got.result_bytes == results
+    assert sum(b for _, b in got.parts()) == got.bytes_per_worker + got.parent_bytes
+    d = got.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["total_bytes"] == got.total_bytes
+
+
+def test_memory_model_counts_detection_checkpoints_and_loaded_statistics():
+    from hotpixel_shm.detect import detect_memory_bytes
+    values = math.prod(RGB24)
+    base = memory_model(RGB24, "uint8", "float32", 2)
+    assert (base.detection_bytes, base.checkpoint_bytes, base.loaded_bytes) == (0, 0, 0)
+    full = memory_model(RGB24, "uint8", "float32", 2, detection=True, checkpoints=True,
+                        loaded_dtype="float32")
+    assert full.detection_bytes == detect_memory_bytes(RGB24)
+    assert full.checkpoint_bytes == 2 * values * 8          # a float64 snapshot
+    assert full.loaded_bytes == 2 * values * 4 + 2 * values * 8   # loaded, and merged into float64
+    assert full.total_bytes - base.total_bytes == (full.detection_bytes + full.checkpoint_bytes
+                                                   + full.loaded_bytes)
+    # the command line asks the planner for these, it does not add them itself
+    plan = make_plan(RGB24, "uint8", 40, 2, parse_size("16G"), detection=True, checkpoints=True,
+                     loaded_dtype="float32")
+    assert plan.memory.loaded_bytes == full.loaded_bytes and plan.parent_bytes == plan.memory.parent_bytes
+
+
+def test_run_budget():
+    res = Resources(cpus=2, available_bytes=1000 * MiB, shm_free_bytes=GiB, notes=())
+    assert budget.run_budget(res) == res.default_budget()
+    assert budget.run_budget(res, "300M") == 300 * MiB
+    assert budget.run_budget(res, 12345) == 12345
 
 
 def test_memory_model_rejects_bad_input():
@@ -483,7 +513,12 @@ def _check_plan_invariants(plan, shape, dtype, n_files, b):
     assert plan.images_per_worker <= tiers.max_images(plan.tier, dtype)
     assert tiers.supports(plan.tier, dtype)
     model = memory_model(shape, dtype, plan.tier, plan.workers)
-    assert (plan.shm_bytes_per_worker, plan.bytes_per_worker, plan.parent_bytes, plan.total_bytes) == model
+    assert plan.memory == model
+    assert (plan.shm_bytes_per_worker, plan.bytes_per_worker, plan.parent_bytes, plan.total_bytes) == (
+        model.shm_bytes_per_worker, model.bytes_per_worker, model.parent_bytes, model.total_bytes)
+    assert [c.verdict for c in plan.candidates].count("chosen") == 1
+    chosen = next(c for c in plan.candidates if c.verdict == "chosen")
+    assert (chosen.workers, chosen.tier, chosen.total_bytes) == (plan.workers, plan.tier, plan.total_bytes)
     if plan.workers > 1:
         assert plan.total_bytes == plan.workers * plan.bytes_per_worker + plan.parent_bytes
     assert plan.reasons and all(isinstance(r, str) and r for r in plan.reasons)
@@ -491,7 +526,10 @@ def _check_plan_invariants(plan, shape, dtype, n_files, b):
     assert plan.tier in text and format_bytes(plan.total_bytes) in text and format_bytes(b) in text
     d = plan.to_dict()
     assert json.loads(json.dumps(d)) == d
-    assert Plan(**{**d, "shape": tuple(d["shape"]), "reasons": tuple(d["reasons"])}) == plan
+    assert d["memory"]["total_bytes"] == plan.total_bytes
+    assert len(d["candidates"]) == len(plan.candidates)
+    rebuilt = {k: v for k, v in d.items() if k not in ("memory", "candidates")}
+    assert Plan(**{**rebuilt, "shape": tuple(d["shape"]), "reasons": tuple(d["reasons"])}) == plan
 
 
 def test_auto_plan_takes_most_accurate_fitting_tier_and_says_why():
@@ -499,7 +537,7 @@ def test_auto_plan_takes_most_accurate_fitting_tier_and_says_why():
     plan = make_plan(RGB24, "uint8", 40, 2, b)
     # Every more accurate tier at this worker count must be over the budget...
     for tier in ("exact", "float64"):
-        assert memory_model(RGB24, "uint8", tier, 2)[3] > b
+        assert memory_model(RGB24, "uint8", tier, 2).total_bytes > b
     text = " ".join(plan.reasons)
     assert "not exact" in text and "not float64" in text
     assert format_bytes(b) in text
@@ -525,7 +563,7 @@ def test_plan_reduces_workers_to_file_count_with_reason():
 ])
 def test_no_plan_fits(shape, dtype, budget_text):
     b = parse_size(budget_text)
-    smallest = min(memory_model(shape, dtype, t, 1)[3] for t in tiers.TIERS if tiers.supports(t, dtype))
+    smallest = min(memory_model(shape, dtype, t, 1).total_bytes for t in tiers.TIERS if tiers.supports(t, dtype))
     with pytest.raises(PlanError) as info:
         make_plan(shape, dtype, 40, 2, b)
     msg = str(info.value)
@@ -536,7 +574,7 @@ def test_no_plan_fits(shape, dtype, budget_text):
 
 def test_forced_plan_over_budget():
     b = parse_size("2G")
-    needed = memory_model(RGB24, "uint8", "float64", 2)[3]
+    needed = memory_model(RGB24, "uint8", "float64", 2).total_bytes
     with pytest.raises(PlanError) as info:
         make_plan(RGB24, "uint8", 40, 2, b, workers=2, tier="float64")
     assert format_bytes(needed) in str(info.value) and format_bytes(b) in str(info.value)
@@ -548,7 +586,7 @@ def test_forced_plan_over_budget():
 
 def test_forced_auto_plan_over_budget_is_the_smallest():
     plan = make_plan(RGB24, "uint8", 40, 2, parse_size("300M"), force=True)
-    smallest = min(memory_model(RGB24, "uint8", t, w)[3] for t in tiers.TIERS for w in (1, 2))
+    smallest = min(memory_model(RGB24, "uint8", t, w).total_bytes for t in tiers.TIERS for w in (1, 2))
     assert plan.total_bytes == smallest
     assert any("EXCEEDS THE BUDGET" in r for r in plan.reasons)
 
@@ -598,11 +636,11 @@ def test_many_photos_give_up_workers_before_accuracy():
         per = math.ceil(100000 / k)
         for tier in tiers.TIERS:
             ok = per <= tiers.max_images(tier, "uint8")
-            assert not ok or memory_model(RGB24, "uint8", tier, k)[3] > b, (k, tier)
+            assert not ok or memory_model(RGB24, "uint8", tier, k).total_bytes > b, (k, tier)
     order = tiers.ACCURACY_ORDER
     for tier in order[:order.index(plan.tier)]:
         per = plan.images_per_worker
-        assert per > tiers.max_images(tier, "uint8") or memory_model(RGB24, "uint8", tier, plan.workers)[3] > b
+        assert per > tiers.max_images(tier, "uint8") or memory_model(RGB24, "uint8", tier, plan.workers).total_bytes > b
     assert any("instead of 8" in r for r in plan.reasons)
 
 
