@@ -37,6 +37,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import HotPixelError
 from .model import Defect
+from .temporal import temporal_records
 
 __all__ = ["DetectOptions", "detect", "detect_memory_bytes", "check_stats", "cfa_period"]
 
@@ -135,6 +136,17 @@ class DetectOptions:
         one defect, and JPEG echoes into their defect; False: every flagged
         subpixel is its own defect (raw mosaics and dark frames, which have
         no demosaic smear).
+    temporal : bool
+        Also test the temporal residual statistics when ``detect`` is given
+        them (``residuals=``); see ``hotpixel_shm.temporal``.
+    t_sigma : float or None
+        Hot/dead threshold of the residual test on ``|z|``; None: calibrated
+        for ``n`` frames (``hotpixel_shm.temporal.thresholds``: about 0.05
+        false alarms per 24 MP frame).
+    noisy_f : float or None
+        Noisy threshold of the residual test on the variance ratio (own
+        over the neighbours'); None: that test is off, "noisy" is judged by
+        the mean/variance test (scene texture gives the ratio heavy tails).
 
     Notes
     -----
@@ -173,6 +185,9 @@ class DetectOptions:
     window: int = 5
     top: Optional[int] = None
     cluster: bool = True
+    temporal: bool = True
+    t_sigma: Optional[float] = None
+    noisy_f: Optional[float] = None
 
 
 # ---------------------------------------------------------------------------
@@ -798,7 +813,8 @@ def check_stats(mean, var, n, opts, cfa=None):
     return mean, var, cfa
 
 
-def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS) -> List[Defect]:
+def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
+           residuals=None) -> List[Defect]:
     """Find hot, stuck, dead and noisy pixels in per-subpixel statistics.
 
     Parameters
@@ -819,6 +835,11 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS)
     colour_desc : str, default "RGBG"
         Letter of each CFA colour index (a raw file's own colour
         description); an index beyond it is written as its number.
+    residuals : hotpixel_shm.residual.Residuals, optional
+        Temporal residual statistics of the same frames: their t-like test
+        (``hotpixel_shm.temporal``) runs beside the mean/variance tests, and
+        a subpixel flagged by either is reported once.  Without them (e.g.
+        statistics files that lack them) only the mean/variance tests run.
 
     Returns
     -------
@@ -878,21 +899,42 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS)
     """
     opts = options if options is not None else DetectOptions()
     mean, var, cfa = check_stats(mean, var, n, opts, cfa)
+    # Dark frames have no scene for a warm photosite to hide in: the mean
+    # test is already at full sensitivity there, and the residual test would
+    # only add the sensor's own fixed offset pattern.
+    use_t = (residuals is not None and opts.temporal and not opts.darks
+             and residuals.n >= 3)
+    if use_t and residuals.layout.shape != mean.shape:
+        raise HotPixelError(f"residual statistics of shape {residuals.layout.shape} do not "
+                            f"match statistics of shape {mean.shape}")
     if cfa is not None:
-        return _detect_cfa(mean, var, opts, cfa, colour_desc)
+        return _detect_cfa(mean, var, opts, cfa, colour_desc, residuals if use_t else None)
     wid = mean.shape[1]
     rng = np.random.default_rng(0)        # the global-scale sample: reproducible
     recs = [_detect_plane(mean[:, :, c], var[:, :, c], opts, c, rng)
             for c in range(mean.shape[2])]
+    if use_t:
+        overlay = None
+        if not opts.darks and opts.static_ratio > 0:
+            def overlay(ys, xs, scale):
+                return _near_overlay(var, ys, xs, opts.static_ratio, _RING_RADIUS * scale)
+        recs.append(temporal_records(residuals, mean, var, t_thr=opts.t_sigma,
+                                     f_thr=opts.noisy_f, overlay=overlay))
     defects = _to_defects(_concat(recs), wid, opts.cluster)
     if opts.cluster:
         defects = _absorb_echoes(defects)
     return _sort_and_cut(defects, opts.top)
 
 
-def _detect_cfa(mean, var, opts, cfa, letters):
+def _detect_cfa(mean, var, opts, cfa, letters, residuals=None):
     p = cfa_period(cfa)
     out = []
+    if residuals is not None:
+        rec = temporal_records(residuals, mean, var, t_thr=opts.t_sigma, f_thr=opts.noisy_f)
+        for d in _to_defects(rec, mean.shape[1], False):
+            v = int(cfa[d.y, d.x])
+            d.colour = letters[v] if 0 <= v < len(letters) else str(v)
+            out.append(d)
     rng = np.random.default_rng(0)
     for dy in range(p):
         for dx in range(p):
@@ -905,7 +947,40 @@ def _detect_cfa(mean, var, opts, cfa, letters):
             rec["x"] = rec["x"] * p + dx
             rec["y"] = rec["y"] * p + dy
             out.extend(_to_defects(rec, mean.shape[1], False, colour))
+    if residuals is not None:
+        # a photosite flagged by both tests is reported once, by the stronger
+        best = {}
+        for d in out:
+            if (d.y, d.x) not in best or d.score > best[(d.y, d.x)].score:
+                best[(d.y, d.x)] = d
+        out = list(best.values())
     return _sort_and_cut(out, opts.top)
+
+
+def _near_overlay(var, ys, xs, ratio, radius=_RING_RADIUS):
+    """Subpixels ``(ys, xs)`` within a JPEG block of a static overlay (any channel).
+
+    The rule of ``_drop_near_overlay`` for records of the residual test:
+    the reference std is the median std of the pixel's 32x32 tile, and
+    the reach ``radius`` (a JPEG block: 8 px for luma, 16 for 4:2:0 chroma).
+    """
+    hgt, wid = var.shape[:2]
+    near = np.zeros(ys.size, dtype=bool)
+    if ys.size == 0:
+        return near
+    off = np.arange(0, _TILE, 2) - _TILE // 2
+    ty = _clamp(ys[:, None] + off[None, :], hgt)
+    tx = _clamp(xs[:, None] + off[None, :], wid)
+    ring = np.arange(-radius, radius + 1)
+    ny = _clamp(ys[:, None] + ring[None, :], hgt)
+    nx = _clamp(xs[:, None] + ring[None, :], wid)
+    for c in range(var.shape[2]):
+        tile = np.asarray(var[ty[:, :, None], tx[:, None, :], c], dtype=np.float32)
+        ref_s = np.sqrt(np.maximum(_median_rows(tile.reshape(ys.size, -1)), 0))
+        v = np.asarray(var[ny[:, :, None], nx[:, None, :], c], dtype=np.float32)
+        count = (v <= ((ratio * ref_s) ** 2)[:, None, None]).sum(axis=(1, 2))
+        near |= (count >= _STATIC_PIXELS) & (ref_s > 0)
+    return near
 
 
 def detect_memory_bytes(shape) -> int:

@@ -19,7 +19,8 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["BAYER_PATTERNS", "XTRANS_PATTERN", "cfa_array", "write_dng", "write_raw_set"]
+__all__ = ["BAYER_PATTERNS", "XTRANS_PATTERN", "cfa_array", "write_dng", "write_raw_set",
+           "simulate_raw_frames"]
 
 #: CFA colour letters used in ``pattern`` strings and in ``truth`` records.
 _COLOUR_CODES = {"R": 0, "G": 1, "B": 2}
@@ -289,6 +290,95 @@ def _pick_sites(rng, height, width, count, taken, margin=4):
     return sites
 
 
+def simulate_raw_frames(n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_hot=4,
+                        n_stuck=3, n_dead=3, n_noisy=2, weak_range=(40.0, 80.0), white=4095,
+                        black=64, clipped=True, darks=False, pattern="RGGB"):
+    """The raw mosaics of ``write_raw_set``, as arrays (made lazily), and the truth.
+
+    Parameters are those of ``write_raw_set``.
+
+    Returns
+    -------
+    frames : iterator of numpy.ndarray
+        ``n`` (height, width) uint16 mosaics.
+    truth : list of dict
+        As ``write_raw_set``.
+    """
+    rng = np.random.default_rng(seed)
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    if height < 16 or width < 16:
+        raise ValueError("the mosaic must be at least 16x16")
+    cfa = cfa_array(pattern, height, width)
+    letters = "RGB"
+    span = white - black
+
+    taken = np.zeros((height, width), dtype=bool)
+    lamp = np.zeros((height, width), dtype=bool)
+    if clipped and not darks:
+        # A lamp in the upper left quarter: a disc plus a square-cornered
+        # block, so the clipped edge has straight runs and corners.
+        yy, xx = np.ogrid[0:height, 0:width]
+        cy, cx, r = height // 4, width // 4, max(4, min(height, width) // 12)
+        lamp = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
+        lamp |= (yy >= cy) & (yy < cy + r + 4) & (xx >= cx) & (xx < cx + r + 4)
+        # keep planted defects well away from the lamp, so "nothing reported
+        # at the lamp" and "every planted defect found" are both exact
+        taken |= ndimage.maximum_filter(lamp, size=2 * _LAMP_CLEARANCE + 1)
+
+    kinds = ([("hot", "hot")] * n_hot + [("hot", "weak_hot")] * n_weak_hot
+             + [("stuck", "stuck_white" if i == 0 else "stuck") for i in range(n_stuck)]
+             + [("dead", "dead")] * n_dead + [("noisy", "noisy")] * n_noisy)
+    sites = _pick_sites(rng, height, width, len(kinds), taken)
+    truth: List[Dict] = []
+    for (y, x), (kind, label) in zip(sites, kinds):
+        if label == "hot":
+            value = float(rng.uniform(600, 1500))
+        elif label == "weak_hot":
+            value = float(rng.uniform(*weak_range))
+        elif label == "stuck_white":
+            value = float(white)
+        elif label == "stuck":
+            value = float(rng.integers(black + span // 3, black + 3 * span // 4))
+        elif label == "dead":
+            value = float(black)
+        else:  # noisy: random telegraph between the scene and scene + a jump
+            value = float(rng.uniform(400, 900))
+        truth.append({"x": x, "y": y, "kind": kind, "colour": letters[cfa[y, x]],
+                      "label": label, "value": value})
+
+    def frames():
+        cfa_index = cfa[None].astype(np.intp)
+        gain = 4.0        # electrons per raw unit: shot-noise variance = signal / gain
+        read_noise = 3.0  # raw units
+        for i in range(n):
+            exposure = rng.uniform(0.5, 1.5)
+            if darks:
+                signal = np.zeros((height, width), dtype=np.float32)
+            else:
+                rgb = _scene(rng, height, width)
+                signal = np.take_along_axis(rgb, cfa_index, axis=0)[0] * np.float32(span)
+            for t in truth:
+                if t["kind"] == "hot":
+                    signal[t["y"], t["x"]] += t["value"] * exposure
+            sigma = np.sqrt(signal / np.float32(gain) + np.float32(read_noise ** 2))
+            raw = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+            raw += np.float32(black)
+            if lamp.any():
+                raw[lamp] = white
+            for t in truth:
+                y, x = t["y"], t["x"]
+                if t["kind"] == "stuck":
+                    raw[y, x] = t["value"] if t["label"] == "stuck_white" else t["value"] + rng.normal(0, 0.5)
+                elif t["kind"] == "dead":
+                    raw[y, x] = black
+                elif t["kind"] == "noisy" and rng.random() < 0.5:
+                    raw[y, x] += t["value"]
+            yield np.clip(np.rint(raw), 0, white).astype(np.uint16)
+
+    return frames(), truth
+
+
 def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_hot=4,
                   n_stuck=3, n_dead=3, n_noisy=2, weak_range=(40.0, 80.0), white=4095, black=64,
                   clipped=True,
@@ -349,78 +439,13 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
     few shot-noise sigmas in one photo, so a per-photo test against the
     neighbours sees them in some photos and not in others).
     """
-    rng = np.random.default_rng(seed)
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    if height < 16 or width < 16:
-        raise ValueError("the mosaic must be at least 16x16")
     os.makedirs(outdir, exist_ok=True)
-    cfa = cfa_array(pattern, height, width)
-    letters = "RGB"
-    span = white - black
-
-    taken = np.zeros((height, width), dtype=bool)
-    lamp = np.zeros((height, width), dtype=bool)
-    if clipped and not darks:
-        # A lamp in the upper left quarter: a disc plus a square-cornered
-        # block, so the clipped edge has straight runs and corners.
-        yy, xx = np.ogrid[0:height, 0:width]
-        cy, cx, r = height // 4, width // 4, max(4, min(height, width) // 12)
-        lamp = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
-        lamp |= (yy >= cy) & (yy < cy + r + 4) & (xx >= cx) & (xx < cx + r + 4)
-        # keep planted defects well away from the lamp, so "nothing reported
-        # at the lamp" and "every planted defect found" are both exact
-        taken |= ndimage.maximum_filter(lamp, size=2 * _LAMP_CLEARANCE + 1)
-
-    kinds = ([("hot", "hot")] * n_hot + [("hot", "weak_hot")] * n_weak_hot
-             + [("stuck", "stuck_white" if i == 0 else "stuck") for i in range(n_stuck)]
-             + [("dead", "dead")] * n_dead + [("noisy", "noisy")] * n_noisy)
-    sites = _pick_sites(rng, height, width, len(kinds), taken)
-    truth: List[Dict] = []
-    for (y, x), (kind, label) in zip(sites, kinds):
-        if label == "hot":
-            value = float(rng.uniform(600, 1500))
-        elif label == "weak_hot":
-            value = float(rng.uniform(*weak_range))
-        elif label == "stuck_white":
-            value = float(white)
-        elif label == "stuck":
-            value = float(rng.integers(black + span // 3, black + 3 * span // 4))
-        elif label == "dead":
-            value = float(black)
-        else:  # noisy: random telegraph between the scene and scene + a jump
-            value = float(rng.uniform(400, 900))
-        truth.append({"x": x, "y": y, "kind": kind, "colour": letters[cfa[y, x]],
-                      "label": label, "value": value})
-
-    cfa_index = cfa[None].astype(np.intp)
-    gain = 4.0        # electrons per raw unit: shot-noise variance = signal / gain
-    read_noise = 3.0  # raw units
+    frames, truth = simulate_raw_frames(
+        n, width=width, height=height, seed=seed, n_hot=n_hot, n_weak_hot=n_weak_hot,
+        n_stuck=n_stuck, n_dead=n_dead, n_noisy=n_noisy, weak_range=weak_range, white=white,
+        black=black, clipped=clipped, darks=darks, pattern=pattern)
     paths = []
-    for i in range(n):
-        exposure = rng.uniform(0.5, 1.5)
-        if darks:
-            signal = np.zeros((height, width), dtype=np.float32)
-        else:
-            rgb = _scene(rng, height, width)
-            signal = np.take_along_axis(rgb, cfa_index, axis=0)[0] * np.float32(span)
-        for t in truth:
-            if t["kind"] == "hot":
-                signal[t["y"], t["x"]] += t["value"] * exposure
-        sigma = np.sqrt(signal / np.float32(gain) + np.float32(read_noise ** 2))
-        raw = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
-        raw += np.float32(black)
-        if lamp.any():
-            raw[lamp] = white
-        for t in truth:
-            y, x = t["y"], t["x"]
-            if t["kind"] == "stuck":
-                raw[y, x] = t["value"] if t["label"] == "stuck_white" else t["value"] + rng.normal(0, 0.5)
-            elif t["kind"] == "dead":
-                raw[y, x] = black
-            elif t["kind"] == "noisy" and rng.random() < 0.5:
-                raw[y, x] += t["value"]
-        mosaic = np.clip(np.rint(raw), 0, white).astype(np.uint16)
+    for i, mosaic in enumerate(frames):
         path = os.path.join(os.fspath(outdir), f"raw_{i:03d}.dng")
         write_dng(path, mosaic, pattern=pattern, black=black, white=white, make=make, model=model)
         paths.append(path)

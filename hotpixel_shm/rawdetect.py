@@ -111,7 +111,7 @@ def _in_zone(zone, x: int, y: int) -> bool:
 
 
 def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
-               white: Optional[float] = None) -> List[Defect]:
+               white: Optional[float] = None, residuals=None) -> List[Defect]:
     """Hot, stuck, dead and noisy photosites of a raw mosaic.
 
     Parameters
@@ -131,6 +131,9 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
     white : float, optional
         Saturation level (``RawInfo.white_level``); with or without it, each
         CFA position's highest mean also counts as its clipping level.
+    residuals : hotpixel_shm.residual.Residuals, optional
+        Temporal residual statistics of the same frames (neighbour distance
+        the CFA period): their test runs beside the mean/variance tests.
 
     Returns
     -------
@@ -171,7 +174,8 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
                            period * (window // 2))
 
     found: List[Defect] = []
-    for d in detect(mean, var, n, sub_options, cfa=cfa, colour_desc=colour_desc):
+    for d in detect(mean, var, n, sub_options, cfa=cfa, colour_desc=colour_desc,
+                    residuals=residuals):
         if not _in_zone(zone, d.x, d.y):
             found.append(d)
     found.sort(key=lambda d: (-d.score, d.y, d.x))

@@ -273,7 +273,7 @@ def _pick_sites(rng, allowed, green_only):
     return sites
 
 
-def _plant(rng, layout, defects, darks):
+def _plant(rng, layout, defects, darks, dead_any_colour=False):
     """The truth list: explicit ``Planted`` records, or counts to place at random."""
     if defects is not None and not isinstance(defects, dict):
         out = []
@@ -300,7 +300,8 @@ def _plant(rng, layout, defects, darks):
     # most of the luma, while a weak red or blue photosite does not survive
     # the chroma subsampling and quantisation of a JPEG (see
     # hotpixel_shm.detect for the measured limits).
-    weak_kind = [not darks and (weak or kind == "dead") for kind, weak in order]
+    weak_kind = [not darks and (weak or (kind == "dead" and not dead_any_colour))
+                 for kind, weak in order]
     sites = _pick_sites(rng, layout.visible, weak_kind)
     return [Planted(x, y, kind, cfa_colour(x, y), weak, _draw_level(rng, kind, weak, darks))
             for (y, x), (kind, weak) in zip(sites, order)]
@@ -433,7 +434,7 @@ def _dark(rng, lay, truth):
 
 
 def simulate_frames(n, height, width, *, seed=0, defects=None, darks=False, stamp=True,
-                    clipped=True, bayer=True, bit_depth=8):
+                    clipped=True, bayer=True, bit_depth=8, dead_any_colour=False):
     """Simulated camera frames with planted photosite defects.
 
     Parameters
@@ -463,6 +464,9 @@ def simulate_frames(n, height, width, *, seed=0, defects=None, darks=False, stam
     bit_depth : int
         8 (uint8 photos) or 16 (uint16 photos, 8-bit values times 257).
         Dark frames are always uint16 (a 14-bit ADC).
+    dead_any_colour : bool
+        Dead photosites of any colour (default: green ones only, which JPEG
+        shows best); red and blue ones are the hard case of 4:2:0 JPEG.
 
     Returns
     -------
@@ -486,7 +490,7 @@ def simulate_frames(n, height, width, *, seed=0, defects=None, darks=False, stam
     seeds = np.random.SeedSequence(seed).spawn(n + 1)
     rng = np.random.default_rng(seeds[0])
     lay = _Layout(rng, height, width, stamp=stamp, clipped=clipped, darks=darks)
-    truth = _plant(rng, lay, defects, darks)
+    truth = _plant(rng, lay, defects, darks, dead_any_colour)
 
     def frames() -> Iterator[np.ndarray]:
         for i in range(n):

@@ -1,0 +1,352 @@
+"""Temporal residual statistics: each frame against its own same-colour neighbours.
+
+The mean image over photos of different scenes keeps their texture, and a
+warm photosite (a constant offset in every frame) hides in it.  Within one
+frame, though, that photosite stands above its same-colour neighbours every
+time, while a texture residual changes sign from scene to scene.  So for
+every frame, and every element of a residual plane, this module takes the
+residual
+
+    r = value - median(up, down, left, right)
+
+against the four nearest elements of the same colour (``reach`` apart), and
+accumulates its sum and sum of squares over the frames.  A warm or dead
+photosite then has a residual mean many standard errors from zero
+(``hotpixel_shm.detect`` tests it), a noisy one a residual variance far above
+its neighbours'.
+
+Residual planes
+---------------
+* one-channel frames (raw mosaics, dark frames, grey photos): the frame
+  itself, ``reach`` = the CFA period (2 for Bayer, 6 for X-Trans, 1 for a
+  monochrome sensor);
+* RGB photos: a decorrelated colour space, as a JPEG stores it -- luma
+  ``Y`` at full resolution with ``reach`` 2 (the nearest pixels where the
+  same Bayer colour was measured: a bilinear demosaic spreads a bad
+  photosite over the 3x3 around it), and the chroma differences ``Cb`` and
+  ``Cr`` pooled over 2x2 blocks (the 4:2:0 subsampling block), with
+  ``reach`` 1 block.  A lone red or blue photosite is, after demosaicing and
+  4:2:0 JPEG, a chroma blob that is faint in each RGB channel but plain in
+  ``Cr`` or ``Cb``;
+* other channel counts: each channel, ``reach`` 2.
+
+Edges are reflected by ``reach`` (the element beyond the edge is the one
+``reach`` inside it, so a CFA's phase is kept).
+
+The accumulator is one flat float32 buffer (it may live in shared memory):
+the element count ``n`` (as float64 in its first 8 bytes), then the sums of
+every plane, then the sums of squares.  Frames are processed in bands of
+``_BAND`` rows: the working memory is a few band-sized float32 arrays,
+never image-sized.  Partial accumulators combine by adding (``add_into``).
+
+This module is numerics only (numpy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import HotPixelError
+
+__all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
+           "residual_nbytes", "residuals_of_frames"]
+
+# Output rows per band (even: a band holds whole 2x2 chroma blocks).
+_BAND = 64
+# JPEG's (JFIF, ITU-R BT.601 full range) colour transform.
+_YCC = np.array([[0.299, 0.587, 0.114],
+                 [-0.168736, -0.331264, 0.5],
+                 [0.5, -0.418688, -0.081312]], dtype=np.float32)
+#: Names of the residual planes of an RGB photo.
+YCC_NAMES = ("Y", "Cb", "Cr")
+_HEADER = 8   # bytes: the frame count, float64
+
+
+@dataclass(frozen=True)
+class ResidualLayout:
+    """Where the residual planes of frames of ``shape`` come from.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(height, width, channels)`` of the frames.
+    mode : str
+        ``"ycc"`` (RGB photos: Y full size, Cb/Cr over 2x2 blocks) or
+        ``"channels"`` (each channel a plane of its own).
+    reach : int
+        Distance to the same-colour neighbours, in pixels of the frame (for
+        ``"ycc"``: of the luma plane; chroma uses 1 block).
+    planes : tuple of (int, int)
+        Shape of each residual plane.
+    """
+
+    shape: Tuple[int, int, int]
+    mode: str
+    reach: int
+    planes: Tuple[Tuple[int, int], ...]
+
+    @property
+    def values(self) -> int:
+        """Elements in all planes together."""
+        return int(sum(h * w for h, w in self.planes))
+
+    def plane_reach(self, k: int) -> int:
+        """Neighbour distance in plane ``k``'s own elements."""
+        return 1 if (self.mode == "ycc" and k > 0) else self.reach
+
+    def plane_scale(self, k: int) -> int:
+        """Frame pixels per element of plane ``k`` along each axis (2 for pooled chroma)."""
+        return 2 if (self.mode == "ycc" and k > 0) else 1
+
+
+def residual_layout(shape, period: Optional[int] = None) -> ResidualLayout:
+    """The residual planes for frames of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width[, channels])``.
+    period : int, optional
+        CFA period of a one-channel raw mosaic (the neighbour distance);
+        default 2 (a Bayer mosaic or the pixels of a demosaiced photo).
+
+    Returns
+    -------
+    ResidualLayout
+    """
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3 or min(shape) < 1:
+        raise HotPixelError(f"frames must have shape (height, width, channels), got {shape}")
+    h, w, c = shape
+    reach = int(period) if period is not None else 2
+    if reach < 1:
+        raise HotPixelError(f"the neighbour distance must be at least 1, got {reach}")
+    if c == 3:
+        half = ((h + 1) // 2, (w + 1) // 2)
+        return ResidualLayout(shape, "ycc", reach, ((h, w), half, half))
+    return ResidualLayout(shape, "channels", reach, tuple((h, w) for _ in range(c)))
+
+
+def residual_nbytes(layout: ResidualLayout) -> int:
+    """Bytes of a residual accumulator (sums and sums of squares, float32)."""
+    return _HEADER + 2 * 4 * layout.values
+
+
+def _reflect(idx, size, reach):
+    """Indices beyond an edge -> ``reach`` inside it (keeps the CFA phase)."""
+    idx = np.where(idx < 0, idx + 2 * reach, idx)
+    idx = np.where(idx >= size, idx - 2 * reach, idx)
+    return np.clip(idx, 0, size - 1)
+
+
+def _median4(a, b, c, d, out):
+    """Elementwise median of four arrays (the mean of the middle two), into ``out``."""
+    lo = np.minimum(a, b)
+    hi = np.maximum(a, b)
+    lo2 = np.minimum(c, d)
+    np.maximum(c, d, out=out)
+    np.minimum(hi, out, out=hi)         # min of the two maxima
+    np.maximum(lo, lo2, out=lo)         # max of the two minima
+    np.add(lo, hi, out=out)
+    out *= 0.5
+    return out
+
+
+def _residual_band(plane_rows, y0, y1, reach, out):
+    """Residuals of rows ``[y0, y1)`` of a plane, into ``out`` (``(y1 - y0, width)``).
+
+    ``plane_rows(idx)`` returns the float32 rows ``idx`` (an index array)
+    of the whole plane; the band and its ``reach`` rows above and below are
+    made once.
+    """
+    rows = y1 - y0
+    ext = plane_rows(_reflect(np.arange(y0 - reach, y1 + reach), plane_rows.height, reach))
+    centre = ext[reach:reach + rows]
+    width = ext.shape[1]
+    if width > reach:
+        left = np.empty_like(centre)
+        right = np.empty_like(centre)
+        left[:, reach:] = centre[:, :-reach]
+        right[:, :-reach] = centre[:, reach:]
+        # beyond an edge: the element reach inside it
+        edge = min(reach, width - reach)
+        left[:, :edge] = centre[:, reach:reach + edge]
+        right[:, width - edge:] = centre[:, width - reach - edge:width - reach]
+        if edge < reach:             # narrower than 2 * reach: clamp
+            left[:, edge:reach] = centre[:, edge:reach]
+            right[:, width - reach:width - edge] = centre[:, width - reach:width - edge]
+    else:
+        left = right = centre
+    _median4(ext[:rows], ext[2 * reach:2 * reach + rows], left, right, out)
+    np.subtract(centre, out, out=out)
+    return out
+
+
+class _Rows:
+    """Rows of one residual plane, computed from the frame on demand (float32)."""
+
+    def __init__(self, image, layout, k):
+        self.image = image
+        self.layout = layout
+        self.k = k
+        self.height = layout.planes[k][0]
+
+    def __call__(self, idx):
+        img, lay, k = self.image, self.layout, self.k
+        if lay.mode == "channels":
+            return img[idx, :, k].astype(np.float32)
+        if k == 0:
+            px = img[idx].astype(np.float32)
+            return px @ _YCC[0]
+        # chroma of the 2x2 blocks whose top rows are 2*idx (a lone last row
+        # of an odd height is its own block)
+        h, w = lay.shape[:2]
+        top = img[2 * idx].astype(np.float32)
+        bottom = img[np.minimum(2 * idx + 1, h - 1)].astype(np.float32)
+        top += bottom
+        pair = top @ _YCC[k]                       # (rows, w): 2x the vertical mean
+        hw = lay.planes[k][1]
+        out = np.empty((pair.shape[0], hw), dtype=np.float32)
+        even = w // 2
+        np.add(pair[:, 0:2 * even:2], pair[:, 1:2 * even:2], out=out[:, :even])
+        out[:, :even] *= 0.25
+        if hw > even:
+            out[:, even] = pair[:, w - 1] * 0.5
+        return out
+
+
+class ResidualAccumulator:
+    """Sums and sums of squares of per-frame residuals, in one flat buffer.
+
+    Parameters
+    ----------
+    layout : ResidualLayout
+    buffer : writable buffer, optional
+        At least ``residual_nbytes(layout)`` bytes (e.g. a shared-memory
+        segment), zeroed by the caller for a fresh start; default: a new
+        zeroed array.
+    """
+
+    def __init__(self, layout: ResidualLayout, buffer=None):
+        self.layout = layout
+        nbytes = residual_nbytes(layout)
+        if buffer is None:
+            buffer = bytearray(nbytes)
+        mem = memoryview(buffer).cast("B")
+        if mem.nbytes < nbytes:
+            raise HotPixelError(f"residual buffer of {mem.nbytes} bytes is smaller than "
+                                f"the {nbytes} needed")
+        self._count = np.frombuffer(mem, dtype=np.float64, count=1)
+        flat = np.frombuffer(mem, dtype=np.float32, count=2 * layout.values, offset=_HEADER)
+        self._flat = flat
+        self.sums: List[np.ndarray] = []
+        self.squares: List[np.ndarray] = []
+        off = 0
+        for h, w in layout.planes:
+            self.sums.append(flat[off:off + h * w].reshape(h, w))
+            off += h * w
+        for h, w in layout.planes:
+            self.squares.append(flat[off:off + h * w].reshape(h, w))
+            off += h * w
+
+    @property
+    def n(self) -> int:
+        """Frames accumulated."""
+        return int(self._count[0])
+
+    def reset(self) -> None:
+        """Back to no frames."""
+        self._count[0] = 0
+        self._flat[:] = 0
+
+    def update(self, image: np.ndarray) -> None:
+        """Add one frame's residuals (``image`` of ``layout.shape``, or 2-D for one channel)."""
+        lay = self.layout
+        img = np.asarray(image)
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.shape != lay.shape:
+            raise HotPixelError(f"frame of shape {img.shape}, expected {lay.shape}")
+        for k, (h, w) in enumerate(lay.planes):
+            rows = _Rows(img, lay, k)
+            reach = lay.plane_reach(k)
+            band = max(1, _BAND // lay.plane_scale(k))
+            buf = np.empty((min(band, h), w), dtype=np.float32)
+            for y0 in range(0, h, band):
+                y1 = min(h, y0 + band)
+                r = _residual_band(rows, y0, y1, reach, buf[:y1 - y0])
+                self.sums[k][y0:y1] += r
+                r *= r
+                self.squares[k][y0:y1] += r
+        self._count[0] += 1
+
+    def add_into(self, other: "ResidualAccumulator") -> None:
+        """Add ``other``'s frames to this accumulator (partials combine by adding)."""
+        if other.layout != self.layout:
+            raise HotPixelError("residual accumulators of different layouts")
+        self._flat += other._flat
+        self._count[0] += other._count[0]
+
+    def finish(self) -> "Residuals":
+        """Residual mean and population variance per plane (float32, new arrays)."""
+        n = self.n
+        if n < 1:
+            raise HotPixelError("no frames in the residual accumulator")
+        means, variances = [], []
+        for s, q in zip(self.sums, self.squares):
+            m = s / np.float32(n)
+            v = q / np.float32(n)
+            v -= m * m
+            np.maximum(v, 0, out=v)
+            means.append(m)
+            variances.append(v)
+        return Residuals(n=n, layout=self.layout, mean=means, var=variances)
+
+
+@dataclass
+class Residuals:
+    """Finished residual statistics: per plane, the mean and population variance.
+
+    Attributes
+    ----------
+    n : int
+        Frames.
+    layout : ResidualLayout
+    mean, var : list of numpy.ndarray
+        One float32 array per plane of ``layout``.
+    """
+
+    n: int
+    layout: ResidualLayout
+    mean: List[np.ndarray]
+    var: List[np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.mean) + sum(a.nbytes for a in self.var))
+
+
+def residuals_of_frames(frames, shape, period: Optional[int] = None) -> Residuals:
+    """Residual statistics of an iterable of frames, in-process.
+
+    Parameters
+    ----------
+    frames : iterable of numpy.ndarray
+        Frames of ``shape``.
+    shape : tuple of int
+        ``(height, width[, channels])``.
+    period : int, optional
+        See ``residual_layout``.
+
+    Returns
+    -------
+    Residuals
+    """
+    acc = ResidualAccumulator(residual_layout(shape, period))
+    for f in frames:
+        acc.update(f)
+    return acc.finish()

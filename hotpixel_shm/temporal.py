@@ -1,0 +1,304 @@
+"""Hot, dead and noisy photosites from temporal residual statistics.
+
+``hotpixel_shm.residual`` accumulates, per element of a residual plane, the
+mean ``r`` and variance ``v`` over ``n`` frames of the element's residual
+against its same-colour neighbours in the same frame.  Under the null (no
+defect, scenes that differ from frame to frame) the residual mean is zero,
+so
+
+    z = r * sqrt(n) / max(s, S)
+
+is a t-like statistic: ``s`` is the element's own sample standard deviation
+(``n - 1`` degrees of freedom) and ``S`` the median of its eight
+same-colour neighbours' ``s``, a pooled scale.  Taking the larger keeps the
+statistic honest where the element's own scale is too small by chance (few
+frames) and where it is inflated by a rare large residual (an edge that
+crossed it once).  A warm or dead photosite has ``|z|`` many standard
+errors from zero; a noisy one a variance ratio ``F = s**2 / S**2`` far
+above one.
+
+Fixed structure is not a defect: something the same in every frame (a
+date stamp, the black border of the frame, a horizon) also has a steady
+residual.  Such structure is a line or an edge at the resolution of the
+same-colour grid, so -- as in ``hotpixel_shm.detect`` -- an element must
+also stand out against each line, ray and corner quadrant of its 5x5
+same-colour window (the statistic of the element minus the median of that
+group, the one closest to zero kept), and nothing is judged next to a static
+overlay (see ``DetectOptions.static_ratio``).
+
+Thresholds are calibrated (see ``thresholds``).  This module is numerics
+only (numpy, scipy.stats).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+from scipy import stats as _st
+
+from .residual import Residuals
+
+__all__ = ["thresholds", "FALSE_ALARMS_PER_FRAME", "temporal_records"]
+
+#: Expected false alarms per 24 MP frame that the default thresholds aim at.
+FALSE_ALARMS_PER_FRAME = 0.05
+_REFERENCE_ELEMENTS = 36e6     # residual elements of a 24 MP RGB photo (Y + Cb/4 + Cr/4)
+# Empirical corrections, measured on the simulated cameras (see
+# scripts/detection_table.py): the neighbours' scales are themselves
+# estimates, residuals of demosaiced, JPEG-compressed texture are
+# heavier-tailed than a normal distribution, and the directional test takes
+# the smallest of several differences.
+_T_CORRECTION = 1.25
+_F_CORRECTION = 1.5
+# Rows of the cheap candidate pass at once.
+_BAND = 64
+# Candidates need this fraction of the threshold against their own scale
+# and a floor (the directional statistic is never larger than the plain one
+# by more than the neighbours' noise).
+_CANDIDATE_FRACTION = 0.7
+# Quiet-pixel rule next to overlays: see hotpixel_shm.detect.
+_TILE = 32
+# Noisy rather than hot while |z| <= this times sqrt(n) (see _plane_records).
+_TELEGRAPH_Z = 1.5
+_TELEGRAPH_F = 4.0
+_HOT, _STUCK, _DEAD, _NOISY = 1, 2, 3, 4
+
+
+def thresholds(n: int, false_alarms: float = FALSE_ALARMS_PER_FRAME,
+               elements: float = _REFERENCE_ELEMENTS):
+    """Default thresholds of the residual tests for ``n`` frames.
+
+    Parameters
+    ----------
+    n : int
+        Frames (at least 3).
+    false_alarms : float
+        Expected false alarms per frame of ``elements`` residual elements.
+    elements : float
+        Residual elements per frame (default: a 24 MP RGB photo).
+
+    Returns
+    -------
+    t : float
+        ``|z|`` threshold of the hot/dead test.
+    f : float
+        Variance-ratio threshold of the noisy test.
+
+    Notes
+    -----
+    With ``p = false_alarms / (2 * elements)`` (two-sided for ``z``, the
+    hot and the dead tail):
+
+        t = c_t * T_{nu}^{-1}(1 - p),   nu = 4 (n - 1)
+        f = c_f * chi2_{n-1}^{-1}(1 - 2p) / (n - 1)
+
+    ``T_nu`` is Student's t: ``z`` divides by the larger of the element's
+    own and the pooled scale, which makes it lighter-tailed than Student's t
+    with ``n - 1`` degrees of freedom and heavier than a normal; the median
+    of eight neighbours' scales carries about four times the degrees of
+    freedom of one.  ``chi2_{n-1} / (n - 1)`` is the distribution of a
+    normal sample's variance over its true variance.  ``c_t`` and ``c_f``
+    are the empirical corrections (module constants) measured on the
+    simulated cameras.
+    """
+    n = int(n)
+    if n < 3:
+        return math.inf, math.inf
+    p = false_alarms / (2.0 * elements)
+    t = _T_CORRECTION * float(_st.t.isf(p, 4 * (n - 1)))
+    f = _F_CORRECTION * float(_st.chi2.isf(2 * p, n - 1)) / (n - 1)
+    return t, f
+
+
+def _offsets(reach):
+    """Same-colour 5x5 window offsets (without the centre) and its groups."""
+    from .detect import _geometry
+
+    dy, dx, quads, lines, _ring = _geometry(5)
+    return dy * reach, dx * reach, quads, lines
+
+
+def _gather(plane, ys, xs, dy, dx, reach):
+    """``plane`` at ``(ys + dy, xs + dx)``, reflected by ``reach`` at the edges."""
+    from .residual import _reflect
+
+    h, w = plane.shape
+    ny = _reflect(ys[:, None] + dy[None, :], h, reach)
+    nx = _reflect(xs[:, None] + dx[None, :], w, reach)
+    # a 5x5 window may reach twice as far as one reflection covers
+    ny = np.clip(np.abs(ny), 0, h - 1)
+    nx = np.clip(np.abs(nx), 0, w - 1)
+    return np.asarray(plane[ny, nx], dtype=np.float32)
+
+
+def _plane_records(mean, var, n, reach, t_thr, f_thr):
+    """Flagged elements of one residual plane: ``(ys, xs, code, score, z)``."""
+    from .detect import _directional, _median_rows
+
+    h, w = mean.shape
+    root_n = math.sqrt(n)
+    corr = n / (n - 1.0)
+    # a floor for the scale: residuals quantised to whole units of the input
+    sd_all = np.sqrt(np.maximum(var[::max(1, h // 64), ::max(1, w // 64)], 0) * corr)
+    floor = max(0.05 * float(np.median(sd_all)), 0.3)
+    found = []
+    dy, dx, quads, lines = _offsets(reach)
+    near = np.array([i for i in range(dy.size)
+                     if max(abs(dy[i]), abs(dx[i])) == reach])       # the 8 nearest
+    for y0 in range(0, h, _BAND):
+        y1 = min(h, y0 + _BAND)
+        m = np.asarray(mean[y0:y1], dtype=np.float32)
+        s = np.sqrt(np.maximum(np.asarray(var[y0:y1], dtype=np.float32), 0) * np.float32(corr))
+        scale = np.maximum(s, np.float32(floor))
+        # cheap: the own scale only (the pooled one is only ever larger for
+        # z, smaller for F: both cases are checked exactly below)
+        cand = np.abs(m) * np.float32(root_n) >= _CANDIDATE_FRACTION * t_thr * scale
+        cand |= s > np.float32(floor * math.sqrt(f_thr))
+        ys, xs = np.nonzero(cand)
+        if ys.size == 0:
+            continue
+        ys = ys + y0
+        nb_s = _gather_sd(var, ys, xs, dy[near], dx[near], reach, corr)
+        pooled = np.maximum(_median_rows(nb_s), np.float32(floor))
+        s_c = np.sqrt(np.maximum(np.asarray(var[ys, xs], np.float32), 0) * np.float32(corr))
+        m_c = np.asarray(mean[ys, xs], np.float32)
+        denom = np.maximum(s_c, pooled)
+        z = m_c * np.float32(root_n) / denom
+        ratio = (s_c / pooled) ** 2
+        live = (np.abs(z) >= t_thr) | (ratio >= f_thr)
+        if not live.any():
+            continue
+        ys, xs, z, ratio, denom, pooled, s_c = (a[live] for a in (ys, xs, z, ratio, denom,
+                                                                   pooled, s_c))
+        # the same statistic at the window's elements, on the candidate's scale
+        nb_m = _gather(mean, ys, xs, dy, dx, reach)
+        nb_z = nb_m * np.float32(root_n) / denom[:, None]
+        zd = _directional(z, nb_z, _median_rows(nb_z), quads, lines)
+        nb_sd = _gather_sd(var, ys, xs, dy, dx, reach, corr)
+        sd_ratio = (nb_sd / pooled[:, None]) ** 2
+        rd = _directional(ratio, sd_ratio, _median_rows(sd_ratio), quads, lines)
+        code = np.zeros(ys.size, dtype=np.int8)
+        score = np.zeros(ys.size, dtype=np.float32)
+        # a random telegraph raises the mean by at most about its std
+        # (|z| <= sqrt(n)) and the variance far above the neighbours'; a hot
+        # photosite's mean rises far more than its own shot noise.  Such an
+        # element gets no hot/dead verdict here (the mean/variance tests
+        # judge it), and "noisy" when its variance stands out on every side.
+        telegraph = (ratio >= _TELEGRAPH_F) & (np.abs(z) <= _TELEGRAPH_Z * root_n)
+        noisy = telegraph & (rd >= f_thr - 1.0) & (ratio >= f_thr)
+        hot = ~telegraph & (zd >= t_thr)
+        dead = ~telegraph & (zd <= -t_thr)
+        code[hot], score[hot] = _HOT, zd[hot]
+        code[dead], score[dead] = _DEAD, -zd[dead]
+        code[noisy], score[noisy] = _NOISY, np.sqrt(ratio[noisy])
+        keep = code > 0
+        if keep.any():
+            found.append((ys[keep], xs[keep], code[keep], score[keep], z[keep]))
+    if not found:
+        e = np.empty(0, np.int64)
+        return e, e, np.empty(0, np.int8), np.empty(0, np.float32), np.empty(0, np.float32)
+    return tuple(np.concatenate([f[i] for f in found]) for i in range(5))
+
+
+def _gather_sd(var, ys, xs, dy, dx, reach, corr):
+    v = _gather(var, ys, xs, dy, dx, reach)
+    np.maximum(v, 0, out=v)
+    v *= np.float32(corr)
+    return np.sqrt(v, out=v)
+
+
+def _channel_position(mean, ys, xs, c, sign, scale):
+    """Within each ``scale`` x ``scale`` block, the pixel whose channel ``c`` mean
+    is most off its same-colour neighbours' (2 px away) in the direction ``sign``."""
+    if scale == 1:
+        return ys, xs
+    h, w = mean.shape[:2]
+    best_y, best_x = ys * scale, xs * scale
+    best = np.full(ys.size, -np.inf, dtype=np.float32)
+    for oy in range(scale):
+        for ox in range(scale):
+            yy = np.minimum(ys * scale + oy, h - 1)
+            xx = np.minimum(xs * scale + ox, w - 1)
+            centre = mean[yy, xx, c].astype(np.float32)
+            nb = np.stack([mean[np.clip(yy + dy, 0, h - 1), np.clip(xx + dx, 0, w - 1), c]
+                           for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))], axis=1)
+            off = (centre - np.median(nb.astype(np.float32), axis=1)) * sign
+            better = off > best
+            best = np.where(better, off, best)
+            best_y = np.where(better, yy, best_y)
+            best_x = np.where(better, xx, best_x)
+    return best_y, best_x
+
+
+# Residual plane of an RGB photo -> the RGB channel it mostly speaks for.
+_YCC_CHANNEL = (1, 2, 0)
+
+
+def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None,
+                     f_thr: Optional[float] = None, overlay=None) -> Dict[str, np.ndarray]:
+    """Flagged subpixels from residual statistics, as ``hotpixel_shm.detect`` records.
+
+    Parameters
+    ----------
+    res : Residuals
+        Residual statistics of the same frames as ``mean``/``var``.
+    mean, var : numpy.ndarray
+        ``(height, width, channels)`` per-subpixel mean and variance (for the
+        reported values and the overlay rule).
+    t_thr : float, optional
+        ``|z|`` threshold (default: ``thresholds(res.n)[0]``).
+    f_thr : float, optional
+        Variance-ratio threshold of the noisy test (default: off; the
+        chi-square value of ``thresholds`` is the least that makes sense).
+    overlay : callable, optional
+        ``overlay(ys, xs) -> bool array``: subpixels next to a static
+        overlay, which get no verdict.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        Equal-length arrays ``y``, ``x``, ``c``, ``code``, ``score``, ``m``,
+        ``s``, ``med``, ``zm`` (``zm`` is ``z``).
+    """
+    from .detect import _concat
+
+    dt, _ = thresholds(res.n)
+    t_thr = dt if t_thr is None else float(t_thr)
+    # The variance-ratio test is off unless asked for: on the simulated
+    # cameras, defect-free texture reached ratios of 40 (raw) to 140 (JPEG
+    # block edges) -- far beyond the chi-square tail, and above the ratio of
+    # some planted telegraphs -- so "noisy" stays with the mean/variance test.
+    f_thr = math.inf if f_thr is None else float(f_thr)
+    lay = res.layout
+    parts: List[dict] = []
+    for k in range(len(lay.planes)):
+        reach = lay.plane_reach(k)
+        ys, xs, code, score, z = _plane_records(res.mean[k], res.var[k], res.n, reach,
+                                                t_thr, f_thr)
+        if ys.size == 0:
+            continue
+        c = _YCC_CHANNEL[k] if lay.mode == "ycc" else k
+        sign = np.where(code == _DEAD, -1.0, 1.0).astype(np.float32)
+        ys, xs = _channel_position(mean, ys, xs, c, sign, lay.plane_scale(k))
+        reach = reach * lay.plane_scale(k)          # in pixels of the frame
+        if overlay is not None:
+            # subsampled chroma rings over its 16x16 block
+            drop = overlay(ys, xs, lay.plane_scale(k)) & (code != _NOISY)
+            if drop.any():
+                keep = ~drop
+                ys, xs, code, score, z = ys[keep], xs[keep], code[keep], score[keep], z[keep]
+        if ys.size == 0:
+            continue
+        cc = np.full(ys.size, c, dtype=np.int16)
+        hgt, wid = mean.shape[:2]
+        nbm = np.stack([mean[np.clip(ys + dy, 0, hgt - 1), np.clip(xs + dx, 0, wid - 1), c]
+                        for dy, dx in ((-reach, 0), (reach, 0), (0, -reach), (0, reach))],
+                       axis=1).astype(np.float32)
+        parts.append({"y": ys.astype(np.int32), "x": xs.astype(np.int32), "c": cc,
+                      "code": code, "score": score.astype(np.float32),
+                      "m": mean[ys, xs, c].astype(np.float32),
+                      "s": np.sqrt(np.maximum(var[ys, xs, c], 0)).astype(np.float32),
+                      "med": np.median(nbm, axis=1).astype(np.float32),
+                      "zm": z.astype(np.float32)})
+    return _concat(parts)

@@ -1,0 +1,127 @@
+"""Temporal residual statistics: the accumulator against a float64 reference,
+and the residual test of detection on simulated cameras."""
+import numpy as np
+import pytest
+
+from hotpixel_shm.detect import DetectOptions, detect
+from hotpixel_shm.dng import cfa_array, simulate_raw_frames
+from hotpixel_shm.errors import HotPixelError
+from hotpixel_shm.rawdetect import detect_raw
+from hotpixel_shm.residual import (ResidualAccumulator, residual_layout, residual_nbytes,
+                                   residuals_of_frames)
+from hotpixel_shm.residual import _YCC, _reflect
+from hotpixel_shm.temporal import thresholds
+
+
+def _reference(frames, period=None):
+    """Per-plane residual mean and variance in float64, the plain way."""
+    shape = frames[0].shape if frames[0].ndim == 3 else frames[0].shape + (1,)
+    lay = residual_layout(shape, period)
+    per_frame = []
+    for f in frames:
+        f = f.reshape(shape).astype(np.float64)
+        if lay.mode == "ycc":
+            ycc = f @ _YCC.T.astype(np.float64)
+            h, w = shape[:2]
+            planes = [ycc[..., 0]]
+            for k in (1, 2):
+                hp, wp = lay.planes[k]
+                acc = np.zeros((hp, wp))
+                for dy in (0, 1):
+                    for dx in (0, 1):
+                        yy = np.minimum(np.arange(hp) * 2 + dy, h - 1)
+                        xx = np.minimum(np.arange(wp) * 2 + dx, w - 1)
+                        acc += ycc[..., k][yy][:, xx]
+                planes.append(acc / 4)
+        else:
+            planes = [f[..., k] for k in range(shape[2])]
+        out = []
+        for k, p in enumerate(planes):
+            r = lay.plane_reach(k)
+            hh, ww = p.shape
+            ys, xs = np.arange(hh), np.arange(ww)
+            nb = np.sort(np.stack([p[_reflect(ys - r, hh, r)], p[_reflect(ys + r, hh, r)],
+                                   p[:, _reflect(xs - r, ww, r)], p[:, _reflect(xs + r, ww, r)]]),
+                         axis=0)
+            out.append(p - (nb[1] + nb[2]) / 2)
+        per_frame.append(out)
+    return [(np.mean([pf[k] for pf in per_frame], axis=0), np.var([pf[k] for pf in per_frame], axis=0))
+            for k in range(len(lay.planes))]
+
+
+@pytest.mark.parametrize("shape, period", [((37, 50, 3), None), ((40, 44, 3), None),
+                                           ((30, 31), 2), ((36, 42), 6), ((20, 22, 1), 1),
+                                           ((150, 40, 3), None)])
+def test_residuals_match_float64(shape, period):
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, shape).astype(np.uint8) for _ in range(5)]
+    res = residuals_of_frames(frames, shape, period)
+    assert res.n == 5
+    for k, (m, v) in enumerate(_reference(frames, period)):
+        np.testing.assert_allclose(res.mean[k], m, atol=1e-3)
+        np.testing.assert_allclose(res.var[k], v, rtol=1e-4, atol=2e-2)
+
+
+def test_partials_add_and_buffer_layout():
+    rng = np.random.default_rng(4)
+    shape = (24, 30, 3)
+    frames = [rng.integers(0, 256, shape).astype(np.uint8) for _ in range(6)]
+    lay = residual_layout(shape)
+    assert lay.values == 24 * 30 + 2 * 12 * 15
+    whole = ResidualAccumulator(lay, bytearray(residual_nbytes(lay)))
+    a, b = ResidualAccumulator(lay), ResidualAccumulator(lay)
+    for i, f in enumerate(frames):
+        whole.update(f)
+        (a if i % 3 else b).update(f)
+    a.add_into(b)
+    assert a.n == whole.n == 6
+    for x, y in zip(a.finish().mean + a.finish().var, whole.finish().mean + whole.finish().var):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-3)
+    a.reset()
+    assert a.n == 0
+    with pytest.raises(HotPixelError):
+        a.update(np.zeros((24, 31, 3), np.uint8))
+    with pytest.raises(HotPixelError):
+        ResidualAccumulator(lay, bytearray(10))
+
+
+def test_thresholds_fall_with_n_and_false_alarm_rate():
+    t16, _ = thresholds(16)
+    t60, _ = thresholds(60)
+    assert t16 > t60 > 6.0
+    assert thresholds(24, false_alarms=1e-3)[0] > thresholds(24)[0]
+    assert thresholds(2)[0] == float("inf")
+
+
+def _raw_set(seed, n=24, **counts):
+    h, w = 128, 160
+    frames, truth = simulate_raw_frames(n, width=w, height=h, seed=seed,
+                                        weak_range=(110.0, 160.0), **counts)
+    frames = list(frames)
+    a = np.stack(frames).astype(np.float64)
+    mean, var = a.mean(0)[..., None], a.var(0)[..., None]
+    res = residuals_of_frames(frames, (h, w), 2)
+    return mean, var, res, truth, cfa_array("RGGB", h, w)
+
+
+def test_warm_photosites_in_raw_scenes_found_by_the_residual_test():
+    mean, var, res, truth, cfa = _raw_set(5, n_hot=0, n_weak_hot=6, n_stuck=0, n_dead=0,
+                                          n_noisy=0)
+    with_t = detect_raw(mean, var, res.n, cfa, white=4095, residuals=res)
+    without = detect_raw(mean, var, res.n, cfa, white=4095)
+    planted = {(t["x"], t["y"]) for t in truth}
+    assert {(d.x, d.y) for d in with_t} == planted
+    assert all(d.kind == "hot" and d.colour in "RGB" for d in with_t)
+    # the mean/variance tests alone miss some of them
+    assert {(d.x, d.y) for d in without} < planted
+
+
+def test_no_false_alarms_on_defect_free_raw_scenes_and_optional_residuals():
+    mean, var, res, truth, cfa = _raw_set(6, n_hot=0, n_weak_hot=0, n_stuck=0, n_dead=0,
+                                          n_noisy=0)
+    assert detect_raw(mean, var, res.n, cfa, white=4095, residuals=res) == []
+    # the test can be switched off, and a layout that does not fit is refused
+    assert detect(mean, var, res.n, DetectOptions(temporal=False), residuals=res) == []
+    other = residuals_of_frames([np.zeros((8, 8), np.uint16)] * 3, (8, 8), 2)
+    with pytest.raises(HotPixelError):
+        detect(mean, var, res.n, residuals=other)
