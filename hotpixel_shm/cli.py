@@ -1,9 +1,9 @@
 """The command line: ``python -m hotpixel_shm`` and ``hotpixel-shm``.
 
-No numerics here: this module parses options, asks the planner for a plan,
-runs the engine, hands the statistics to detection and the results to the
-exporters, and turns every expected failure into one clear line and an exit
-code.
+No numerics and no steps of the analysis here: this module parses options,
+drives the steps of ``pipeline`` (resolve the inputs, plan, run, detect,
+write), prints what they report, and turns every expected failure into one
+clear line and an exit code.
 """
 from __future__ import annotations
 
@@ -208,157 +208,74 @@ def main(argv=None) -> int:
         return EXIT_OK
 
 
-def _analyse(args, con, truth=None):
-    from . import budget, engine, inputs, statsio
-    from .export import check_output_paths
-    from .welford import merge_stats
-
-    t_start = time.perf_counter()
-    max_pixels = args.max_pixels or inputs.DEFAULT_MAX_PIXELS
-    files, skipped = inputs.expand_paths(args.paths, recursive=args.recursive)
-    outputs = [o for o in (args.json, args.csv, args.dcraw, args.siril, args.mask, args.picture,
-                           args.save_stats, args.checkpoint) if o]
-    if args.rawtherapee and not os.path.isdir(args.rawtherapee):
-        outputs.append(args.rawtherapee)
-    check_output_paths(outputs, files)
-
-    prior, prior_dtype, done_before = _load_prior(args, con)
-    if done_before:
-        n0 = len(files)
-        files = [f for f in files if os.path.realpath(f) not in done_before]
-        con.info(f"--resume: {n0 - len(files)} files already done, {len(files)} to go")
-
-    headers, bad = inputs.probe_all(files, max_pixels)
-    skipped.extend(bad)
-    if prior is None:
-        shape, dtype, used_headers, other = inputs.reference_shape(headers)
-    else:
-        # the saved statistics fix the shape: photos of another size are skipped
-        shape, dtype = prior.shape, prior_dtype
-        used_headers = [h for h in headers if h.key == (shape, dtype)]
-        want = inputs.describe_key((shape, dtype))
-        other = [(h.path, f"size {inputs.describe_key(h.key)} differs from the loaded "
-                          f"statistics ({want})")
-                 for h in headers if h.key != (shape, dtype)]
-        if headers and not used_headers:
-            raise HotPixelError(f"the photos ({inputs.describe_key(headers[0].key)}) cannot be "
-                                f"merged with the loaded statistics ({want})")
-        if args.dtype not in ("auto", prior.tier):
-            raise HotPixelError(f"the loaded statistics were computed with the {prior.tier} "
-                                f"tier; --dtype {args.dtype} cannot be merged with them")
-    skipped.extend(other)
-    for path, reason in skipped:
-        con.skip(path, reason)
-
-    n_prior = prior.n if prior is not None else 0
-    if len(used_headers) + n_prior < args.min_images:
-        return _too_few(con, len(used_headers) + n_prior, args)
-
-    res = budget.detect_resources()
-    budget_bytes = budget.run_budget(res, args.memory_budget)
-    for note in res.notes:
-        con.detail(note)
-    tier = None if args.dtype == "auto" else args.dtype
+def _settings(args):
+    """The pipeline's settings from the parsed options."""
+    from .detect import DetectOptions
+    from .pipeline import Settings
+    opts = DetectOptions(darks=args.darks, top=args.top)
+    for name in ("hot_sigma", "stuck_sigma", "dead_sigma", "noisy_sigma"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(opts, name, v)
     workers = args.workers
     if workers is None and not args.auto_workers:
         workers = 1
-    if prior is not None and tier is None:
-        tier = prior.tier
-    plan = budget.make_plan(
-        shape, dtype, max(1, len(used_headers)), res.cpus, budget_bytes,
-        workers=workers, tier=tier, force=args.force,
-        max_file_bytes=max((h.file_bytes for h in used_headers), default=0),
-        shm_free_bytes=res.shm_free_bytes, detection=True,
-        checkpoints=bool(args.checkpoint_every or args.checkpoint_seconds),
-        loaded_dtype=None if prior is None else prior.mean.dtype)
-    con.info(plan.describe())
-    if args.plan:
-        if args.quiet:
-            con.out(plan.describe())
-        return EXIT_OK
+    return Settings(
+        workers=workers, tier=None if args.dtype == "auto" else args.dtype,
+        memory_budget=args.memory_budget,
+        force=args.force, recursive=args.recursive,
+        max_pixels=args.max_pixels or Settings.max_pixels, min_images=args.min_images,
+        detect=opts, load_stats=args.load_stats, resume=args.resume, save_stats=args.save_stats,
+        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds)
 
-    from .tiers import max_images
-    job = engine.Job(files=[h.path for h in used_headers], shape=shape, dtype=dtype,
-                     tier=plan.tier, workers=plan.workers, max_pixels=max_pixels,
-                     cap=max_images(plan.tier, dtype),
-                     checkpoint_every=args.checkpoint_every,
-                     checkpoint_seconds=args.checkpoint_seconds)
 
-    def save_checkpoint(snapshot):
-        if prior is not None:
-            snapshot = merge_stats(prior, snapshot)
-        statsio.save_stats(args.checkpoint, snapshot, dtype)
-        con.detail(f"checkpoint: {snapshot.n} images saved to {args.checkpoint}")
+def _outputs(args):
+    """{option: path} of the outputs asked for."""
+    from .pipeline import OUTPUT_OPTIONS
+    return {o: getattr(args, o) for o in OUTPUT_OPTIONS if getattr(args, o)}
 
-    bar = _progress(len(job.files), con)
-    interrupted = None
+
+def _analyse(args, con, truth=None):
+    from . import pipeline
+
+    t_start = time.perf_counter()
+    settings = _settings(args)
+    outputs = _outputs(args)
+    checked = [p for o, p in outputs.items() if not (o == "rawtherapee" and os.path.isdir(p))]
+    checked += [p for p in (args.save_stats, args.checkpoint) if p]
     try:
-        with _Stopper() as stopper:
-            result = engine.run(job, progress=bar.update if bar else None, should_stop=stopper,
-                                on_checkpoint=save_checkpoint if args.checkpoint else None)
-    except engine.Interrupted as exc:
-        interrupted = exc
-        result = exc.result
-    finally:
-        if bar:
-            bar.close()
-    for path, reason in result.skipped:
-        con.skip(path, reason)
-    skipped.extend(result.skipped)
-    stats = result.stats
-    if prior is not None:
-        stats = prior if stats is None else merge_stats(prior, stats)
-
-    if interrupted is not None:
-        code = _exit_code_for(interrupted.signum)
-        if args.checkpoint and stats is not None:
-            statsio.save_stats(args.checkpoint, stats, dtype)
-            con.error(f"interrupted; {stats.n} images saved to checkpoint {args.checkpoint}; "
-                      f"continue with --resume {args.checkpoint}")
-        else:
-            con.error("interrupted; nothing saved (use --checkpoint FILE to keep partial work)")
-        return code
-
-    if stats is None or stats.n < args.min_images:
-        return _too_few(con, 0 if stats is None else stats.n, args)
-
-    if args.save_stats:
-        statsio.save_stats(args.save_stats, stats, dtype)
-        con.info(f"statistics saved to {args.save_stats}")
-
-    defects = _detect(args, stats, used_headers)
-    seconds = time.perf_counter() - t_start
-    _summary(con, stats, result, skipped, defects, seconds)
-    _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, used_headers)
+        prior = pipeline.load_prior(settings, con)
+        group, skipped = pipeline.resolve_inputs(args.paths, settings, con, prior, outputs=checked)
+        if group is None or group.n_images < settings.min_images:
+            raise pipeline.TooFewImages(0 if group is None else group.n_images,
+                                        settings.min_images)
+        plan = pipeline.plan_group(group, settings, con)
+        if args.plan:
+            if args.quiet:
+                con.out(plan.describe())
+            return EXIT_OK
+        bar = _progress(len(group.headers), con)
+        try:
+            with _Stopper() as stopper:
+                analysis = pipeline.analyse_group(
+                    group, plan, settings, con, started=t_start, skipped=skipped,
+                    progress=bar.update if bar else None, should_stop=stopper)
+        finally:
+            if bar:
+                bar.close()
+    except pipeline.TooFewImages as exc:
+        con.error(str(exc))
+        return EXIT_TOO_FEW
+    except pipeline.Stopped as exc:
+        con.error(str(exc))
+        return _exit_code_for(exc.signum)
+    _summary(con, analysis)
+    for path in analysis.write(**outputs):
+        con.info(f"wrote {path}")
     if truth is not None:
-        _compare_truth(con, truth, defects)
+        _compare_truth(con, truth, analysis.defects)
     return EXIT_OK
-
-
-def _load_prior(args, con):
-    """Statistics from --load-stats and/or --resume: (stats, sample dtype, files done)."""
-    from . import statsio
-    from .welford import merge_stats
-    prior, prior_dtype, done_before = None, None, set()
-    for label, path in (("--load-stats", args.load_stats), ("--resume", args.resume)):
-        if not path:
-            continue
-        st, dt = statsio.load_stats(path)
-        if prior is None:
-            prior, prior_dtype = st, dt
-        elif st.shape != prior.shape or dt != prior_dtype:
-            raise HotPixelError(f"{label} {path}: shape/dtype differ from the other statistics")
-        else:
-            prior = merge_stats(prior, st)
-        if label == "--resume":
-            done_before |= {os.path.realpath(f) for f in st.files}
-        con.info(f"{label}: {st.n} images from {path} ({st.tier})")
-    return prior, prior_dtype, done_before
-
-
-def _too_few(con, n, args):
-    con.error(f"{n} usable image(s); at least {args.min_images} needed (--min-images)")
-    return EXIT_TOO_FEW
 
 
 def _progress(total, con):
@@ -387,29 +304,12 @@ def _progress(total, con):
     return _Bar()
 
 
-def _detect(args, stats, headers):
-    from .detect import DetectOptions, detect
-    opts = DetectOptions(darks=args.darks, top=args.top)
-    for name in ("hot_sigma", "stuck_sigma", "dead_sigma", "noisy_sigma"):
-        v = getattr(args, name)
-        if v is not None:
-            setattr(opts, name, v)
-    raw = [h for h in headers if h.format == "RAW"]
-    if raw:
-        # a raw mosaic: each photosite is judged against same-colour photosites
-        from .rawdetect import detect_raw
-        from .rawio import probe_raw
-        info = probe_raw(raw[0].path)
-        return detect_raw(stats.mean, stats.var, stats.n, info.cfa, opts,
-                          colour_desc=info.colour_desc, white=info.white_level)
-    return detect(stats.mean, stats.var, stats.n, opts)
-
-
-def _summary(con, stats, result, skipped, defects, seconds):
+def _summary(con, analysis):
+    stats, defects = analysis.stats, analysis.defects
     h, w, c = stats.shape
     low, high, mean = stats.variance_range()
-    con.out(f"images used: {stats.n}, skipped: {len(skipped)}; {w}x{h}x{c}; tier {stats.tier}; "
-            f"{result.workers} worker(s); {seconds:.2f} s")
+    con.out(f"images used: {stats.n}, skipped: {len(analysis.skipped)}; {w}x{h}x{c}; "
+            f"tier {stats.tier}; {analysis.workers} worker(s); {analysis.seconds:.2f} s")
     con.out(f"variance: min {low:.4g}, max {high:.4g}, mean {mean:.4g}")
     con.out("lowest-variance subpixels (x, y, channel, variance):")
     for x, y, ch, v in stats.lowest_variance(10):
@@ -421,48 +321,6 @@ def _summary(con, stats, result, skipped, defects, seconds):
                 f"score={d.score:.1f}")
     if len(defects) > 20:
         con.out(f"  ... {len(defects) - 20} more (see --json/--csv)")
-
-
-def _write_outputs(args, con, stats, plan, result, skipped, defects, seconds, headers):
-    from . import export
-    report = export.build_report(
-        version=__version__, shape=list(stats.shape),
-        used=stats.n, skipped=skipped,
-        engine={"workers": result.workers, "dtype": stats.tier,
-                "budget_bytes": int(plan.budget_bytes), "planned_bytes": int(plan.total_bytes),
-                "seconds": round(float(seconds), 3)},
-        defects=defects)
-    written = []
-    simple = (("json", lambda path: export.write_json(path, report)),
-              ("csv", lambda path: export.write_csv(path, defects)),
-              ("dcraw", lambda path: export.write_dcraw(path, defects)),
-              ("siril", lambda path: export.write_siril(path, defects)),
-              ("mask", lambda path: export.write_mask(path, defects, stats.shape)))
-    for option, write in simple:
-        path = getattr(args, option)
-        if path:
-            write(path)
-            written.append(path)
-    if args.rawtherapee:
-        make, model = _make_model(headers)
-        written.append(export.write_rawtherapee(args.rawtherapee, defects, make=make, model=model))
-    if args.mask:
-        export.write_mask(args.mask, defects, stats.shape)
-        written.append(args.mask)
-    if args.picture:
-        from .picture import write_picture
-        write_picture(args.picture, stats.mean, defects)
-        written.append(args.picture)
-    for w in written:
-        con.info(f"wrote {w}")
-
-
-def _make_model(headers):
-    import collections
-    pairs = collections.Counter((h.make, h.model) for h in headers if h.make or h.model)
-    if not pairs:
-        return None, None
-    return pairs.most_common(1)[0][0]
 
 
 def _demo(args, con):

@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write", "check_output_paths", "build_report", "write_json", "write_csv",
     "write_dcraw", "write_rawtherapee", "rawtherapee_file_name", "write_siril", "write_mask",
     "CSV_COLUMNS", "REPORT_KEYS", "ENGINE_KEYS", "DEFECT_KEYS",
+    "printable", "defect_field", "defect_xy",
 ]
 
 #: Header of the CSV file, in order.
@@ -115,7 +116,7 @@ def atomic_write(path, write_fn, *, mode="w", encoding="utf-8") -> None:
         os.replace(tmp, target)
         tmp = None
     except Exception as exc:
-        raise HotPixelError(f"could not write {_text(path)}: {_reason(exc)}; "
+        raise HotPixelError(f"could not write {printable(path)}: {_reason(exc)}; "
                             "the previous file, if any, is unchanged") from exc
     finally:
         # Also on KeyboardInterrupt: no half-written temporary file is left behind.
@@ -217,7 +218,7 @@ def check_output_paths(outputs, inputs) -> None:
                         input_by_inode.setdefault((pst.st_dev, pst.st_ino), p)
             clash = input_by_inode.get(inode)
         if clash is not None:
-            raise HotPixelError(f"{shown} is the input photo {_text(clash)}; refusing to overwrite "
+            raise HotPixelError(f"{shown} is the input photo {printable(clash)}; refusing to overwrite "
                                 "it: choose another output file name")
         other = seen_real.get(real)
         if other is None and inode is not None:
@@ -230,7 +231,7 @@ def check_output_paths(outputs, inputs) -> None:
 
 
 def _describe(label, path):
-    return f"{label} {_text(path)}" if label else _text(path)
+    return f"{label} {printable(path)}" if label else printable(path)
 
 
 def _stat(path):
@@ -244,7 +245,7 @@ def _stat(path):
 # Value conversion
 # --------------------------------------------------------------------------- #
 
-def _text(value) -> str:
+def printable(value) -> str:
     """A printable, UTF-8-encodable str for a path or any text.
 
     Bytes that are not UTF-8 (file names on Linux are bytes; Python decodes
@@ -279,9 +280,9 @@ def _float(value):
 def _jsonable(value):
     """Plain JSON types: numpy scalars/arrays unwrapped, non-finite floats -> None."""
     if isinstance(value, Mapping):
-        return {_text(k): _jsonable(v) for k, v in value.items()}
+        return {printable(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (str, bytes, os.PathLike)):
-        return _text(value)
+        return printable(value)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -296,17 +297,19 @@ def _jsonable(value):
         return None
     if hasattr(value, "to_dict"):
         return _jsonable(value.to_dict())
-    return _text(value)
+    return printable(value)
 
 
-def _get(defect, name, default=None):
+def defect_field(defect, name, default=None):
+    """``defect.name`` of a Defect, or ``defect[name]`` of a mapping (``default`` if absent)."""
     if isinstance(defect, Mapping):
         return defect.get(name, default)
     return getattr(defect, name, default)
 
 
-def _xy(defect):
-    x, y = _get(defect, "x"), _get(defect, "y")
+def defect_xy(defect):
+    """``(x, y)`` of a Defect or mapping as ints, or HotPixelError if not whole numbers >= 0."""
+    x, y = defect_field(defect, "x"), defect_field(defect, "y")
     try:
         xi, yi = int(x), int(y)
     except (TypeError, ValueError):
@@ -317,7 +320,7 @@ def _xy(defect):
 
 
 def _score_key(defect):
-    score = _get(defect, "score")
+    score = defect_field(defect, "score")
     try:
         score = float(score)
     except (TypeError, ValueError):
@@ -337,7 +340,7 @@ def _unique_pixels(defects):
     """[(x, y, defect)] once per pixel, the highest-scoring defect kept, by row then column."""
     best = {}
     for d in defects:
-        key = _xy(d)
+        key = defect_xy(d)
         if key not in best or _score_key(d) > _score_key(best[key]):
             best[key] = d
     return [(x, y, best[(x, y)]) for (x, y) in sorted(best, key=lambda k: (k[1], k[0]))]
@@ -407,17 +410,17 @@ def build_report(*, version, shape, used, skipped, engine, defects, extra=None) 
         raise ValueError(f"engine lacks {', '.join(missing)}")
     engine_out = {
         "workers": int(engine["workers"]),
-        "dtype": _text(engine["dtype"]),
+        "dtype": printable(engine["dtype"]),
         "budget_bytes": int(engine["budget_bytes"]),
         "planned_bytes": int(engine["planned_bytes"]),
         "seconds": _float(engine["seconds"]),
     }
     for key, value in engine.items():
         if key not in engine_out:
-            engine_out[_text(key)] = _jsonable(value)
+            engine_out[printable(key)] = _jsonable(value)
 
     report = {
-        "version": _text(version),
+        "version": printable(version),
         "shape": shape,
         "images": {"used": int(used), "skipped": [_skip_entry(s) for s in skipped]},
         "engine": engine_out,
@@ -426,7 +429,7 @@ def build_report(*, version, shape, used, skipped, engine, defects, extra=None) 
     for key, value in (extra or {}).items():
         if key in report:
             raise ValueError(f"extra key {key!r} would replace a schema key")
-        report[_text(key)] = _jsonable(value)
+        report[printable(key)] = _jsonable(value)
     return report
 
 
@@ -435,30 +438,30 @@ def _skip_entry(item):
         path, reason = item["path"], item["reason"]
     else:
         path, reason = item
-    return {"path": _text(path), "reason": _text(reason)}
+    return {"path": printable(path), "reason": printable(reason)}
 
 
 def _defect_entry(defect):
-    x, y = _xy(defect)
-    kind = _text(_get(defect, "kind"))
+    x, y = defect_xy(defect)
+    kind = printable(defect_field(defect, "kind"))
     if kind not in KINDS:
         raise ValueError(f"defect at x={x}, y={y} has unknown kind {kind!r}; expected one of {KINDS}")
     entry = {
         "x": x,
         "y": y,
-        "channels": [int(c) for c in (_get(defect, "channels") or [])],
+        "channels": [int(c) for c in (defect_field(defect, "channels") or [])],
         "kind": kind,
-        "mean": _float(_get(defect, "mean")),
-        "std": _float(_get(defect, "std")),
-        "neighbour_mean": _float(_get(defect, "neighbour_mean")),
-        "score": _float(_get(defect, "score")),
+        "mean": _float(defect_field(defect, "mean")),
+        "std": _float(defect_field(defect, "std")),
+        "neighbour_mean": _float(defect_field(defect, "neighbour_mean")),
+        "score": _float(defect_field(defect, "score")),
     }
-    size = _get(defect, "size")
+    size = defect_field(defect, "size")
     if size is not None:
         entry["size"] = int(size)
-    colour = _get(defect, "colour")
+    colour = defect_field(defect, "colour")
     if colour is not None:
-        entry["colour"] = _text(colour)
+        entry["colour"] = printable(colour)
     return entry
 
 
@@ -511,13 +514,13 @@ def write_csv(path, defects) -> None:
     """
     rows = []
     for d in defects:
-        x, y = _xy(d)
-        size = _get(d, "size")
+        x, y = defect_xy(d)
+        size = defect_field(d, "size")
         rows.append([
-            x, y, _text(_get(d, "kind")),
-            ";".join(str(int(c)) for c in (_get(d, "channels") or [])),
-            _csv_number(_get(d, "mean")), _csv_number(_get(d, "std")),
-            _csv_number(_get(d, "neighbour_mean")), _csv_number(_get(d, "score")),
+            x, y, printable(defect_field(d, "kind")),
+            ";".join(str(int(c)) for c in (defect_field(d, "channels") or [])),
+            _csv_number(defect_field(d, "mean")), _csv_number(defect_field(d, "std")),
+            _csv_number(defect_field(d, "neighbour_mean")), _csv_number(defect_field(d, "score")),
             "" if size is None else int(size),
         ])
 
@@ -615,7 +618,7 @@ def rawtherapee_file_name(make, model) -> str:
         make = "Pentax"
     if model.lower().startswith(make.lower() + " "):
         model = model[len(make) + 1:]
-    return _text(f"{make} {model}".replace("/", "_")) + ".badpixels"
+    return printable(f"{make} {model}".replace("/", "_")) + ".badpixels"
 
 
 def write_rawtherapee(path_or_dir, defects, *, make=None, model=None) -> str:
@@ -700,7 +703,7 @@ def write_siril(path, defects) -> None:
     """
     _write_pixel_list(path, defects, "bad pixels for Siril (cosme / cosme_cfa)",
                       "format: P x y T; T = H (hot, stuck, noisy) or C (cold = dead)",
-                      lambda x, y, d: f"P {x} {y} {'C' if _get(d, 'kind') == 'dead' else 'H'}")
+                      lambda x, y, d: f"P {x} {y} {'C' if defect_field(d, 'kind') == 'dead' else 'H'}")
 
 
 def write_mask(path, defects, shape) -> None:

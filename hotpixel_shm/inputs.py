@@ -10,13 +10,13 @@ import glob
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-from .errors import SkipFile
+from .errors import HotPixelError, SkipFile
 
 try:  # libjpeg-turbo straight into a reused buffer: about 2x Pillow for JPEG
     import simplejpeg
@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - optional fast path
 
 __all__ = [
     "IMAGE_EXTENSIONS", "Header", "expand_paths", "probe", "probe_all",
-    "reference_shape", "decode", "describe_key", "DEFAULT_MAX_PIXELS",
+    "reference_shape", "match_loaded", "decode", "describe_key", "DEFAULT_MAX_PIXELS",
 ]
 
 #: Extensions looked for inside directories (files named explicitly are always tried).
@@ -168,10 +168,17 @@ class Header:
     file_bytes: int
     make: Optional[str] = None
     model: Optional[str] = None
+    #: for raw files, what LibRaw said at open time (``rawio.RawInfo``)
+    raw_info: Optional[object] = field(default=None, repr=False, compare=False)
 
     @property
     def key(self):
         return (self.shape, self.dtype)
+
+    def mosaic(self, unpack: bool = True):
+        """The raw file's colour filter array (``model.Mosaic``), None for photos
+        (and, with ``unpack`` False, when it needs an unpack to be known)."""
+        return None if self.raw_info is None else self.raw_info.mosaic(unpack)
 
 
 def _exif_make_model(im) -> Tuple[Optional[str], Optional[str]]:
@@ -224,7 +231,8 @@ def probe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     if _is_raw(path):
         rawio = _raw_module()
         info = rawio.probe_raw(path)
-        return Header(path, tuple(info.shape), "uint16", "RAW", "raw", size, info.make, info.model)
+        return Header(path, tuple(info.shape), "uint16", "RAW", "raw", size, info.make, info.model,
+                      raw_info=info)
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -333,6 +341,26 @@ def reference_shape(headers):
             skipped.append((h.path, f"size {describe_key(h.key)} differs from the reference "
                                     f"{describe_key(key)} of {best} other file(s)"))
     return shape, dtype, used, skipped
+
+
+def match_loaded(headers, shape, dtype):
+    """The headers that can be merged with loaded statistics of ``shape`` and
+    sample ``dtype``: (used, skipped), the others skipped with the reason.
+
+    Raises
+    ------
+    HotPixelError
+        There are photos, and none of them can be merged.
+    """
+    key = (tuple(shape), str(dtype))
+    want = describe_key(key)
+    used = [h for h in headers if h.key == key]
+    skipped = [(h.path, f"size {describe_key(h.key)} differs from the loaded statistics ({want})")
+               for h in headers if h.key != key]
+    if headers and not used:
+        raise HotPixelError(f"the photos ({describe_key(headers[0].key)}) cannot be "
+                            f"merged with the loaded statistics ({want})")
+    return used, skipped
 
 
 def describe_key(key):

@@ -10,7 +10,9 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-__all__ = ["Defect", "Stats", "KINDS"]
+from .errors import HotPixelError
+
+__all__ = ["Defect", "Mosaic", "Stats", "KINDS", "merged_metadata"]
 
 #: The defect kinds, in the JSON report's spelling.
 KINDS = ("hot", "stuck", "dead", "noisy")
@@ -58,13 +60,59 @@ class Defect:
         return d
 
 
+@dataclass(frozen=True)
+class Mosaic:
+    """The colour filter array of a raw mosaic, as statistics need it.
+
+    Attributes
+    ----------
+    tile : numpy.ndarray
+        ``(P, P)`` uint8 colour indices of the smallest repeating tile (2x2
+        Bayer, 6x6 X-Trans), anchored at photosite ``(0, 0)`` of the visible
+        raw area: photosite ``(x, y)`` has colour index ``tile[y % P, x % P]``.
+    colour_desc : str
+        The letter of each colour index (LibRaw's ``color_desc``, e.g.
+        ``"RGBG"``: index 3 is the second green).
+    white_level : int or None
+        The saturation level, if known.
+    """
+
+    tile: np.ndarray
+    colour_desc: str = "RGBG"
+    white_level: Optional[int] = None
+
+    def cfa(self, shape) -> np.ndarray:
+        """The ``(height, width)`` colour index of every photosite of ``shape``."""
+        h, w = int(shape[0]), int(shape[1])
+        p, q = self.tile.shape
+        return np.tile(self.tile, (-(-h // p), -(-w // q)))[:h, :w]
+
+    def same_as(self, other: "Mosaic") -> bool:
+        """Whether ``other`` describes the same filter layout and colours."""
+        return (other is not None and self.tile.shape == other.tile.shape
+                and bool(np.all(self.tile == other.tile))
+                and self.colour_desc == other.colour_desc)
+
+    def describe(self) -> str:
+        """E.g. ``'2x2 CFA RGGB'`` (the tile's letters, row by row)."""
+        d = self.colour_desc or "RGBG"
+        letters = "".join(d[i] if i < len(d) else "?" for i in self.tile.reshape(-1))
+        p, q = self.tile.shape
+        return f"{q}x{p} CFA {letters}"
+
+
 @dataclass
 class Stats:
-    """Finished per-subpixel statistics over ``n`` images.
+    """Finished per-subpixel statistics over ``n`` images, and what they are of.
 
     ``mean`` and ``var`` have shape (height, width, channels); ``var`` is the
     population variance (ddof=0).  Their dtype is float64 for the ``exact`` and
     ``float64`` tiers and float32 for ``float32`` and ``float16``.
+
+    ``sample_dtype`` is the input samples' type (``"uint8"``/``"uint16"``),
+    ``tier`` the accumulator tier, and ``mosaic`` the colour filter array for
+    raw mosaics (None for photos): detection is chosen from these, so
+    statistics loaded from a file are judged as the run that made them.
     """
 
     n: int
@@ -74,6 +122,13 @@ class Stats:
     files: List[str] = field(default_factory=list)
     #: keeps the memory behind ``mean``/``var`` alive (e.g. a shared-memory mapping)
     owner: Any = field(default=None, repr=False, compare=False)
+    sample_dtype: Optional[str] = None
+    mosaic: Optional[Mosaic] = field(default=None, compare=False)
+
+    @property
+    def is_raw(self) -> bool:
+        """Whether these are statistics of a raw mosaic (a known CFA)."""
+        return self.mosaic is not None
 
     @property
     def shape(self):
@@ -95,6 +150,29 @@ class Stats:
             x, ch = divmod(rem, c)
             out.append((x, y, ch, float(flat[i])))
         return out
+
+
+def merged_metadata(a: Stats, b: Stats) -> dict:
+    """``sample_dtype`` and ``mosaic`` of the merge of ``a`` and ``b``.
+
+    A side that does not know (statistics files written before these were
+    saved) takes the other's; two that disagree cannot be merged.
+
+    Raises
+    ------
+    HotPixelError
+        Different sample types or colour filter arrays.
+    """
+    if a.sample_dtype and b.sample_dtype and a.sample_dtype != b.sample_dtype:
+        raise HotPixelError(f"cannot merge statistics of {a.sample_dtype} samples with "
+                            f"{b.sample_dtype} ones")
+    if a.mosaic is not None and b.mosaic is not None and not a.mosaic.same_as(b.mosaic):
+        raise HotPixelError(f"cannot merge statistics of a {a.mosaic.describe()} mosaic with "
+                            f"a {b.mosaic.describe()} one")
+    mosaic = a.mosaic if a.mosaic is not None else b.mosaic
+    if (a.mosaic is not None and b.mosaic is not None and a.mosaic.white_level is None):
+        mosaic = b.mosaic
+    return {"sample_dtype": a.sample_dtype or b.sample_dtype, "mosaic": mosaic}
 
 
 def _lowest(flat, k, chunk=1 << 22):

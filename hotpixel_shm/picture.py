@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import HotPixelError
-from .export import _get, _text, _xy, atomic_write
+from .export import atomic_write, defect_field, defect_xy, printable
 from .model import KINDS
 
 __all__ = ["write_picture", "render_picture", "KIND_COLOURS", "MAX_NUMBERED"]
@@ -195,7 +195,7 @@ def _overview(mean, reduce):
 def _rank(defects):
     """Defects sorted worst first (highest score; NaN scores last, order kept on ties)."""
     def key(item):
-        score = _get(item[1], "score")
+        score = defect_field(item[1], "score")
         try:
             score = float(score)
         except (TypeError, ValueError):
@@ -256,152 +256,185 @@ def render_picture(mean, defects, *, max_side=2000, crops=12, crop_radius=8, tit
         separated by spaces (crop ``n`` shows sensor pixel ``(x, y)`` at its
         centre; its top-left pixel is ``(x - r, y - r)``).
     """
-    from . import __version__
-
     mean = _as_hwc(mean)
-    height, width, chans = mean.shape
+    ranked, positions = _checked_defects(mean, defects, max_side, crop_radius)
+    reduce, enlarge = _geometry(mean.shape[0], mean.shape[1], max_side)
+    overview, lo, hi = _overview(mean, reduce)
+    overview_img = Image.fromarray(overview)
+    if enlarge > 1:
+        ov_h, ov_w = overview.shape[:2]
+        overview_img = overview_img.resize((ov_w * enlarge, ov_h * enlarge), Image.Resampling.NEAREST)
+    lay = _Layout(mean.shape, ranked, overview_img.size, reduce, enlarge, int(crops),
+                  int(crop_radius), title)
+    canvas = Image.new("RGB", (lay.canvas_w, lay.canvas_h), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    _draw_header(draw, lay)
+    canvas.paste(overview_img, (lay.ov_left, lay.ov_top))
+    _draw_markers(draw, lay, ranked, positions)
+    crop_entries = _draw_crops(canvas, draw, lay, mean, ranked, positions, lo, hi)
+    return canvas, _png_info(lay, crop_entries)
+
+
+def _checked_defects(mean, defects, max_side, crop_radius):
+    """The defects ranked worst first and their (x, y), after checking them
+    and the picture's parameters."""
+    height, width, _ = mean.shape
     if max_side < 16:
         raise HotPixelError(f"max_side must be at least 16 pixels, got {max_side}")
-    crop_radius = int(crop_radius)
-    if crop_radius < 0:
-        raise HotPixelError(f"crop_radius must be >= 0, got {crop_radius}")
+    if int(crop_radius) < 0:
+        raise HotPixelError(f"crop_radius must be >= 0, got {int(crop_radius)}")
     ranked = _rank(list(defects))
-    positions = [_xy(d) for d in ranked]
+    positions = [defect_xy(d) for d in ranked]
     for (x, y), d in zip(positions, ranked):
         if x >= width or y >= height:
             raise HotPixelError(f"defect at x={x}, y={y} lies outside the {width}x{height} image")
-        if _get(d, "kind") not in KIND_COLOURS:
-            raise HotPixelError(f"defect at x={x}, y={y} has unknown kind {_get(d, 'kind')!r}")
+        if defect_field(d, "kind") not in KIND_COLOURS:
+            raise HotPixelError(f"defect at x={x}, y={y} has unknown kind {defect_field(d, 'kind')!r}")
+    return ranked, positions
 
-    reduce, enlarge = _geometry(height, width, max_side)
-    overview, lo, hi = _overview(mean, reduce)
-    ov_h, ov_w = overview.shape[:2]
-    overview_img = Image.fromarray(overview)
-    if enlarge > 1:
-        overview_img = overview_img.resize((ov_w * enlarge, ov_h * enlarge), Image.Resampling.NEAREST)
-    ov_w, ov_h = overview_img.size
 
-    # Bigger text and markers on a big overview, so the picture reads at "fit to screen".
-    big = max(ov_w, ov_h) >= 1200
-    sizes = (26, 18, 16) if big else (18, 13, 12)
-    title_font, font, small_font = (_font(size) for size in sizes)
-    line = 23 if big else 17
-    radius = max(11 if big else 7, int(0.75 * enlarge) + 4)
-    mark_w = 3 if big else 2
-    pad = radius + 4  # room for markers and numbers of defects at the frame's edge
-    n_crops = min(max(0, int(crops)), len(ranked))
-    side = 2 * crop_radius + 1
-    zoom = max(1, (_CROP_TARGET * 13 // 10 if big else _CROP_TARGET) // side)
-    tile = side * zoom
-    label_lines = 4
-    tile_h = tile + 4 + label_lines * line
+class _Layout:
+    """Fonts, texts and every position of the picture, decided before drawing."""
 
-    counts = {k: sum(1 for d in ranked if _get(d, "kind") == k) for k in KINDS}
-    found = f"{len(ranked)} defect(s) found" if ranked else "no defects found"
-    title = _text(title) if title else f"hotpixel_shm {__version__}: {found}"
-    if reduce > 1:
-        scale = f"overview reduced 1:{reduce} (area average; defect pixels max-pooled, none lost)"
-    elif enlarge > 1:
-        scale = f"overview enlarged {enlarge}x"
-    else:
-        scale = "overview at 1:1"
-    info_line = (f"{width} x {height} px, {chans} channel(s); {scale}; "
-                 "x = column, y = row, 0-based, stored pixel array (EXIF orientation not applied)")
-    numbered = min(len(ranked), MAX_NUMBERED)
-    legend = [(k, f"{k} ({counts[k]})") for k in KINDS]
-    numbers_note = ("numbers: rank by score, 1 = worst" if numbered == len(ranked)
-                    else f"numbers on the {numbered} worst of {len(ranked)}, 1 = worst")
-    legend_w = sum(line + 12 + _text_width(font, t) + 18 for _, t in legend) + _text_width(font, numbers_note)
+    def __init__(self, shape, ranked, overview_size, reduce, enlarge, crops, crop_radius, title):
+        from . import __version__
+        height, width, chans = shape
+        self.reduce, self.enlarge, self.crop_radius = reduce, enlarge, crop_radius
+        self.ov_w, self.ov_h = ov_w, ov_h = overview_size
+        # Bigger text and markers on a big overview, so the picture reads at "fit to screen".
+        big = max(ov_w, ov_h) >= 1200
+        sizes = (26, 18, 16) if big else (18, 13, 12)
+        self.title_font, self.font, self.small_font = (_font(size) for size in sizes)
+        self.line = line = 23 if big else 17
+        self.radius = max(11 if big else 7, int(0.75 * enlarge) + 4)
+        self.mark_w = 3 if big else 2
+        pad = self.radius + 4  # room for markers and numbers of defects at the frame's edge
+        self.n_crops = min(max(0, crops), len(ranked))
+        self.n_defects = len(ranked)
+        self.side = 2 * crop_radius + 1
+        self.zoom = max(1, (_CROP_TARGET * 13 // 10 if big else _CROP_TARGET) // self.side)
+        self.tile = tile = self.side * self.zoom
+        self.tile_h = tile + 4 + 4 * line  # four label lines under each crop
 
-    crops_cols_min = min(n_crops, 4)
-    number_w = _text_width(font, str(numbered)) + 4
-    content_w = max(ov_w + pad + number_w, _text_width(title_font, title), _text_width(small_font, info_line),
-                    legend_w, crops_cols_min * (tile + _GAP) - _GAP if crops_cols_min else 0, 320)
-    canvas_w = content_w + 2 * _MARGIN
-    title_h = line + 10
-    header_h = _MARGIN + title_h + line + 6 + line + 6
-    ov_left, ov_top = _MARGIN + pad, header_h + pad
-    y_after_ov = ov_top + ov_h + pad + _GAP
-    if n_crops:
-        cols = max(1, (content_w + _GAP) // (tile + _GAP))
-        rows = -(-n_crops // cols)
-        crops_h = 2 * line + rows * (tile_h + _GAP)
-    else:
-        cols = rows = 0
-        crops_h = 40
-    canvas_h = y_after_ov + crops_h + _MARGIN
+        self._texts(ranked, width, height, chans, title, __version__)
+        crops_cols_min = min(self.n_crops, 4)
+        number_w = _text_width(self.font, str(self.numbered)) + 4
+        content_w = max(ov_w + pad + number_w, _text_width(self.title_font, self.title),
+                        _text_width(self.small_font, self.info_line), self.legend_w,
+                        crops_cols_min * (tile + _GAP) - _GAP if crops_cols_min else 0, 320)
+        self.canvas_w = content_w + 2 * _MARGIN
+        self.title_h = line + 10
+        header_h = _MARGIN + self.title_h + line + 6 + line + 6
+        self.ov_left, self.ov_top = _MARGIN + pad, header_h + pad
+        self.y_after_ov = self.ov_top + ov_h + pad + _GAP
+        if self.n_crops:
+            self.cols = max(1, (content_w + _GAP) // (tile + _GAP))
+            rows = -(-self.n_crops // self.cols)
+            crops_h = 2 * line + rows * (self.tile_h + _GAP)
+        else:
+            self.cols = 0
+            crops_h = 40
+        self.canvas_h = self.y_after_ov + crops_h + _MARGIN
 
-    canvas = Image.new("RGB", (canvas_w, canvas_h), _BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
+    def _texts(self, ranked, width, height, chans, title, version):
+        counts = {k: sum(1 for d in ranked if defect_field(d, "kind") == k) for k in KINDS}
+        found = f"{len(ranked)} defect(s) found" if ranked else "no defects found"
+        self.title = printable(title) if title else f"hotpixel_shm {version}: {found}"
+        if self.reduce > 1:
+            scale = f"overview reduced 1:{self.reduce} (area average; defect pixels max-pooled, none lost)"
+        elif self.enlarge > 1:
+            scale = f"overview enlarged {self.enlarge}x"
+        else:
+            scale = "overview at 1:1"
+        self.info_line = (f"{width} x {height} px, {chans} channel(s); {scale}; "
+                          "x = column, y = row, 0-based, stored pixel array (EXIF orientation not applied)")
+        self.numbered = min(len(ranked), MAX_NUMBERED)
+        self.legend = [(k, f"{k} ({counts[k]})") for k in KINDS]
+        self.numbers_note = ("numbers: rank by score, 1 = worst" if self.numbered == len(ranked)
+                             else f"numbers on the {self.numbered} worst of {len(ranked)}, 1 = worst")
+        self.legend_w = (sum(self.line + 12 + _text_width(self.font, t) + 18 for _, t in self.legend)
+                         + _text_width(self.font, self.numbers_note))
 
-    # 1. Title and legend.
-    draw.text((_MARGIN, _MARGIN), title, fill=_TEXT, font=title_font)
-    draw.text((_MARGIN, _MARGIN + title_h), info_line, fill=_DIM_TEXT, font=small_font)
-    lx, ly = _MARGIN, _MARGIN + title_h + line + 6
+
+def _draw_header(draw, lay):
+    """1. Title, the frame's description and the legend."""
+    line = lay.line
+    draw.text((_MARGIN, _MARGIN), lay.title, fill=_TEXT, font=lay.title_font)
+    draw.text((_MARGIN, _MARGIN + lay.title_h), lay.info_line, fill=_DIM_TEXT, font=lay.small_font)
+    lx, ly = _MARGIN, _MARGIN + lay.title_h + line + 6
     swatch = line // 2 - 1
-    for kind, text in legend:
+    for kind, text in lay.legend:
         _marker(draw, _SHAPES[kind], lx + swatch + 2, ly + line // 2, swatch, KIND_COLOURS[kind])
-        draw.text((lx + 2 * swatch + 10, ly + 2), text, fill=_TEXT, font=font)
-        lx += 2 * swatch + 14 + _text_width(font, text) + 18
-    draw.text((lx, ly + 2), numbers_note, fill=_DIM_TEXT, font=font)
+        draw.text((lx + 2 * swatch + 10, ly + 2), text, fill=_TEXT, font=lay.font)
+        lx += 2 * swatch + 14 + _text_width(lay.font, text) + 18
+    draw.text((lx, ly + 2), lay.numbers_note, fill=_DIM_TEXT, font=lay.font)
 
-    # 2. The frame with every defect marked.
-    canvas.paste(overview_img, (ov_left, ov_top))
+
+def _draw_markers(draw, lay, ranked, positions):
+    """2. Every defect marked on the frame (already pasted), worst on top."""
+    reduce, enlarge, radius, line = lay.reduce, lay.enlarge, lay.radius, lay.line
     for rank in range(len(ranked) - 1, -1, -1):  # worst drawn last, on top
         (x, y), d = positions[rank], ranked[rank]
-        kind = _get(d, "kind")
-        cx = ov_left + (x // reduce) * enlarge + enlarge / 2
-        cy = ov_top + (y // reduce) * enlarge + enlarge / 2
-        _marker(draw, _SHAPES[kind], cx, cy, radius, KIND_COLOURS[kind], mark_w)
-        if rank < numbered:
+        kind = defect_field(d, "kind")
+        cx = lay.ov_left + (x // reduce) * enlarge + enlarge / 2
+        cy = lay.ov_top + (y // reduce) * enlarge + enlarge / 2
+        _marker(draw, _SHAPES[kind], cx, cy, radius, KIND_COLOURS[kind], lay.mark_w)
+        if rank < lay.numbered:
             draw.text((cx + radius + 2, cy - radius - line // 2), str(rank + 1), fill=KIND_COLOURS[kind],
-                      font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+                      font=lay.font, stroke_width=2, stroke_fill=(0, 0, 0))
 
     # The max-pooled defect mask, painted after the markers so that no marker
     # or number hides a defect: a reduced pixel holding any defect takes the
     # colour of its worst one (painted last).
     for rank in range(len(ranked) - 1, -1, -1):
-        (x, y), kind = positions[rank], _get(ranked[rank], "kind")
-        px, py = ov_left + (x // reduce) * enlarge, ov_top + (y // reduce) * enlarge
+        (x, y), kind = positions[rank], defect_field(ranked[rank], "kind")
+        px, py = lay.ov_left + (x // reduce) * enlarge, lay.ov_top + (y // reduce) * enlarge
         draw.rectangle([px, py, px + enlarge - 1, py + enlarge - 1], fill=KIND_COLOURS[kind])
 
-    # 3. The worst defects, enlarged.
-    crop_entries = []
-    top = y_after_ov
-    if n_crops:
-        draw.text((_MARGIN, top), f"The {n_crops} worst defect(s), {side} x {side} px of the mean image "
-                  f"enlarged {zoom}x, centre pixel outlined:", fill=_TEXT, font=font)
-        top += 2 * line
-        for i in range(n_crops):
-            (x, y), d = positions[i], ranked[i]
-            kind = _get(d, "kind")
-            left = _MARGIN + (i % cols) * (tile + _GAP)
-            tile_top = top + (i // cols) * (tile_h + _GAP)
-            canvas.paste(_crop_image(mean, x, y, crop_radius, zoom, lo, hi), (left, tile_top))
-            c0 = crop_radius * zoom
-            draw.rectangle([left + c0 - 2, tile_top + c0 - 2, left + c0 + zoom + 1, tile_top + c0 + zoom + 1],
-                           outline=KIND_COLOURS[kind], width=2)
-            ty = tile_top + tile + 4
-            draw.text((left, ty), f"#{i + 1} {kind}", fill=KIND_COLOURS[kind], font=font)
-            draw.text((left, ty + line), f"x={x} y={y}", fill=_TEXT, font=font)
-            draw.text((left, ty + 2 * line), f"score {_fmt(_get(d, 'score'))}", fill=_TEXT, font=font)
-            draw.text((left, ty + 3 * line),
-                      f"mean {_fmt(_get(d, 'mean'))} / nbr {_fmt(_get(d, 'neighbour_mean'))}",
-                      fill=_DIM_TEXT, font=small_font)
-            crop_entries.append(f"{i + 1}:{x},{y}@{left},{tile_top},{zoom}")
-    else:
-        message = "no defects found" if not ranked else "no crops requested"
-        draw.text((_MARGIN, top), message, fill=(120, 220, 120), font=title_font)
 
+def _draw_crops(canvas, draw, lay, mean, ranked, positions, lo, hi):
+    """3. The worst defects, enlarged; returns the crops' PNG text entries."""
+    crop_entries = []
+    top, line, zoom, tile = lay.y_after_ov, lay.line, lay.zoom, lay.tile
+    if not lay.n_crops:
+        message = "no defects found" if not ranked else "no crops requested"
+        draw.text((_MARGIN, top), message, fill=(120, 220, 120), font=lay.title_font)
+        return crop_entries
+    draw.text((_MARGIN, top), f"The {lay.n_crops} worst defect(s), {lay.side} x {lay.side} px of the "
+              f"mean image enlarged {zoom}x, centre pixel outlined:", fill=_TEXT, font=lay.font)
+    top += 2 * line
+    for i in range(lay.n_crops):
+        (x, y), d = positions[i], ranked[i]
+        kind = defect_field(d, "kind")
+        left = _MARGIN + (i % lay.cols) * (tile + _GAP)
+        tile_top = top + (i // lay.cols) * (lay.tile_h + _GAP)
+        canvas.paste(_crop_image(mean, x, y, lay.crop_radius, zoom, lo, hi), (left, tile_top))
+        c0 = lay.crop_radius * zoom
+        draw.rectangle([left + c0 - 2, tile_top + c0 - 2, left + c0 + zoom + 1, tile_top + c0 + zoom + 1],
+                       outline=KIND_COLOURS[kind], width=2)
+        ty = tile_top + tile + 4
+        draw.text((left, ty), f"#{i + 1} {kind}", fill=KIND_COLOURS[kind], font=lay.font)
+        draw.text((left, ty + line), f"x={x} y={y}", fill=_TEXT, font=lay.font)
+        draw.text((left, ty + 2 * line), f"score {_fmt(defect_field(d, 'score'))}", fill=_TEXT, font=lay.font)
+        draw.text((left, ty + 3 * line),
+                  f"mean {_fmt(defect_field(d, 'mean'))} / nbr {_fmt(defect_field(d, 'neighbour_mean'))}",
+                  fill=_DIM_TEXT, font=lay.small_font)
+        crop_entries.append(f"{i + 1}:{x},{y}@{left},{tile_top},{zoom}")
+    return crop_entries
+
+
+def _png_info(lay, crop_entries):
+    """The PNG text chunks: title, software, coordinates and geometry."""
+    from . import __version__
     info = PngInfo()
-    info.add_text("Title", title)
+    info.add_text("Title", lay.title)
     info.add_text("Software", f"hotpixel_shm {__version__}")
     info.add_text("Description", "Defective pixels; x = column, y = row, 0-based, in the stored "
                   "pixel array (EXIF orientation not applied)")
-    info.add_text("hotpixel_shm.overview", f"left={ov_left} top={ov_top} reduce={reduce} "
-                  f"enlarge={enlarge} width={ov_w} height={ov_h}")
+    info.add_text("hotpixel_shm.overview", f"left={lay.ov_left} top={lay.ov_top} reduce={lay.reduce} "
+                  f"enlarge={lay.enlarge} width={lay.ov_w} height={lay.ov_h}")
     info.add_text("hotpixel_shm.crops", " ".join(crop_entries))
-    return canvas, info
+    return info
 
 
 def _fmt(value):

@@ -81,10 +81,10 @@ class RawInfo:
     """What a raw file is, read from its header.
 
     ``shape``, ``make``, ``model`` and ``colour_desc`` come from LibRaw's
-    header parse (no pixel data read). ``cfa``, ``pattern``, ``black_level``
-    and ``white_level`` need LibRaw to unpack the file (rawpy exposes them
-    only then), so they are read on first use -- one decode of this file --
-    and kept.
+    header parse (no pixel data read), and so do the CFA tile and white
+    level behind :meth:`mosaic` where rawpy gives them at open time. The full
+    ``cfa`` map, ``pattern`` and ``black_level`` are read with an unpack on
+    first use -- one decode of this file -- and kept.
 
     Attributes
     ----------
@@ -120,6 +120,10 @@ class RawInfo:
     model: Optional[str]
     colour_desc: str
     _detail: Optional[dict] = field(default=None, repr=False, compare=False)
+    #: the CFA tile at the visible area's top-left and the white level, when
+    #: LibRaw gave them at open time (no unpack); else from the lazy detail
+    _tile: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    _white: Optional[int] = field(default=None, repr=False, compare=False)
 
     def _load(self) -> dict:
         if self._detail is None:
@@ -140,7 +144,25 @@ class RawInfo:
 
     @property
     def white_level(self) -> int:
+        if self._white is not None and self._detail is None:
+            return self._white
         return self._load()["white_level"]
+
+    def mosaic(self, unpack: bool = True):
+        """The colour filter array as statistics keep it (a ``model.Mosaic``).
+
+        Read at probe time where LibRaw gives the layout without unpacking
+        (rawpy 0.28 does); else from one unpack of the file, or None when
+        ``unpack`` is False.
+        """
+        from .model import Mosaic
+        tile = self._tile
+        if tile is None:
+            if not unpack and self._detail is None:
+                return None
+            tile = _tile_of(self.cfa, self.pattern.shape[0])
+        return Mosaic(tile=tile, colour_desc=self.colour_desc or "RGBG",
+                      white_level=self.white_level)
 
 
 def _libraw_reason(exc, rawpy, stage: str, path: str) -> str:
@@ -226,6 +248,7 @@ def probe_raw(path) -> RawInfo:
         s = raw.sizes
         desc = raw.color_desc
         shape = (int(s.height), int(s.width), 1)
+        tile, white = _layout_at_open(raw, s)
     finally:
         raw.close()
     if shape[0] == 0 or shape[1] == 0:
@@ -233,7 +256,31 @@ def probe_raw(path) -> RawInfo:
     make, model = _header_make_model(path)
     desc = desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)
     return RawInfo(path=path, shape=shape, dtype="uint16", make=make, model=model,
-                   colour_desc=desc.rstrip("\0"))
+                   colour_desc=desc.rstrip("\0"), _tile=tile, _white=white)
+
+
+def _layout_at_open(raw, sizes):
+    """(CFA tile at the visible top-left, white level) from an opened file, or
+    (None, None) where this rawpy needs an unpack for them.
+
+    ``raw_pattern`` is anchored at the top-left of the full raw area; the
+    visible area starts ``top_margin`` rows and ``left_margin`` columns in.
+    """
+    try:
+        pattern = raw.raw_pattern
+        white = int(raw.white_level)
+    except Exception:  # noqa: BLE001 - older rawpy: read after an unpack instead
+        return None, None
+    if pattern is None or np.ndim(pattern) != 2 or white <= 0:
+        return None, None
+    pattern = np.asarray(pattern, dtype=np.uint8)
+    tile = np.roll(pattern, (-int(sizes.top_margin), -int(sizes.left_margin)), axis=(0, 1))
+    return np.ascontiguousarray(tile), white
+
+
+def _tile_of(cfa: np.ndarray, period: int) -> np.ndarray:
+    """The top-left ``period`` x ``period`` tile of a full CFA map."""
+    return np.ascontiguousarray(cfa[:period, :period], dtype=np.uint8)
 
 
 def _read_detail(path: str, shape) -> dict:

@@ -10,26 +10,34 @@ import numpy as np
 
 from . import __version__
 from .errors import HotPixelError
-from .model import Stats
+from .model import Mosaic, Stats
 from .tiers import TIERS
 
-__all__ = ["save_stats", "load_stats", "STATS_KEYS"]
+__all__ = ["save_stats", "load_stats", "STATS_KEYS", "MOSAIC_KEYS"]
 
 #: keys every statistics file holds
 STATS_KEYS = ("n", "mean", "var", "shape", "tier", "dtype", "files", "version")
+#: keys of statistics of a raw mosaic (absent in photos' files and in files
+#: written before version 0.2; those load with ``Stats.mosaic`` None)
+MOSAIC_KEYS = ("cfa_tile", "colour_desc", "white_level")
 
 
-def save_stats(path, stats: Stats, sample_dtype: str, *, extra_files=()) -> None:
+def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) -> None:
     """Write ``stats`` to ``path`` (.npz) atomically.
 
     The file holds ``n`` (0-d int64: every subpixel has seen the same number
     of images), ``mean`` and ``var`` (height x width x channels, population
-    variance), ``shape``, ``tier``, ``dtype`` (of the input samples), ``files``
-    (the images used) and ``version``.  It loads with
-    ``numpy.load(path, allow_pickle=False)``.
+    variance), ``shape``, ``tier``, ``dtype`` (of the input samples:
+    ``sample_dtype``, default ``stats.sample_dtype``), ``files`` (the images
+    used) and ``version``; for a raw mosaic also ``cfa_tile`` (uint8 colour
+    indices of the repeating tile), ``colour_desc`` and ``white_level`` (-1
+    when unknown).  It loads with ``numpy.load(path, allow_pickle=False)``.
     """
     from .export import atomic_write
 
+    sample_dtype = sample_dtype or stats.sample_dtype
+    if not sample_dtype:
+        raise HotPixelError("statistics without a sample dtype cannot be saved")
     files = [os.fsdecode(f) for f in list(stats.files) + list(extra_files)]
     arrays = {
         "n": np.asarray(stats.n, dtype=np.int64),
@@ -41,6 +49,12 @@ def save_stats(path, stats: Stats, sample_dtype: str, *, extra_files=()) -> None
         "files": np.asarray(files if files else np.zeros(0, "U1")),
         "version": np.asarray(__version__),
     }
+    if stats.mosaic is not None:
+        m = stats.mosaic
+        arrays["cfa_tile"] = np.asarray(m.tile, dtype=np.uint8)
+        arrays["colour_desc"] = np.asarray(m.colour_desc)
+        arrays["white_level"] = np.asarray(-1 if m.white_level is None else m.white_level,
+                                           dtype=np.int64)
     atomic_write(path, lambda fh: np.savez(fh, **arrays), mode="wb")
 
 
@@ -63,7 +77,7 @@ def load_stats(path):
             if missing:
                 raise HotPixelError(f"{path}: not a hotpixel_shm statistics file "
                                     f"(missing {', '.join(missing)})")
-            data = {k: z[k] for k in STATS_KEYS}
+            data = {k: z[k] for k in STATS_KEYS + MOSAIC_KEYS if k in z.files}
     except HotPixelError:
         raise
     except FileNotFoundError:
@@ -93,5 +107,27 @@ def load_stats(path):
     if not (np.all(np.isfinite(data["mean"])) and np.all(data["var"] >= 0)):
         raise HotPixelError(f"{path}: mean or variance holds invalid values")
     stats = Stats(n=int(n), mean=data["mean"], var=data["var"], tier=tier,
-                  files=[str(f) for f in files])
+                  files=[str(f) for f in files], sample_dtype=dtype,
+                  mosaic=_mosaic(path, data, shape))
     return stats, dtype
+
+
+def _mosaic(path, data, shape):
+    """The saved colour filter array, None for photos and older files."""
+    present = [k for k in MOSAIC_KEYS if k in data]
+    if not present:
+        return None
+    if len(present) != len(MOSAIC_KEYS):
+        raise HotPixelError(f"{path}: incomplete raw mosaic description "
+                            f"(has {', '.join(present)})")
+    tile, desc, white = data["cfa_tile"], data["colour_desc"], data["white_level"]
+    if (tile.ndim != 2 or tile.dtype != np.uint8 or not 1 <= tile.shape[0] <= 16
+            or not 1 <= tile.shape[1] <= 16 or shape[2] != 1):
+        raise HotPixelError(f"{path}: invalid colour filter tile")
+    if desc.dtype.kind != "U" or desc.shape != () or white.shape != () or white.dtype.kind not in "iu":
+        raise HotPixelError(f"{path}: invalid colour description or white level")
+    desc = str(desc)
+    if int(tile.max()) >= max(1, len(desc)):
+        raise HotPixelError(f"{path}: colour filter tile uses colours {desc!r} does not name")
+    white = int(white)
+    return Mosaic(tile=tile, colour_desc=desc, white_level=None if white < 0 else white)

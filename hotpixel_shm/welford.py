@@ -40,7 +40,7 @@ import numpy as np
 
 from . import tiers
 from .errors import HotPixelError
-from .model import Stats
+from .model import Stats, merged_metadata
 
 __all__ = ["Accumulator", "merge", "combine", "merge_stats", "accuracy_bound",
            "DEFAULT_BLOCK_VALUES"]
@@ -718,6 +718,7 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
             raise HotPixelError(f"statistics with mean {np.shape(st.mean)} and var {np.shape(st.var)} shapes")
     if a.shape != b.shape:
         raise HotPixelError(f"cannot merge statistics of shape {a.shape} with {b.shape}")
+    meta = merged_metadata(a, b)
     tier = max(a.tier, b.tier, key=tiers.ACCURACY_ORDER.index)
     rdt = tiers.result_dtype(tier)
     na, nb = int(a.n), int(b.n)
@@ -749,7 +750,8 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
             np.divide(Qb, float(n), out=Qb)
         np.copyto(fm[s:e], Mb, casting="same_kind")
         np.copyto(fv[s:e], Qb, casting="same_kind")
-    return Stats(n=n, mean=mean, var=var, tier=tier, files=list(a.files) + list(b.files))
+    return Stats(n=n, mean=mean, var=var, tier=tier, files=list(a.files) + list(b.files),
+                 **meta)
 
 
 def accuracy_bound(tier: str, sample_dtype, n_images: int) -> dict:
