@@ -35,6 +35,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .bands import BandArray
 from .errors import HotPixelError
 from .model import Defect
 from .temporal import temporal_records
@@ -775,6 +776,14 @@ def cfa_period(cfa) -> int:
                         f"{_MAX_PERIOD} photosites")
 
 
+def _planes(a):
+    """``a`` as (height, width, channels): a 3-D band view as it is, else an array."""
+    if isinstance(a, BandArray) and a.ndim == 3:
+        return a
+    a = np.asarray(a)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
 def check_stats(mean, var, n, opts, cfa=None):
     """Validate the inputs of ``detect``; returns ``mean``, ``var`` as 3-D arrays and ``cfa``.
 
@@ -786,12 +795,10 @@ def check_stats(mean, var, n, opts, cfa=None):
         On bad shapes or dtypes, ``n < 2``, a bad window, or a ``cfa`` that
         does not fit a one-channel mosaic.
     """
-    mean = np.asarray(mean)
-    var = np.asarray(var)
-    if mean.ndim == 2:
-        mean = mean[:, :, None]
-    if var.ndim == 2:
-        var = var[:, :, None]
+    # statistics finished band by band (hotpixel_shm.bands) are read as bands,
+    # never copied whole (issue 9)
+    mean = _planes(mean)
+    var = _planes(var)
     if mean.ndim != 3 or 0 in mean.shape:
         raise HotPixelError(f"mean must have shape (height, width, channels), got {mean.shape}")
     if var.shape != mean.shape:

@@ -134,21 +134,46 @@ class Stats:
     def shape(self):
         return tuple(self.mean.shape)
 
+    def reader(self):
+        """The statistics as a :class:`hotpixel_shm.bands.BandReader`: rows
+        finished on demand when ``mean``/``var`` are band views of a run's
+        accumulators, plain slices of the arrays otherwise."""
+        from .bands import as_reader
+        return as_reader(self.mean, self.var)
+
+    def bands(self, band_rows=None):
+        """Yield ``(y0, y1, mean_rows, var_rows)`` over the frame, band by band."""
+        from .bands import iter_bands
+        return iter_bands(self.reader(), band_rows)
+
     def variance_range(self):
-        """(min, max, mean) of the variance, as Python floats."""
-        v = self.var
-        return float(v.min()), float(v.max()), float(v.mean(dtype=np.float64))
+        """(min, max, mean) of the variance, as Python floats, read band by band."""
+        low, high, total, count = np.inf, -np.inf, 0.0, 0
+        for _, _, _, v in self.bands():
+            low = min(low, float(v.min()))
+            high = max(high, float(v.max()))
+            total += float(v.sum(dtype=np.float64))
+            count += v.size
+        return low, high, total / count
 
     def lowest_variance(self, k=10):
         """The k subpixels of lowest variance as (x, y, channel, variance),
-        lowest first (ties: in storage order)."""
-        _, w, c = self.var.shape
-        flat = self.var.reshape(-1)
+        lowest first (ties: in storage order), read band by band."""
+        _, w, c = self.shape
+        best_idx = np.zeros(0, np.int64)
+        best_val = np.zeros(0, np.float64)
+        for y0, _, _, v in self.bands():
+            flat = v.reshape(-1)
+            idx = _lowest(flat, k)
+            best_idx = np.concatenate([best_idx, idx + y0 * w * c])
+            best_val = np.concatenate([best_val, flat[idx].astype(np.float64)])
+            order = np.lexsort((best_idx, best_val))[:k]
+            best_idx, best_val = best_idx[order], best_val[order]
         out = []
-        for i in _lowest(flat, k):
+        for i, val in zip(best_idx, best_val):
             y, rem = divmod(int(i), w * c)
             x, ch = divmod(rem, c)
-            out.append((x, y, ch, float(flat[i])))
+            out.append((x, y, ch, float(val)))
         return out
 
 

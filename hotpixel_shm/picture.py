@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from .bands import BandArray
 from .errors import HotPixelError
 from .export import atomic_write, defect_field, defect_xy, printable
 from .model import KINDS
@@ -66,6 +67,8 @@ def _font(size):
 
 
 def _as_hwc(mean):
+    if isinstance(mean, BandArray) and mean.ndim == 3:
+        return mean     # finished band by band as the picture reads it (issue 9)
     mean = np.asarray(mean)
     if mean.ndim == 2:
         mean = mean[:, :, None]
@@ -99,7 +102,7 @@ def _reduce(mean, factor):
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = r1 - r0
-        band = mean[r0 * factor:r1 * factor]
+        band = np.asarray(mean[r0 * factor:r1 * factor])
         peak = max(peak, _peak(band))
         part = acc[:n]
         for i in range(factor):

@@ -23,15 +23,23 @@ MOSAIC_KEYS = ("cfa_tile", "colour_desc", "white_level")
 
 
 def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) -> None:
-    """Write ``stats`` to ``path`` (.npz) atomically.
+    """Write ``stats`` to ``path`` (.npz) atomically, mean and variance band by band.
 
     The file holds ``n`` (0-d int64: every subpixel has seen the same number
     of images), ``mean`` and ``var`` (height x width x channels, population
-    variance), ``shape``, ``tier``, ``dtype`` (of the input samples:
+    variance, float64 for the exact and float64 tiers, float32 otherwise),
+    ``shape``, ``tier``, ``dtype`` (of the input samples:
     ``sample_dtype``, default ``stats.sample_dtype``), ``files`` (the images
     used) and ``version``; for a raw mosaic also ``cfa_tile`` (uint8 colour
     indices of the repeating tile), ``colour_desc`` and ``white_level`` (-1
     when unknown).  It loads with ``numpy.load(path, allow_pickle=False)``.
+
+    Notes
+    -----
+    ``mean`` and ``var`` are written as ``.npy`` members of an uncompressed
+    zip (what ``numpy.savez`` writes), but a band of rows at a time from
+    ``stats.bands()``: statistics finished band by band from a run's
+    accumulators are never held whole in memory.
     """
     from .export import atomic_write
 
@@ -39,11 +47,11 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
     if not sample_dtype:
         raise HotPixelError("statistics without a sample dtype cannot be saved")
     files = [os.fsdecode(f) for f in list(stats.files) + list(extra_files)]
-    arrays = {
+    shape = tuple(int(v) for v in stats.shape)
+    dtype = np.dtype(stats.mean.dtype)
+    small = {
         "n": np.asarray(stats.n, dtype=np.int64),
-        "mean": stats.mean,
-        "var": stats.var,
-        "shape": np.asarray(stats.mean.shape, dtype=np.int64),
+        "shape": np.asarray(shape, dtype=np.int64),
         "tier": np.asarray(stats.tier),
         "dtype": np.asarray(str(np.dtype(sample_dtype))),
         "files": np.asarray(files if files else np.zeros(0, "U1")),
@@ -51,11 +59,37 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
     }
     if stats.mosaic is not None:
         m = stats.mosaic
-        arrays["cfa_tile"] = np.asarray(m.tile, dtype=np.uint8)
-        arrays["colour_desc"] = np.asarray(m.colour_desc)
-        arrays["white_level"] = np.asarray(-1 if m.white_level is None else m.white_level,
-                                           dtype=np.int64)
-    atomic_write(path, lambda fh: np.savez(fh, **arrays), mode="wb")
+        small["cfa_tile"] = np.asarray(m.tile, dtype=np.uint8)
+        small["colour_desc"] = np.asarray(m.colour_desc)
+        small["white_level"] = np.asarray(-1 if m.white_level is None else m.white_level,
+                                          dtype=np.int64)
+
+    def write(fh):
+        with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("n.npy", "w") as f:
+                np.lib.format.write_array(f, small["n"], allow_pickle=False)
+            _write_planes(zf, stats, shape, dtype)
+            for key, value in small.items():
+                if key == "n":
+                    continue
+                with zf.open(key + ".npy", "w") as f:
+                    np.lib.format.write_array(f, value, allow_pickle=False)
+
+    atomic_write(path, write, mode="wb")
+
+
+def _write_planes(zf, stats, shape, dtype):
+    """``mean.npy`` and ``var.npy``, each streamed band by band (two passes
+    over the bands: a zip member is written whole before the next begins)."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    for plane in (2, 3):
+        name = "mean.npy" if plane == 2 else "var.npy"
+        with zf.open(name, "w", force_zip64=nbytes > (1 << 31)) as f:
+            np.lib.format.write_array_header_1_0(f, header)   # a small header: 1.0 suffices
+            for band in stats.bands():
+                a = np.ascontiguousarray(band[plane], dtype=dtype)
+                f.write(memoryview(a).cast("B"))
 
 
 def load_stats(path):

@@ -1,0 +1,376 @@
+"""Statistics read band by band: mean and variance finished on demand.
+
+A run's result need not exist as two image-sized arrays.  A
+:class:`BandReader` finishes any band of rows (``rows(y0, y1)``) from
+whatever holds the statistics -- the merged accumulators of a run, or two
+arrays -- and keeps the few bands last read in a small cache, so that
+reading the mean and then the variance of the same rows finishes them once.
+:class:`BandArray` puts an ndarray-like face on it: ``shape``, ``dtype``,
+basic slicing (returns another view, nothing computed), integer-array
+gathers (finishes only the rows they touch) and ``numpy.asarray``
+(finishes the view's rows: the whole frame only when the view is the whole
+frame).  Detection, the picture, the summary and the statistics file read
+their input this way, so the parent never holds a full-frame float64 copy
+it does not need.
+
+Numerics only: no processes, no files.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+
+from .errors import HotPixelError
+
+__all__ = ["BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "DEFAULT_BAND_VALUES"]
+
+#: Values per band read at once (per plane): 2**20 float64 values are 8 MiB.
+DEFAULT_BAND_VALUES = 1 << 20
+
+
+class BandReader:
+    """Finishes rows of the mean and variance of a ``(height, width, channels)`` frame.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width, channels)``.
+    dtype : dtype-like
+        Of the finished values (float32 or float64).
+    finish : callable
+        ``finish(y0, y1, out_mean, out_var)`` writes rows ``y0 <= y < y1`` into
+        the two C-contiguous ``(y1 - y0, width, channels)`` arrays.
+    band_rows : int, optional
+        Rows finished at once (the cache's unit); default: about
+        ``DEFAULT_BAND_VALUES`` values.
+    cache_bands : int, optional
+        Bands kept (least recently used goes first).
+
+    Notes
+    -----
+    The cache holds at most ``cache_bands * band_rows * width * channels``
+    values of each plane: :meth:`nbytes_cached` says how many bytes.
+    """
+
+    def __init__(self, shape, dtype, finish, *, band_rows=None, cache_bands=3):
+        h, w, c = (int(v) for v in shape)
+        if min(h, w, c) < 1:
+            raise HotPixelError(f"statistics of shape {shape} have no values")
+        self.shape = (h, w, c)
+        self.dtype = np.dtype(dtype)
+        self._finish = finish
+        self.band_rows = int(band_rows) if band_rows else max(1, DEFAULT_BAND_VALUES // (w * c))
+        self.cache_bands = max(1, int(cache_bands))
+        self._cache = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def nbytes_cached(self) -> int:
+        """Most bytes the cache can hold (both planes)."""
+        h, w, c = self.shape
+        return 2 * self.cache_bands * min(h, self.band_rows) * w * c * self.dtype.itemsize
+
+    def _band(self, k):
+        with self._lock:
+            hit = self._cache.get(k)
+            if hit is not None:
+                self._cache.move_to_end(k)
+                return hit
+        h, w, c = self.shape
+        y0 = k * self.band_rows
+        y1 = min(h, y0 + self.band_rows)
+        mean = np.empty((y1 - y0, w, c), self.dtype)
+        var = np.empty_like(mean)
+        self._finish(y0, y1, mean, var)
+        with self._lock:
+            self._cache[k] = (mean, var)
+            while len(self._cache) > self.cache_bands:
+                self._cache.popitem(last=False)
+        return mean, var
+
+    def rows(self, y0, y1, out_mean=None, out_var=None):
+        """Mean and variance of rows ``y0 <= y < y1``.
+
+        Parameters
+        ----------
+        y0, y1 : int
+            ``0 <= y0 <= y1 <= height``.
+        out_mean, out_var : ndarray, optional
+            ``(y1 - y0, width, channels)`` arrays to write into (any float
+            dtype); new arrays of :attr:`dtype` when None.
+
+        Returns
+        -------
+        mean, var : ndarray
+        """
+        h, w, c = self.shape
+        y0, y1 = int(y0), int(y1)
+        if not 0 <= y0 <= y1 <= h:
+            raise HotPixelError(f"rows [{y0}, {y1}) are not within the {h} rows")
+        if out_mean is None:
+            out_mean = np.empty((y1 - y0, w, c), self.dtype)
+        if out_var is None:
+            out_var = np.empty((y1 - y0, w, c), self.dtype)
+        if y1 - y0 > self.cache_bands * self.band_rows:
+            # a long read goes straight through, band by band, and is not cached
+            for s in range(y0, y1, self.band_rows):
+                e = min(y1, s + self.band_rows)
+                if out_mean.dtype == self.dtype and out_var.dtype == self.dtype \
+                        and out_mean.flags.c_contiguous and out_var.flags.c_contiguous:
+                    self._finish(s, e, out_mean[s - y0:e - y0], out_var[s - y0:e - y0])
+                else:
+                    m = np.empty((e - s, w, c), self.dtype)
+                    v = np.empty_like(m)
+                    self._finish(s, e, m, v)
+                    np.copyto(out_mean[s - y0:e - y0], m, casting="unsafe")
+                    np.copyto(out_var[s - y0:e - y0], v, casting="unsafe")
+            return out_mean, out_var
+        y = y0
+        while y < y1:
+            k = y // self.band_rows
+            m, v = self._band(k)
+            b0 = k * self.band_rows
+            e = min(y1, b0 + m.shape[0])
+            np.copyto(out_mean[y - y0:e - y0], m[y - b0:e - b0], casting="unsafe")
+            np.copyto(out_var[y - y0:e - y0], v[y - b0:e - b0], casting="unsafe")
+            y = e
+        return out_mean, out_var
+
+    def gather(self, which, ys, xs, cs):
+        """Values of one plane at ``(ys, xs, cs)`` (broadcast together).
+
+        Only the bands holding the rows asked for are finished.
+
+        Parameters
+        ----------
+        which : {"mean", "var"}
+        ys, xs, cs : array_like of int
+            Row, column and channel indices, in range.
+
+        Returns
+        -------
+        ndarray
+            Of the broadcast shape, dtype :attr:`dtype`.
+        """
+        plane = 0 if which == "mean" else 1
+        ys, xs, cs = np.broadcast_arrays(np.asarray(ys, np.intp), np.asarray(xs, np.intp),
+                                         np.asarray(cs, np.intp))
+        out = np.empty(ys.shape, self.dtype)
+        fy, fx, fc, fo = ys.reshape(-1), xs.reshape(-1), cs.reshape(-1), out.reshape(-1)
+        band = fy // self.band_rows
+        order = np.argsort(band, kind="stable")
+        bands, starts = np.unique(band[order], return_index=True)
+        ends = np.append(starts[1:], order.size)
+        for k, s, e in zip(bands, starts, ends):
+            idx = order[s:e]
+            arr = self._band(int(k))[plane]
+            fo[idx] = arr[fy[idx] - int(k) * self.band_rows, fx[idx], fc[idx]]
+        return out
+
+
+class ArrayBands(BandReader):
+    """A :class:`BandReader` over two finished arrays (no copy, no cache)."""
+
+    def __init__(self, mean, var):
+        mean = np.asarray(mean)
+        var = np.asarray(var)
+        if mean.ndim == 2:
+            mean, var = mean[:, :, None], var[:, :, None]
+        if mean.shape != var.shape or mean.ndim != 3:
+            raise HotPixelError(f"mean {mean.shape} and var {var.shape} must have the same "
+                                f"(height, width, channels) shape")
+        super().__init__(mean.shape, np.result_type(mean.dtype, var.dtype), self._copy)
+        self._mean, self._var = mean, var
+
+    def nbytes_cached(self) -> int:
+        return 0
+
+    def _copy(self, y0, y1, out_mean, out_var):
+        np.copyto(out_mean, self._mean[y0:y1], casting="unsafe")
+        np.copyto(out_var, self._var[y0:y1], casting="unsafe")
+
+    def rows(self, y0, y1, out_mean=None, out_var=None):
+        if out_mean is None and out_var is None and 0 <= y0 <= y1 <= self.shape[0]:
+            return self._mean[y0:y1], self._var[y0:y1]      # views: nothing copied
+        return super().rows(y0, y1, out_mean, out_var)
+
+    def gather(self, which, ys, xs, cs):
+        a = self._mean if which == "mean" else self._var
+        return a[np.asarray(ys, np.intp), np.asarray(xs, np.intp), np.asarray(cs, np.intp)]
+
+
+def _range(key, n):
+    """A slice applied to ``range(n)``: (start, step, count)."""
+    start, stop, step = key.indices(n)
+    return start, step, len(range(start, stop, step))
+
+
+class BandArray:
+    """A read-only ndarray-like view of one plane (``"mean"`` or ``"var"``) of a :class:`BandReader`.
+
+    Parameters
+    ----------
+    reader : BandReader
+    which : {"mean", "var"}
+
+    Notes
+    -----
+    Basic indexing (slices and one integer channel) returns another
+    :class:`BandArray`; integer arrays for rows and columns gather the values
+    at once; ``numpy.asarray(view)`` finishes the rows of the view.  Nothing
+    else of ndarray is offered: use ``numpy.asarray`` on a small view.
+    """
+
+    def __init__(self, reader, which, _rows=None, _cols=None, _chan=None):
+        if which not in ("mean", "var"):
+            raise HotPixelError(f"which must be 'mean' or 'var', got {which!r}")
+        h, w, c = reader.shape
+        self.reader = reader
+        self.which = which
+        self._rows = _rows if _rows is not None else (0, 1, h)     # start, step, count
+        self._cols = _cols if _cols is not None else (0, 1, w)
+        self._chan = _chan if _chan is not None else (0, 1, c)     # or an int: channel dropped
+
+    # ------------------------------------------------------------ ndarray face
+    @property
+    def shape(self):
+        base = (self._rows[2], self._cols[2])
+        return base if isinstance(self._chan, int) else base + (self._chan[2],)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+    @property
+    def dtype(self):
+        return self.reader.dtype
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return f"BandArray({self.which}, shape={self.shape}, dtype={self.dtype})"
+
+    def __array__(self, dtype=None, copy=None):
+        r0, rs, rn = self._rows
+        h, w, c = self.reader.shape
+        if rn == 0:
+            out = np.empty((0,) + self.shape[1:], self.dtype)
+        else:
+            last = r0 + rs * (rn - 1)
+            lo, hi = min(r0, last), max(r0, last) + 1
+            parts = []
+            step = max(1, self.reader.band_rows)
+            for s in range(lo, hi, step):
+                e = min(hi, s + step)
+                m, v = self.reader.rows(s, e)
+                parts.append((s, (m if self.which == "mean" else v)))
+            rows_wanted = np.arange(rn) * rs + r0
+            out = np.empty((rn,) + self.shape[1:], self.dtype)
+            cols = slice(self._cols[0], self._cols[0] + self._cols[1] * self._cols[2], self._cols[1]) \
+                if self._cols[1] > 0 else _neg_slice(*self._cols)
+            chan = self._chan if isinstance(self._chan, int) else (
+                slice(self._chan[0], self._chan[0] + self._chan[1] * self._chan[2], self._chan[1])
+                if self._chan[1] > 0 else _neg_slice(*self._chan))
+            for s, block in parts:
+                sel = (rows_wanted >= s) & (rows_wanted < s + block.shape[0])
+                if sel.any():
+                    out[sel] = block[rows_wanted[sel] - s][:, cols, chan]
+        if dtype is not None:
+            out = out.astype(dtype, copy=False)
+        return out
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for a {self.ndim}-d BandArray")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if any(isinstance(k, (np.ndarray, list)) for k in key):
+            return self._gather(key)
+        rows, cols, chan = self._rows, self._cols, self._chan
+        parts = []
+        for k, (start, step, count) in zip(key, (rows, cols) + (() if isinstance(chan, int) else (chan,))):
+            if isinstance(k, slice):
+                s, st, n = _range(k, count)
+                parts.append((start + step * s, step * st, n))
+            else:
+                i = int(k)
+                if i < 0:
+                    i += count
+                if not 0 <= i < count:
+                    raise IndexError(f"index {k} is out of bounds for size {count}")
+                parts.append(start + step * i)
+        new_rows, new_cols = parts[0], parts[1]
+        new_chan = parts[2] if len(parts) > 2 else chan
+        if isinstance(new_rows, int) or isinstance(new_cols, int):
+            # a single row or column: small, return it as an array
+            view = BandArray(self.reader, self.which,
+                             (new_rows, 1, 1) if isinstance(new_rows, int) else new_rows,
+                             (new_cols, 1, 1) if isinstance(new_cols, int) else new_cols, new_chan)
+            arr = np.asarray(view)
+            index = (0 if isinstance(new_rows, int) else slice(None),
+                     0 if isinstance(new_cols, int) else slice(None))
+            return arr[index]
+        return BandArray(self.reader, self.which, new_rows, new_cols, new_chan)
+
+    def _gather(self, key):
+        idx = []
+        dims = (self._rows, self._cols) + (() if isinstance(self._chan, int) else (self._chan,))
+        for k, (start, step, count) in zip(key, dims):
+            if isinstance(k, slice):
+                raise IndexError("BandArray: a mix of slices and integer arrays is not supported")
+            a = np.asarray(k, np.intp)
+            a = np.where(a < 0, a + count, a)
+            if a.size and (a.min() < 0 or a.max() >= count):
+                raise IndexError(f"index out of bounds for size {count}")
+            idx.append(start + step * a)
+        cs = self._chan if isinstance(self._chan, int) else idx[2]
+        return self.reader.gather(self.which, idx[0], idx[1], cs)
+
+
+def _neg_slice(start, step, count):
+    stop = start + step * count
+    return slice(start, stop if stop >= 0 else None, step)
+
+
+def iter_bands(source, band_rows=None):
+    """Yield ``(y0, y1, mean_rows, var_rows)`` over a frame, band by band.
+
+    Parameters
+    ----------
+    source : BandReader, or a pair ``(mean, var)`` of arrays or BandArrays
+    band_rows : int, optional
+        Rows per band; default about ``DEFAULT_BAND_VALUES`` values.
+    """
+    reader = as_reader(*source) if isinstance(source, tuple) else source
+    h, w, c = reader.shape
+    step = int(band_rows) if band_rows else max(1, DEFAULT_BAND_VALUES // (w * c))
+    for y0 in range(0, h, step):
+        y1 = min(h, y0 + step)
+        m, v = reader.rows(y0, y1)
+        yield y0, y1, m, v
+
+
+def as_reader(mean, var):
+    """The :class:`BandReader` behind two planes: their reader when both are
+    whole-frame :class:`BandArray` views of one, else one over the arrays."""
+    if isinstance(mean, BandArray) and isinstance(var, BandArray) and mean.reader is var.reader \
+            and mean.shape == var.shape and mean.shape[:2] == mean.reader.shape[:2] \
+            and mean._rows == (0, 1, mean.reader.shape[0]) and mean._cols == (0, 1, mean.reader.shape[1]) \
+            and not isinstance(mean._chan, int) and mean._chan == (0, 1, mean.reader.shape[2]) \
+            and var._rows == mean._rows and var._cols == mean._cols and var._chan == mean._chan:
+        return mean.reader
+    return ArrayBands(np.asarray(mean), np.asarray(var))

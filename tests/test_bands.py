@@ -1,0 +1,130 @@
+"""Tests of hotpixel_shm.bands: statistics read band by band equal the arrays."""
+import numpy as np
+import pytest
+
+from hotpixel_shm.bands import ArrayBands, BandArray, BandReader, as_reader, iter_bands
+
+
+def _reader(mean, var, band_rows=3, cache_bands=2):
+    calls = []
+
+    def finish(y0, y1, om, ov):
+        calls.append((y0, y1))
+        om[...] = mean[y0:y1]
+        ov[...] = var[y0:y1]
+    return BandReader(mean.shape, mean.dtype, finish, band_rows=band_rows, cache_bands=cache_bands), calls
+
+
+@pytest.fixture
+def planes():
+    rng = np.random.default_rng(3)
+    mean = rng.uniform(0, 255, (11, 7, 3))
+    var = rng.uniform(0, 50, (11, 7, 3))
+    return mean, var
+
+
+KEYS = [
+    np.s_[:], np.s_[2:9], np.s_[::2], np.s_[1::3, 2:6], np.s_[:, :, 1], np.s_[3:4, ::-1, 0],
+    np.s_[..., 2], np.s_[5], np.s_[4, 3], np.s_[:, 6], np.s_[::-1], np.s_[-3:],
+]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_views_equal_numpy(planes, key):
+    mean, var = planes
+    reader, _ = _reader(mean, var)
+    for which, ref in (("mean", mean), ("var", var)):
+        got = BandArray(reader, which)[key]
+        assert np.array_equal(np.asarray(got), ref[key])
+        assert np.shape(got) == ref[key].shape
+
+
+def test_nested_views_and_gathers(planes):
+    mean, var = planes
+    reader, _ = _reader(mean, var)
+    plane = BandArray(reader, "var")[:, :, 2][1::2, 1::2]
+    ref = var[:, :, 2][1::2, 1::2]
+    assert np.array_equal(np.asarray(plane), ref)
+    ys = np.array([[0, 4], [2, 1]])
+    xs = np.array([[2, 0], [2, 1]])
+    assert np.array_equal(plane[ys, xs], ref[ys, xs])
+    assert np.array_equal(plane[ys[:, :, None], xs[:, None, :]], ref[ys[:, :, None], xs[:, None, :]])
+    assert np.array_equal(plane[2:4], ref[2:4])
+    buf = np.empty((2, 3), np.float32)
+    np.copyto(buf, plane[2:4], casting="unsafe")
+    assert np.allclose(buf, ref[2:4])
+
+
+def test_cache_finishes_each_band_once(planes):
+    mean, var = planes
+    reader, calls = _reader(mean, var, band_rows=4, cache_bands=2)
+    m = BandArray(reader, "mean")
+    v = BandArray(reader, "var")
+    np.asarray(m[0:4])
+    np.asarray(v[0:4])          # same band: from the cache
+    np.asarray(m[1:3])
+    assert calls == [(0, 4)]
+    np.asarray(m[4:8]), np.asarray(m[8:11]), np.asarray(m[0:2])   # LRU of two: band 0 again
+    assert calls == [(0, 4), (4, 8), (8, 11), (0, 4)]
+    assert reader.nbytes_cached() == 2 * 2 * 4 * 7 * 3 * 8
+
+
+def test_iter_bands_and_rows_cover_the_frame(planes):
+    mean, var = planes
+    reader, _ = _reader(mean, var, band_rows=2, cache_bands=1)
+    got_m = np.concatenate([m for _, _, m, _ in iter_bands(reader, band_rows=4)])
+    assert np.array_equal(got_m, mean)
+    om = np.empty((11, 7, 3), np.float32)
+    ov = np.empty((11, 7, 3), np.float32)
+    reader.rows(0, 11, om, ov)          # longer than the cache: straight through
+    assert np.allclose(ov, var)
+    assert as_reader(BandArray(reader, "mean"), BandArray(reader, "var")) is reader
+    arr = as_reader(mean, var)
+    assert isinstance(arr, ArrayBands)
+    m, v = arr.rows(2, 5)
+    assert np.shares_memory(m, mean) and np.array_equal(v, var[2:5])
+
+
+def test_detection_and_picture_read_bands_and_find_the_same(planes):
+    from hotpixel_shm.detect import detect
+    from hotpixel_shm.picture import render_picture
+    from hotpixel_shm.synth import make_photo_like
+    frames = np.stack([make_photo_like(200, 260, seed=i).astype(np.float64) for i in range(5)])
+    mean, var = frames.mean(0), frames.var(0)
+    mean[100, 120, 1] += 90
+    mean[40, 70, 0] += 40
+    var[40, 70, 0] = 0
+    reader, calls = _reader(mean, var, band_rows=32, cache_bands=3)
+    ref = detect(mean, var, 5)
+    got = detect(BandArray(reader, "mean"), BandArray(reader, "var"), 5)
+    assert ref and got == ref
+    assert calls and max(e - s for s, e in calls) == 32       # never the whole frame at once
+    a, _ = render_picture(mean, ref)
+    b, _ = render_picture(BandArray(reader, "mean"), ref)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_stats_summary_and_file_from_bands(planes, tmp_path):
+    from hotpixel_shm import statsio
+    from hotpixel_shm.model import Stats
+    mean, var = planes
+    reader, calls = _reader(mean, var, band_rows=2, cache_bands=1)
+    plain = Stats(n=4, mean=mean, var=var, tier="exact", files=["a"])
+    banded = Stats(n=4, mean=BandArray(reader, "mean"), var=BandArray(reader, "var"), tier="exact",
+                   files=["a"])
+    assert banded.shape == plain.shape
+    assert banded.variance_range() == pytest.approx(plain.variance_range(), rel=1e-15)
+    assert banded.lowest_variance(5) == plain.lowest_variance(5)
+    path = str(tmp_path / "s.npz")
+    statsio.save_stats(path, banded, "uint8")
+    with np.load(path, allow_pickle=False) as z:      # the same keys as numpy.savez writes
+        assert sorted(z.files) == sorted(statsio.STATS_KEYS)
+        assert np.array_equal(z["mean"], mean) and np.array_equal(z["var"], var)
+    loaded, dt = statsio.load_stats(path)
+    assert dt == "uint8" and loaded.n == 4 and loaded.files == ["a"]
+    # a file written by numpy.savez, as before this change, still loads
+    old = str(tmp_path / "old.npz")
+    np.savez(old, n=np.asarray(4), mean=mean, var=var, shape=np.asarray(mean.shape), tier=np.asarray("exact"),
+             dtype=np.asarray("uint8"), files=np.asarray(["a"]), version=np.asarray("0"))
+    again, _ = statsio.load_stats(old)
+    assert np.array_equal(again.var, var)
