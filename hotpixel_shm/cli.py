@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("outputs (each written atomically)")
     g.add_argument("--json", metavar="FILE", help="the report (stable schema)")
     g.add_argument("--csv", metavar="FILE", help="the defects as CSV")
-    g.add_argument("--dcraw", metavar="FILE", help="dcraw -P bad-pixel list: 'col row 0'")
+    g.add_argument("--dcraw", metavar="FILE",
+                   help="dcraw -P bad-pixel list: 'col row 0', in dcraw's frame")
+    g.add_argument("--libraw", metavar="FILE",
+                   help="bad-pixel list for LibRaw-based programs (dcraw_emu -P, rawpy): "
+                        "'col row 0', in LibRaw's frame")
     g.add_argument("--rawtherapee", metavar="FILE_OR_DIR",
                    help="RawTherapee 'x y' list; a directory gets '<Make> <Model>.badpixels'")
     g.add_argument("--siril", metavar="FILE", help="Siril cosmetic list: 'P x y H' / 'P x y C'")
@@ -271,6 +275,9 @@ def _analyse(args, con, truth=None):
         con.error(str(exc))
         return _exit_code_for(exc.signum)
     _summary(con, analysis)
+    for option, frame in analysis.frames.items():
+        if option in outputs and not frame.known:
+            print(f"hotpixel-shm: warning: --{option}: {frame.note}", file=sys.stderr)
     for path in analysis.write(**outputs):
         con.info(f"wrote {path}")
     if truth is not None:

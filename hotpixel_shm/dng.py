@@ -66,7 +66,7 @@ def _pattern_letters(pattern) -> Tuple[int, str]:
     return period, letters
 
 
-def cfa_array(pattern: str, height: int, width: int) -> np.ndarray:
+def cfa_array(pattern: str, height: int, width: int, origin=(0, 0)) -> np.ndarray:
     """The colour (0 red, 1 green, 2 blue) of every photosite of a mosaic.
 
     Parameters
@@ -76,6 +76,9 @@ def cfa_array(pattern: str, height: int, width: int) -> np.ndarray:
         ``XTRANS_PATTERN``.
     height, width : int
         Mosaic size.
+    origin : (int, int)
+        ``(row, column)`` of the photosite where the tile starts (a DNG's
+        ActiveArea top-left: the DNG CFA pattern is anchored there).
 
     Returns
     -------
@@ -85,6 +88,7 @@ def cfa_array(pattern: str, height: int, width: int) -> np.ndarray:
     """
     period, letters = _pattern_letters(pattern)
     tile = np.array([_COLOUR_CODES[c] for c in letters], dtype=np.uint8).reshape(period, period)
+    tile = np.roll(tile, (origin[0] % period, origin[1] % period), axis=(0, 1))
     reps = (-(-height // period), -(-width // period))
     return np.tile(tile, reps)[:height, :width].copy()
 
@@ -163,8 +167,11 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         ``(top, left, bottom, right)`` photosites of ``mosaic`` outside the
         sensor's active area (DNG ActiveArea), like the masked borders of a
         real sensor; LibRaw then reports them as ``top_margin`` and
-        ``left_margin`` and leaves them out of ``raw_image_visible``.
-        ``pattern`` describes the mosaic from its top-left photosite.
+        ``left_margin`` and leaves them out of ``raw_image_visible``
+        (rounding odd margins up to even ones for Bayer patterns).
+        ``pattern`` is anchored at the active area's top-left photosite, as
+        the DNG specification says and LibRaw and dcraw read it
+        (``cfa_array(pattern, h, w, origin=(top, left))`` gives the colours).
 
     Notes
     -----
@@ -292,7 +299,7 @@ def _pick_sites(rng, height, width, count, taken, margin=4):
 
 def simulate_raw_frames(n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_hot=4,
                         n_stuck=3, n_dead=3, n_noisy=2, weak_range=(40.0, 80.0), white=4095,
-                        black=64, clipped=True, darks=False, pattern="RGGB"):
+                        black=64, clipped=True, darks=False, pattern="RGGB", margins=None):
     """The raw mosaics of ``write_raw_set``, as arrays (made lazily), and the truth.
 
     Parameters are those of ``write_raw_set``.
@@ -309,11 +316,17 @@ def simulate_raw_frames(n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_
         raise ValueError("n must be at least 1")
     if height < 16 or width < 16:
         raise ValueError("the mosaic must be at least 16x16")
-    cfa = cfa_array(pattern, height, width)
+    top, left, bottom, right = (int(v) for v in (margins or (0, 0, 0, 0)))
+    cfa = cfa_array(pattern, height, width, origin=(top, left))
     letters = "RGB"
     span = white - black
 
     taken = np.zeros((height, width), dtype=bool)
+    if margins is not None:
+        # keep defects off the margins and off the photosites LibRaw drops
+        # when it rounds odd margins up
+        taken[:top + 2] = taken[height - bottom - 1:] = True
+        taken[:, :left + 2] = taken[:, width - right - 1:] = True
     lamp = np.zeros((height, width), dtype=bool)
     if clipped and not darks:
         # A lamp in the upper left quarter: a disc plus a square-cornered
@@ -382,7 +395,7 @@ def simulate_raw_frames(n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_
 def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_hot=4,
                   n_stuck=3, n_dead=3, n_noisy=2, weak_range=(40.0, 80.0), white=4095, black=64,
                   clipped=True,
-                  darks=False, pattern="RGGB", make="Hotpixel", model="Simulated"):
+                  darks=False, pattern="RGGB", make="Hotpixel", model="Simulated", margins=None):
     """Write ``n`` DNG photos of varied scenes with planted photosite defects.
 
     Parameters
@@ -417,13 +430,19 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
         CFA layout (see ``write_dng``).
     make, model : str
         Camera make and model written into every file.
+    margins : tuple of int, optional
+        ``(top, left, bottom, right)``: masked borders outside the DNG
+        ActiveArea (see ``write_dng``); ``width`` and ``height`` are then the
+        full mosaic's, the CFA pattern starts at the active area and no
+        defect is planted within 2 photosites of the margins.
 
     Returns
     -------
     paths : list of str
         The written files, in order.
     truth : list of dict
-        One record per planted defect: ``x``, ``y`` (photosite column/row),
+        One record per planted defect: ``x``, ``y`` (photosite column/row of
+        the full mosaic, margins included),
         ``kind`` (``"hot"``, ``"stuck"``, ``"dead"``, ``"noisy"``), ``colour``
         (``"R"``, ``"G"``, ``"B"``), ``label`` (``"hot"``, ``"weak_hot"``,
         ``"stuck"``, ``"stuck_white"``, ``"dead"``, ``"noisy"``) and ``value``
@@ -443,10 +462,11 @@ def write_raw_set(outdir, n=12, *, width=256, height=192, seed=0, n_hot=6, n_wea
     frames, truth = simulate_raw_frames(
         n, width=width, height=height, seed=seed, n_hot=n_hot, n_weak_hot=n_weak_hot,
         n_stuck=n_stuck, n_dead=n_dead, n_noisy=n_noisy, weak_range=weak_range, white=white,
-        black=black, clipped=clipped, darks=darks, pattern=pattern)
+        black=black, clipped=clipped, darks=darks, pattern=pattern, margins=margins)
     paths = []
     for i, mosaic in enumerate(frames):
         path = os.path.join(os.fspath(outdir), f"raw_{i:03d}.dng")
-        write_dng(path, mosaic, pattern=pattern, black=black, white=white, make=make, model=model)
+        write_dng(path, mosaic, pattern=pattern, black=black, white=white, make=make, model=model,
+                  margins=margins)
         paths.append(path)
     return paths, truth

@@ -33,7 +33,7 @@ from .model import KINDS
 
 __all__ = [
     "atomic_write", "check_output_paths", "build_report", "write_json", "write_csv",
-    "write_dcraw", "write_rawtherapee", "rawtherapee_file_name", "write_siril", "write_mask",
+    "write_dcraw", "write_libraw", "write_rawtherapee", "rawtherapee_file_name", "write_siril", "write_mask",
     "CSV_COLUMNS", "REPORT_KEYS", "ENGINE_KEYS", "DEFECT_KEYS",
     "printable", "defect_field", "defect_xy",
 ]
@@ -328,11 +328,19 @@ def _score_key(defect):
     return score if math.isfinite(score) else -math.inf
 
 
-def _write_pixel_list(path, defects, title, fmt, line):
-    """A ``#`` header, then ``line(x, y, defect)`` for each pixel once, atomically."""
+def _write_pixel_list(path, defects, title, fmt, line, frame=None):
+    """A ``#`` header, then ``line(x, y, defect)`` for each pixel once, atomically.
+
+    ``frame`` (a ``frames.Frame``) shifts every coordinate into the program's
+    own frame and adds its note to the header.
+    """
     pixels = _unique_pixels(defects)
-    text = _header(title, fmt, f"{len(pixels)} pixels")
-    text += "".join(line(x, y, d) + "\n" for x, y, d in pixels)
+    dx, dy = (frame.dx, frame.dy) if frame is not None else (0, 0)
+    notes = [frame.note] if frame is not None and frame.note else []
+    if dx or dy:
+        notes.append(f"shifted by x+{dx}, y+{dy} from the analysed frame (LibRaw's visible area)")
+    text = _header(title, fmt, *notes, f"{len(pixels)} pixels")
+    text += "".join(line(x + dx, y + dy, d) + "\n" for x, y, d in pixels)
     atomic_write(path, lambda f: f.write(text))
 
 
@@ -536,7 +544,7 @@ def write_csv(path, defects) -> None:
 # Bad pixel lists for other programs
 # --------------------------------------------------------------------------- #
 
-def write_dcraw(path, defects) -> None:
+def write_dcraw(path, defects, frame=None) -> None:
     """Write a dcraw ``-P`` dead-pixel file: ``col row 0`` per line.
 
     Parameters
@@ -545,6 +553,10 @@ def write_dcraw(path, defects) -> None:
         Output file; written atomically.  Use it as ``dcraw -P path ...``.
     defects : iterable of Defect or mapping
         Every defective pixel is listed once, sorted by row then column.
+    frame : frames.Frame, optional
+        dcraw's frame for the analysed raw files (``frames.program_frames``);
+        coordinates are shifted into it and its note goes into the header.
+        None: the analysis frame, unchanged.
 
     Notes
     -----
@@ -557,11 +569,38 @@ def write_dcraw(path, defects) -> None:
     0-based, in the stored pixel array (EXIF orientation not applied).  dcraw
     applies the list to the raw mosaic only (not to JPEG/TIFF input), so the
     list matches dcraw's frame when the analysed photos were raw files read as
-    their raw (visible-area) mosaic.  Example line: ``1234 567 0``.
+    their raw mosaic, in dcraw's frame (``frame``); LibRaw counts from its
+    own margins, so LibRaw-based programs need :func:`write_libraw`.
+    Example line: ``1234 567 0``.
     """
-    _write_pixel_list(path, defects, "bad pixels for dcraw -P (also read by LibRaw)",
+    _write_pixel_list(path, defects, "bad pixels for dcraw -P",
                       "format: column row time; time 0 = bad since always",
-                      lambda x, y, d: f"{x} {y} 0")
+                      lambda x, y, d: f"{x} {y} 0", frame)
+
+
+def write_libraw(path, defects, frame=None) -> None:
+    """Write a LibRaw bad-pixel file (``dcraw_emu -P``, rawpy's ``bad_pixels_path``).
+
+    Parameters
+    ----------
+    path : path-like
+        Output file; written atomically.
+    defects : iterable of Defect or mapping
+        Every defective pixel is listed once, sorted by row then column.
+    frame : frames.Frame, optional
+        LibRaw's frame (the analysis frame of raw files: no shift); its note
+        goes into the header.
+
+    Notes
+    -----
+    The format is dcraw's (``col row time``, ``#`` comments), but LibRaw
+    counts from its visible area, whose odd margins it rounds up to even
+    ones: with a DNG whose ActiveArea starts at an odd row or column the
+    same defect has other coordinates for dcraw. Example line: ``1234 567 0``.
+    """
+    _write_pixel_list(path, defects, "bad pixels for LibRaw (dcraw_emu -P, rawpy bad_pixels_path)",
+                      "format: column row time; time 0 = bad since always",
+                      lambda x, y, d: f"{x} {y} 0", frame)
 
 
 # dcraw's list of maker names ("Simplify company names" in its identify()); RawTherapee
@@ -621,7 +660,7 @@ def rawtherapee_file_name(make, model) -> str:
     return printable(f"{make} {model}".replace("/", "_")) + ".badpixels"
 
 
-def write_rawtherapee(path_or_dir, defects, *, make=None, model=None) -> str:
+def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None) -> str:
     """Write a RawTherapee ``.badpixels`` file: ``x y`` per line.
 
     Parameters
@@ -633,6 +672,9 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None) -> str:
         Every defective pixel is listed once, sorted by row then column.
     make, model : str, optional
         EXIF ``Make``/``Model``; required when ``path_or_dir`` is a directory.
+    frame : frames.Frame, optional
+        RawTherapee's frame (its raw crop) for the analysed raw files; None:
+        the analysis frame.
 
     Returns
     -------
@@ -666,11 +708,11 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None) -> str:
     _write_pixel_list(target, defects,
                       "bad pixels for RawTherapee (dark-frame directory, '<Make> <Model>.badpixels')",
                       "format: x y (lines not starting with two integers are ignored)",
-                      lambda x, y, d: f"{x} {y}")
+                      lambda x, y, d: f"{x} {y}", frame)
     return os.fsdecode(target)
 
 
-def write_siril(path, defects) -> None:
+def write_siril(path, defects, frame=None) -> None:
     """Write a Siril cosmetic-correction list: ``P x y H`` or ``P x y C`` per line.
 
     Parameters
@@ -680,6 +722,9 @@ def write_siril(path, defects) -> None:
         the ``.lst`` extension (they add it when it is missing).
     defects : iterable of Defect or mapping
         Every defective pixel is listed once, sorted by row then column.
+    frame : frames.Frame, optional
+        Siril's frame (the CFA image it loads through LibRaw: no shift); its
+        note goes into the header.
 
     Notes
     -----
@@ -703,7 +748,8 @@ def write_siril(path, defects) -> None:
     """
     _write_pixel_list(path, defects, "bad pixels for Siril (cosme / cosme_cfa)",
                       "format: P x y T; T = H (hot, stuck, noisy) or C (cold = dead)",
-                      lambda x, y, d: f"P {x} {y} {'C' if defect_field(d, 'kind') == 'dead' else 'H'}")
+                      lambda x, y, d: f"P {x} {y} {'C' if defect_field(d, 'kind') == 'dead' else 'H'}",
+                      frame)
 
 
 def write_mask(path, defects, shape) -> None:

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: The outputs :meth:`Analysis.write` knows, in the order they are written.
-OUTPUT_OPTIONS = ("json", "csv", "dcraw", "rawtherapee", "siril", "mask", "picture")
+OUTPUT_OPTIONS = ("json", "csv", "dcraw", "libraw", "rawtherapee", "siril", "mask", "picture")
 
 _logger = logging.getLogger("hotpixel_shm")
 
@@ -431,6 +431,9 @@ class Analysis:
         Wall time from the first input step to the end of detection.
     make, model : str or None
         The camera's EXIF make and model (most common among the photos).
+    frames : dict
+        ``{program: frames.Frame}``: where each program's bad-pixel list
+        counts from (``frames.frames_for_inputs``).
     """
 
     plan: object
@@ -441,6 +444,7 @@ class Analysis:
     seconds: float
     make: Optional[str] = None
     model: Optional[str] = None
+    frames: dict = field(default_factory=dict)
 
     def report(self) -> dict:
         """The JSON report (``export.build_report``'s stable schema).
@@ -459,14 +463,15 @@ class Analysis:
                     "seconds": round(float(self.seconds), 3), "tier": self.stats.tier},
             defects=self.defects)
 
-    def write(self, *, json=None, csv=None, dcraw=None, rawtherapee=None, siril=None,
-              mask=None, picture=None) -> List[str]:
+    def write(self, *, json=None, csv=None, dcraw=None, libraw=None, rawtherapee=None,
+              siril=None, mask=None, picture=None) -> List[str]:
         """Write the outputs asked for, each once and atomically.
 
         Parameters
         ----------
-        json, csv, dcraw, siril, mask, picture : path-like, optional
-            See ``export`` and ``picture``.
+        json, csv, dcraw, libraw, siril, mask, picture : path-like, optional
+            See ``export`` and ``picture``; the bad-pixel lists are written
+            in their programs' frames (``frames``).
         rawtherapee : path-like, optional
             A file, or a directory in which the file gets RawTherapee's name
             for the camera.
@@ -477,7 +482,8 @@ class Analysis:
             The files written, in the order of ``OUTPUT_OPTIONS``.
         """
         from . import export
-        wanted = {"json": json, "csv": csv, "dcraw": dcraw, "rawtherapee": rawtherapee,
+        wanted = {"json": json, "csv": csv, "dcraw": dcraw, "libraw": libraw,
+                  "rawtherapee": rawtherapee,
                   "siril": siril, "mask": mask, "picture": picture}
         written = []
         for option in OUTPUT_OPTIONS:
@@ -493,11 +499,14 @@ class Analysis:
         elif option == "csv":
             export.write_csv(path, d)
         elif option == "dcraw":
-            export.write_dcraw(path, d)
+            export.write_dcraw(path, d, self.frames.get("dcraw"))
+        elif option == "libraw":
+            export.write_libraw(path, d, self.frames.get("libraw"))
         elif option == "rawtherapee":
-            return export.write_rawtherapee(path, d, make=self.make, model=self.model)
+            return export.write_rawtherapee(path, d, make=self.make, model=self.model,
+                                            frame=self.frames.get("rawtherapee"))
         elif option == "siril":
-            export.write_siril(path, d)
+            export.write_siril(path, d, self.frames.get("siril"))
         elif option == "mask":
             export.write_mask(path, d, self.stats.shape)
         elif option == "picture":
@@ -522,6 +531,9 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
                               should_stop=should_stop)
     defects = detect_defects(stats, settings.detect)
     make, model = group.make_model()
+    from .frames import frames_for_inputs
+    frames = frames_for_inputs([h.path for h in group.headers if h.format == "RAW"])
     return Analysis(plan=plan, stats=stats, defects=defects,
                     skipped=list(skipped) + list(result.skipped), workers=result.workers,
-                    seconds=time.perf_counter() - started, make=make, model=model)
+                    seconds=time.perf_counter() - started, make=make, model=model,
+                    frames=frames)

@@ -3,9 +3,10 @@
 A raw file is read as LibRaw's *visible* raw area, ``raw_image_visible``: one
 value per photosite, shape ``(height, width, 1)`` uint16, no demosaic, no
 black subtraction, no white balance, no orientation. Coordinates are column
-``x`` and row ``y``, 0-based, in that array -- the frame of dcraw's ``-P``
-bad-pixel file and of RawTherapee's ``.badpixels`` (both count from the first
-visible photosite, after LibRaw's/dcraw's left and top margins).
+``x`` and row ``y``, 0-based, in that array -- LibRaw's frame, counted from
+its left and top margins. dcraw and RawTherapee may count from other margins
+(``frames.py`` works out each program's frame from these margins and the
+file's own metadata).
 
 rawpy is an optional extra (``pip install 'hotpixel_shm[raw]'``). Without it
 this module still imports; every read raises ``SkipFile`` with the install
@@ -111,6 +112,10 @@ class RawInfo:
         Black level per colour index (``black_level_per_channel``).
     white_level : int
         Saturation level (``white_level``).
+    top_margin, left_margin : int
+        Where the visible area starts in the full raw mosaic (LibRaw's
+        ``sizes.top_margin`` / ``left_margin``, after its own rounding of odd
+        margins).
     """
 
     path: str
@@ -119,6 +124,8 @@ class RawInfo:
     make: Optional[str]
     model: Optional[str]
     colour_desc: str
+    top_margin: int = 0
+    left_margin: int = 0
     _detail: Optional[dict] = field(default=None, repr=False, compare=False)
     #: the CFA tile at the visible area's top-left and the white level, when
     #: LibRaw gave them at open time (no unpack); else from the lazy detail
@@ -249,6 +256,7 @@ def probe_raw(path) -> RawInfo:
         desc = raw.color_desc
         shape = (int(s.height), int(s.width), 1)
         tile, white = _layout_at_open(raw, s)
+        margins = (int(s.top_margin), int(s.left_margin))
     finally:
         raw.close()
     if shape[0] == 0 or shape[1] == 0:
@@ -256,7 +264,8 @@ def probe_raw(path) -> RawInfo:
     make, model = _header_make_model(path)
     desc = desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)
     return RawInfo(path=path, shape=shape, dtype="uint16", make=make, model=model,
-                   colour_desc=desc.rstrip("\0"), _tile=tile, _white=white)
+                   colour_desc=desc.rstrip("\0"), _tile=tile, _white=white,
+                   top_margin=margins[0], left_margin=margins[1])
 
 
 def _layout_at_open(raw, sizes):
