@@ -40,9 +40,10 @@ from . import shm as _shm
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
+from .kernels_numpy import MAX_BATCH
 from .welford import Accumulator, merge
 
-__all__ = ["Job", "RunResult", "run", "Interrupted", "PREFETCH", "CRASH_REASON"]
+__all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON"]
 
 #: Files queued per worker beyond the one being decoded.
 PREFETCH = 1
@@ -68,16 +69,23 @@ class Interrupted(HotPixelError):
 
 @dataclass
 class Job:
-    """What to compute: the files, their common shape/dtype, and how."""
+    """What to compute: the files, their common shape and sample type, and how.
+
+    ``sample_dtype`` is the type of the decoded samples (``uint8`` or
+    ``uint16``); ``tier`` the accumulator tier (``--dtype`` on the command
+    line, ``engine.dtype`` in the report).
+    """
 
     files: List[str]
     shape: Tuple[int, int, int]
-    dtype: str
+    sample_dtype: str
     tier: str
     workers: int
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: images per worker at most (the tier's accuracy limit); None: no cap
     cap: Optional[int] = None
+    #: photos decoded into reused buffers and folded per accumulator pass (K)
+    batch: int = 1
     #: test hook: a worker exits abruptly (os._exit) when it reaches a path ending with this
     crash_on: Optional[str] = None
     #: take a consistent snapshot every this many files (0: never) ...
@@ -87,7 +95,10 @@ class Job:
 
     def __post_init__(self):
         self.shape = tuple(int(v) for v in self.shape)
-        self.dtype = np.dtype(self.dtype).name
+        self.sample_dtype = np.dtype(self.sample_dtype).name
+        self.batch = int(self.batch)
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise HotPixelError(f"batch must be 1 to {MAX_BATCH} images, got {self.batch}")
 
 
 @dataclass
@@ -131,7 +142,89 @@ def _orphaned(seg_name):
     os._exit(1)
 
 
-def _worker_main(conn, seg_name, tier, shape, dtype, parent_pid, max_pixels, crash_on):
+class Ingest:
+    """The one ingest step: decode photos into K reused buffers, fold each
+    batch into an accumulator in one pass, report the files it had to skip.
+
+    Shared by the worker processes and the serial path.
+
+    Parameters
+    ----------
+    acc : Accumulator
+        Where the photos go.
+    max_pixels : int
+        Decoder limit (see :func:`hotpixel_shm.inputs.decode`).
+    batch : int, optional
+        K: photos held decoded before they are folded in one pass.
+    on_batch : sequence of callable, optional
+        Extra per-frame kernels: each is called as ``hook(frames)`` with the
+        decoded frames of every batch (a list of arrays of the accumulator's
+        shape, valid only during the call), after the accumulator's update.
+
+    Notes
+    -----
+    :meth:`add` decodes one file; :meth:`flush` folds what was decoded and
+    returns the keys of the files now in the accumulator.  A caller flushes
+    when :attr:`full`, before it waits for more work, and before anyone
+    reads the accumulator.
+    """
+
+    def __init__(self, acc: Accumulator, max_pixels: int, batch: int = 1, on_batch=()):
+        self.acc = acc
+        self.max_pixels = max_pixels
+        self.batch = int(batch)
+        self.on_batch = list(on_batch)
+        self._bufs = [np.empty(acc.shape, acc.sample_dtype) for _ in range(self.batch)]
+        self._keys = []
+
+    @property
+    def full(self) -> bool:
+        return len(self._keys) >= self.batch
+
+    @property
+    def held(self) -> int:
+        """Photos decoded and not yet folded."""
+        return len(self._keys)
+
+    def add(self, key, path) -> Optional[str]:
+        """Decode ``path`` into the next free buffer (flushing first if full).
+
+        Returns
+        -------
+        str or None
+            Why the file was skipped, or None when it waits in the batch.
+        """
+        if self.full:
+            self.flush()
+        acc = self.acc
+        try:
+            decode(path, acc.shape, acc.sample_dtype, out=self._bufs[len(self._keys)],
+                   max_pixels=self.max_pixels)
+        except SkipFile as exc:
+            return str(exc)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a decoder bug skips one file
+            return f"decoder error: {type(exc).__name__}: {exc}"
+        self._keys.append(key)
+        return None
+
+    def flush(self) -> list:
+        """Fold the decoded photos into the accumulator; their keys."""
+        keys, self._keys = self._keys, []
+        if keys:
+            frames = self._bufs[:len(keys)]
+            self.acc.update_batch(frames)
+            for hook in self.on_batch:
+                hook(frames)
+        return keys
+
+    def close(self):
+        self._bufs = []
+
+
+def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixels, crash_on,
+                 batch=1):
     """Entry point of a worker process (must live in an importable module)."""
     # The parent coordinates Ctrl-C and SIGTERM: a terminal sends SIGINT to
     # the whole group, and a worker dying mid-update would lose its partial.
@@ -148,9 +241,21 @@ def _worker_main(conn, seg_name, tier, shape, dtype, parent_pid, max_pixels, cra
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         _orphaned(seg_name)
     seg = _shm.Segment.attach(seg_name)
-    acc = Accumulator(tier, shape, dtype, seg.buf)
-    buf = np.empty(shape, dtype)
+    acc = Accumulator(tier, shape, sample_dtype, seg.buf)
+    ingest = Ingest(acc, max_pixels, batch)
     _send(conn, ("ready", os.getpid()))
+    try:
+        _worker_loop(conn, ingest, seg_name, parent_pid, crash_on)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # parent gone or closed our pipe
+    finally:
+        ingest.close()
+        del acc, ingest
+        seg.close()
+
+
+def _worker_loop(conn, ingest, seg_name, parent_pid, crash_on):
+    """Take files until told to stop; report each as done or skipped."""
     pending = collections.deque()
     delay = float(os.environ.get(_DELAY_ENV) or 0)
 
@@ -161,52 +266,49 @@ def _worker_main(conn, seg_name, tier, shape, dtype, parent_pid, max_pixels, cra
                     _orphaned(seg_name)
         pending.append(_recv(conn))
 
-    try:
-        while True:
-            if not pending:
+    def fold():
+        for idx in ingest.flush():
+            _send(conn, ("done", idx, ingest.acc.n))
+
+    while True:
+        if not pending:
+            fold()  # nothing more queued: fold what is decoded before waiting
+            receive(block=True)
+        while conn.poll(0):  # read ahead so that "stop"/"pause" overtake queued files
+            receive(block=False)
+        if any(m[0] == "stop" for m in pending):
+            fold()
+            _send(conn, ("stopped", ingest.acc.n))
+            return
+        if any(m[0] == "pause" for m in pending):
+            # a consistent snapshot: the parent reads our accumulator now
+            fold()
+            for m in [m for m in pending if m[0] == "pause"]:
+                pending.remove(m)
+            _send(conn, ("paused", ingest.acc.n))
+            while True:
                 receive(block=True)
-            while conn.poll(0):  # read ahead so that "stop"/"pause" overtake queued files
-                receive(block=False)
-            if any(m[0] == "stop" for m in pending):
-                _send(conn, ("stopped", acc.n))
-                return
-            if any(m[0] == "pause" for m in pending):
-                # a consistent snapshot: the parent reads our accumulator now
-                for m in [m for m in pending if m[0] == "pause"]:
-                    pending.remove(m)
-                _send(conn, ("paused", acc.n))
-                while True:
-                    receive(block=True)
-                    if pending[-1][0] in ("resume", "stop"):
-                        break
-                if pending[-1][0] == "resume":
-                    pending.pop()
-                continue
-            msg = pending.popleft()
-            if msg[0] != "file":
-                continue
-            _, idx, path = msg
-            if crash_on and path.endswith(crash_on):
-                os._exit(70)  # test hook: a decoder that takes the process down
-            try:
-                decode(path, shape, dtype, out=buf, max_pixels=max_pixels)
-            except SkipFile as exc:
-                _send(conn, ("skip", idx, str(exc)))
-                continue
-            except MemoryError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a decoder bug skips one file
-                _send(conn, ("skip", idx, f"decoder error: {type(exc).__name__}: {exc}"))
-                continue
-            acc.update(buf)
-            _send(conn, ("done", idx, acc.n))
-            if delay:
-                time.sleep(delay)
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        return  # parent gone or closed our pipe
-    finally:
-        del acc
-        seg.close()
+                if pending[-1][0] in ("resume", "stop"):
+                    break
+            if pending[-1][0] == "resume":
+                pending.pop()
+            continue
+        msg = pending.popleft()
+        if msg[0] != "file":
+            continue
+        _, idx, path = msg
+        if crash_on and path.endswith(crash_on):
+            os._exit(70)  # test hook: a decoder that takes the process down
+        reason = ingest.add(idx, path)
+        if reason is not None:
+            _send(conn, ("skip", idx, reason))
+            continue
+        if ingest.full:
+            fold()
+        else:
+            _send(conn, ("held", idx))  # decoded: a crash from now on is not this file's
+        if delay:
+            time.sleep(delay)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -226,6 +328,7 @@ class _Slot:
         """The bookkeeping of a worker that has done nothing yet."""
         self.ready = False
         self.inflight: collections.deque = collections.deque()
+        self.held = set()  # in flight, decoded, waiting for the batch to be folded
         self.done: List[int] = []
         self.assigned = 0  # files accumulated + in flight (the cap counts these)
         self.stopped = False
@@ -239,8 +342,8 @@ class _Slot:
         j = self.job
         self.proc = _CTX.Process(
             target=_worker_main,
-            args=(child_conn, self.seg.name, j.tier, j.shape, j.dtype, os.getpid(),
-                  j.max_pixels, j.crash_on),
+            args=(child_conn, self.seg.name, j.tier, j.shape, j.sample_dtype, os.getpid(),
+                  j.max_pixels, j.crash_on, j.batch),
             name=f"hotpixel-worker-{self.index}", daemon=True)
         try:
             self.proc.start()
@@ -259,7 +362,7 @@ class _Slot:
     def accumulator(self):
         """The parent's view of this worker's accumulator (its shared segment)."""
         j = self.job
-        return Accumulator(j.tier, j.shape, j.dtype, self.seg.buf)
+        return Accumulator(j.tier, j.shape, j.sample_dtype, self.seg.buf)
 
     def discard(self):
         """Forget a dead worker: its segment and its pipe."""
@@ -287,7 +390,9 @@ class _Slot:
             return False
         if self.job.cap is not None and self.assigned >= self.job.cap:
             return False
-        return len(self.inflight) <= PREFETCH
+        # a batch of K files plus PREFETCH queued, so that a worker finds
+        # the next files waiting when it has folded a batch
+        return len(self.inflight) <= PREFETCH + self.job.batch - 1
 
 
 class _Checkpointer:
@@ -354,31 +459,39 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
 
 def _run_serial(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
-    acc = Accumulator(job.tier, job.shape, job.dtype)
-    buf = np.empty(job.shape, job.dtype)
+    acc = Accumulator(job.tier, job.shape, job.sample_dtype)
+    ingest = Ingest(acc, job.max_pixels, job.batch)
     used, skipped = [], []
     total = len(job.files)
     stop_sig = None
+
+    def fold():
+        keys = ingest.flush()
+        used.extend(keys)
+        if progress and keys:
+            progress(len(used), total, len(skipped))
+
     for k, path in enumerate(job.files):
         if should_stop is not None:
             stop_sig = should_stop()
             if stop_sig:
                 break
-        if job.cap is not None and acc.n >= job.cap:
+        if job.cap is not None and acc.n + ingest.held >= job.cap:
             skipped.append((path, f"over the {job.cap} images the {job.tier} tier allows per worker"))
             continue
-        try:
-            decode(path, job.shape, job.dtype, out=buf, max_pixels=job.max_pixels)
-        except SkipFile as exc:
-            skipped.append((path, str(exc)))
-        else:
-            acc.update(buf)
-            used.append(path)
-        if progress:
-            progress(len(used), total, len(skipped))
-        if ckpt.due(len(used)) and k + 1 < total:
+        reason = ingest.add(path, path)
+        if reason is not None:
+            skipped.append((path, reason))
+            if progress:
+                progress(len(used), total, len(skipped))
+        elif ingest.full:
+            fold()
+        if ckpt.due(len(used) + ingest.held) and k + 1 < total:
+            fold()
             ckpt.take([acc], job, used)
-    del buf
+    fold()
+    ingest.close()
+    del ingest
     # results merged in place are views that keep their memory alive; otherwise
     # closing the accumulator frees it before detection needs the room
     stats = _finish([acc], job, used)
@@ -399,99 +512,145 @@ def _finish(accs, job, used):
 
 
 def _run_parallel(job, progress, should_stop, ckpt):
-    t0 = time.perf_counter()
-    files = list(job.files)
-    total = len(files)
-    nbytes = Accumulator.nbytes(job.tier, job.shape, job.dtype)
-    queue = collections.deque(range(total))
-    strikes = collections.Counter()
-    skipped = {}
-    done = set()  # indices of the files accumulated by a live worker
-    slots = [_Slot(i, job) for i in range(job.workers)]
-    max_msg = 0
-    deaths = 0
-    stop_sig = None
-    pausing = False
-    startup_deaths = 0
-    finished_ok = False
-    result = None
-    try:
-        for s in slots:
-            s.start(nbytes)
-        while True:
-            if should_stop is not None and stop_sig is None:
-                stop_sig = should_stop()
-                if stop_sig:
-                    for s in slots:
-                        _stop(s)
-            live = [s for s in slots if s.conn is not None]
-            if stop_sig is None and not pausing and queue and ckpt.due(len(done)):
-                pausing = True
-            if pausing:
-                for s in live:  # also a replacement that became ready meanwhile
-                    if s.ready and not s.pause_sent:
-                        s.send(("pause",))
-                        s.pause_sent = True
-            if pausing and stop_sig is None and all(s.paused or not s.ready for s in live):
-                _snapshot(live, ckpt, job, [files[i] for i in sorted(done)])
-                pausing = False
-            if stop_sig is None and not pausing:
-                _dispatch(slots, queue, files)
-            if (stop_sig is None and queue and live and all(s.ready and not s.inflight for s in live)
-                    and not any(s.can_take() for s in live)):
-                # every worker is at the tier's accuracy limit (the planner avoids this)
-                while queue:
-                    skipped[queue.popleft()] = (f"over the {job.cap} images the {job.tier} "
-                                                f"tier allows per worker")
-            if stop_sig is None and not queue and all(not s.inflight for s in live):
-                if all(s.ready for s in live):
-                    break
-            if stop_sig is not None and all(s.stopped or s.conn is None for s in slots):
-                break
-            waitables = [s.conn for s in live] + [s.proc.sentinel for s in live]
-            ready = wait(waitables, timeout=_TICK)
-            for s in live:
-                if s.conn is not None and s.conn in ready:
-                    try:
-                        while s.conn.poll(0):
-                            data = s.conn.recv_bytes()
-                            max_msg = max(max_msg, len(data))
-                            _handle(s, pickle.loads(data), skipped, done, progress,
-                                    total, queue)
-                    except (EOFError, ConnectionResetError, OSError):
-                        pass  # the sentinel tells the rest
-                if s.proc is not None and s.proc.sentinel in ready and not s.proc.is_alive():
-                    if s.stopped:
-                        continue
-                    deaths += 1
-                    if not s.ready:
-                        startup_deaths += 1
-                        _check_startup_deaths(startup_deaths, s.proc.exitcode)
-                    _on_death(s, queue, strikes, skipped, done)
-                    if stop_sig is None:
-                        s.start(nbytes)
-                    else:
-                        s.stopped = True
-        # orderly shutdown: tell the workers to stop and wait for them
-        for s in slots:
+    return _Parallel(job, progress, should_stop, ckpt).run()
+
+
+class _Parallel:
+    """One parallel run: the workers' slots, the queue of files, the books."""
+
+    def __init__(self, job, progress, should_stop, ckpt):
+        self.job = job
+        self.progress = progress
+        self.should_stop = should_stop
+        self.ckpt = ckpt
+        self.files = list(job.files)
+        self.nbytes = Accumulator.nbytes(job.tier, job.shape, job.sample_dtype)
+        self.queue = collections.deque(range(len(self.files)))
+        self.strikes = collections.Counter()
+        self.skipped = {}
+        self.done = set()  # indices of the files accumulated by a live worker
+        self.slots = [_Slot(i, job) for i in range(job.workers)]
+        self.max_msg = 0
+        self.deaths = 0
+        self.startup_deaths = 0
+        self.stop_sig = None
+        self.pausing = False
+
+    def run(self):
+        t0 = time.perf_counter()
+        finished_ok = False
+        result = None
+        try:
+            for s in self.slots:
+                s.start(self.nbytes)
+            while not self._step():
+                pass
+            result = self._collect(time.perf_counter() - t0)
+            finished_ok = True
+        finally:
+            self._release(finished_ok)
+        if self.stop_sig:
+            raise Interrupted(self.stop_sig, result)
+        return result
+
+    def _step(self):
+        """One turn of the main loop; True when the run is over."""
+        self._poll_stop()
+        live = [s for s in self.slots if s.conn is not None]
+        self._checkpoint(live)
+        if self.stop_sig is None and not self.pausing:
+            _dispatch(self.slots, self.queue, self.files)
+        self._skip_over_cap(live)
+        if self.stop_sig is None and not self.queue and all(not s.inflight for s in live):
+            if all(s.ready for s in live):
+                return True
+        if self.stop_sig is not None and all(s.stopped or s.conn is None for s in self.slots):
+            return True
+        ready = wait([s.conn for s in live] + [s.proc.sentinel for s in live], timeout=_TICK)
+        for s in live:
+            if s.conn is not None and s.conn in ready:
+                self._receive(s)
+            if s.proc is not None and s.proc.sentinel in ready and not s.proc.is_alive():
+                self._on_exit(s)
+        return False
+
+    def _poll_stop(self):
+        if self.should_stop is not None and self.stop_sig is None:
+            self.stop_sig = self.should_stop()
+            if self.stop_sig:
+                for s in self.slots:
+                    _stop(s)
+
+    def _checkpoint(self, live):
+        """Pause the workers when a snapshot is due; take it once all are paused."""
+        if self.stop_sig is None and not self.pausing and self.queue and self.ckpt.due(len(self.done)):
+            self.pausing = True
+        if not self.pausing:
+            return
+        for s in live:  # also a replacement that became ready meanwhile
+            if s.ready and not s.pause_sent:
+                s.send(("pause",))
+                s.pause_sent = True
+        if self.stop_sig is None and all(s.paused or not s.ready for s in live):
+            _snapshot(live, self.ckpt, self.job, [self.files[i] for i in sorted(self.done)])
+            self.pausing = False
+
+    def _skip_over_cap(self, live):
+        if (self.stop_sig is None and self.queue and live
+                and all(s.ready and not s.inflight for s in live)
+                and not any(s.can_take() for s in live)):
+            # every worker is at the tier's accuracy limit (the planner avoids this)
+            job = self.job
+            while self.queue:
+                self.skipped[self.queue.popleft()] = (f"over the {job.cap} images the {job.tier} "
+                                                      f"tier allows per worker")
+
+    def _receive(self, s):
+        try:
+            while s.conn.poll(0):
+                data = s.conn.recv_bytes()
+                self.max_msg = max(self.max_msg, len(data))
+                _handle(s, pickle.loads(data), self.skipped, self.done, self.progress,
+                        len(self.files), self.queue)
+        except (EOFError, ConnectionResetError, OSError):
+            pass  # the sentinel tells the rest
+
+    def _on_exit(self, s):
+        """A worker process ended without being told to: requeue its work, replace it."""
+        if s.stopped:
+            return
+        self.deaths += 1
+        if not s.ready:
+            self.startup_deaths += 1
+            _check_startup_deaths(self.startup_deaths, s.proc.exitcode)
+        _on_death(s, self.queue, self.strikes, self.skipped, self.done)
+        if self.stop_sig is None:
+            s.start(self.nbytes)
+        else:
+            s.stopped = True
+
+    def _collect(self, seconds):
+        """Orderly shutdown: stop the workers, merge their partials."""
+        for s in self.slots:
             if not s.stopped:
                 _stop(s)
-        _drain_stops(slots)
-        accs = [s.accumulator() for s in slots if s.seg is not None]
-        used = [files[i] for i in sorted(done)]
-        stats = _finish(accs, job, used)
+        _drain_stops(self.slots)
+        accs = [s.accumulator() for s in self.slots if s.seg is not None]
+        used = [self.files[i] for i in sorted(self.done)]
+        stats = _finish(accs, self.job, used)
         del accs
         keep = []
-        for s in slots:  # unmap every segment the results do not live in
+        for s in self.slots:  # unmap every segment the results do not live in
             if s.seg is not None and not s.seg.close():
                 keep.append(s.seg)
         if stats is not None:
             stats.owner = keep
-        result = RunResult(stats, used, [(files[i], r) for i, r in sorted(skipped.items())],
-                           time.perf_counter() - t0, job.workers, max_msg, deaths)
-        finished_ok = True
-    finally:
-        for s in slots:
+        skipped = [(self.files[i], r) for i, r in sorted(self.skipped.items())]
+        return RunResult(stats, used, skipped, seconds, self.job.workers, self.max_msg, self.deaths)
+
+    def _release(self, finished_ok):
+        """Whatever happened: no process, pipe or segment name left behind."""
+        for s in self.slots:
             if s.proc is not None and s.proc.is_alive():
                 s.proc.kill()
             if s.proc is not None:
@@ -503,9 +662,6 @@ def _run_parallel(job, progress, should_stop, ckpt):
                 if not finished_ok:
                     s.seg.close()
         _shm.unlink_all_owned()
-    if stop_sig:
-        raise Interrupted(stop_sig, result)
-    return result
 
 
 def _snapshot(live, ckpt, job, used):
@@ -543,9 +699,13 @@ def _handle(s, msg, skipped, done, progress, total, queue):
     if kind == "ready":
         s.ready = True
         s.seg.unlink()  # attached: the name is no longer needed
+    elif kind == "held":
+        s.held.add(msg[1])
+        return
     elif kind == "done":
         idx = msg[1]
         s.inflight.remove(idx)
+        s.held.discard(idx)
         s.done.append(idx)
         done.add(idx)
     elif kind == "skip":
@@ -569,7 +729,8 @@ def _handle(s, msg, skipped, done, progress, total, queue):
 
 def _on_death(s, queue, strikes, skipped, done):
     """A worker died: discard its partial, requeue its files, strike the culprit."""
-    culprit = s.inflight[0] if s.inflight else None
+    # the file being decoded: the first one sent and not yet decoded
+    culprit = next((i for i in s.inflight if i not in s.held), None)
     redo = list(s.done) + list(s.inflight)
     for i in s.done:
         done.discard(i)

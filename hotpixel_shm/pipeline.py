@@ -348,7 +348,7 @@ def run_group(group: Group, plan, settings: Settings, log, *,
 
     prior = group.prior.stats if group.prior else None
     meta = {"sample_dtype": group.sample_dtype, "mosaic": group.mosaic()}
-    job = engine.Job(files=group.paths, shape=group.shape, dtype=group.sample_dtype,
+    job = engine.Job(files=group.paths, shape=group.shape, sample_dtype=group.sample_dtype,
                      tier=plan.tier, workers=plan.workers, max_pixels=settings.max_pixels,
                      cap=max_images(plan.tier, group.sample_dtype),
                      checkpoint_every=settings.checkpoint_every,

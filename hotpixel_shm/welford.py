@@ -3,10 +3,20 @@
 An :class:`Accumulator` holds the per-subpixel running statistics of one
 worker in a flat buffer (typically POSIX shared memory): a small header with
 the image count ``n`` followed by the arrays of the tier (see
-:mod:`hotpixel_shm.tiers`).  :meth:`Accumulator.update` adds one image in place,
-block by block, so its temporaries stay at a few MB whatever the image size.
-:func:`merge` combines the accumulators of several workers with the parallel
-formula of Chan, Golub and LeVeque (multi-way form of Pébay 2008)::
+:mod:`hotpixel_shm.tiers`).  It validates and calls the kernels
+(:mod:`hotpixel_shm.kernels`: compiled, or the numpy reference
+:mod:`hotpixel_shm.kernels_numpy`).  :meth:`Accumulator.update` adds one image
+in place (:meth:`~Accumulator.update_batch` several in one pass), block by
+block, so its temporaries stay at a few MB whatever the image size.
+
+The merge algebra works on partial results of any origin (accumulators,
+finished :class:`~hotpixel_shm.model.Stats`, a
+:class:`~hotpixel_shm.kernels_numpy.Partial`): :func:`finalise_range` merges
+them and finishes the mean and variance of one flat range into the caller's
+buffers (band by band, no image-sized float64 copy); :func:`merge` does the
+whole frame, :func:`merge_stats` two finished results, :func:`combine` two
+arrays.  All use the parallel formula of Chan, Golub and LeVeque (multi-way
+form of Pébay 2008)::
 
     n = na + nb;  d = mean_b - mean_a
     mean = mean_a + d * nb / n
@@ -29,7 +39,7 @@ The tiers (bytes per subpixel value in brackets):
     with stochastic rounding, so their rounding errors average out instead of
     drifting.  The arithmetic is block-local, in integers and float32.
 
-This module imports only numpy and the package's own tables: it is tested
+This module imports only numpy, the kernels and the package's own tables: it is tested
 without starting processes.
 """
 from __future__ import annotations
@@ -38,12 +48,13 @@ import math
 
 import numpy as np
 
-from . import tiers
+from . import kernels, kernels_numpy, tiers
 from .errors import HotPixelError
+from .kernels_numpy import MEAN_UNITS as _MEAN_UNITS, Partial, chan_step
 from .model import Stats, merged_metadata
 
-__all__ = ["Accumulator", "merge", "combine", "merge_stats", "accuracy_bound",
-           "DEFAULT_BLOCK_VALUES"]
+__all__ = ["Accumulator", "Partial", "merge", "finalise_range", "finalise_rows", "combine",
+           "merge_stats", "accuracy_bound", "DEFAULT_BLOCK_VALUES"]
 
 #: Values per block in :meth:`Accumulator.update` and :func:`merge`: 32K-64K
 #: measured fastest for 24 MP images (the blocks stay in a 2 MB L2 cache);
@@ -76,38 +87,6 @@ def _check_shape(shape):
     if len(shape) != 3 or min(shape) < 1:
         raise HotPixelError(f"shape must be (height, width, channels) of positive sizes, got {shape!r}")
     return shape
-
-
-# The float16 tier's 16-bit formats (IEEE float16 would be too coarse for the
-# mean, and numpy converts it in software, ~3 ns a value each way):
-#   mean: 24-bit fixed point, units of 2**-16 level, split into mean_lo
-#         (uint16) and mean_hi (uint8);
-#   var:  an unsigned 16-bit float of var + 0.25, 4 exponent bits (2**-2 up to
-#         2**14) and 12 fraction bits: the top bits of its float32 pattern, so
-#         encoding and decoding are integer shifts.  The 0.25 offset makes an
-#         all-zero field mean var = 0 and gives constant pixels (var < 0.25) an
-#         absolute resolution of 2**-14.
-_MEAN_UNITS = 65536.0
-_VAR_OFFSET = 0.25
-_VAR_SHIFT = 11                                               # 23 - 12 fraction bits
-_VAR_BASE = int(np.float32(_VAR_OFFSET).view(np.uint32)) >> _VAR_SHIFT
-# Stochastic rounding makes both roundings unbiased: plain rounding to nearest
-# drops every update below half a unit, so after a few hundred images a running
-# mean or variance follows only the large updates of one sign and drifts
-# (measured with IEEE float16 fields: low-noise means off by 0.17 level and
-# variances by +20 % after 5000 images).  The uniform numbers are a
-# lattice sequence: value i at update k gets i*G2 + k*G1 (mod 2**32), a Weyl
-# sequence in k for every i (golden-ratio step: equidistributed, independent of
-# the data and of the block size); its top 24 bits dither the mean, its low 11
-# bits (a Weyl sequence mod 2**11) the variance.
-_G1, _G2 = 0x9E3779B9, 0x7F4A7C15
-
-
-def _decode_var(code, out_bits):
-    """var + 0.25 as float32 (a view of uint32 ``out_bits``) from the codes."""
-    np.add(code, np.uint32(_VAR_BASE), out=out_bits, dtype=np.uint32)
-    np.left_shift(out_bits, _VAR_SHIFT, out=out_bits)
-    return out_bits.view(np.float32)
 
 
 def _capacity(tier, dt):
@@ -201,7 +180,7 @@ class Accumulator:
             flat = raw[offset:offset + nb].view(fdt)
             self._flat.append(flat)
             self.arrays[name] = flat.reshape(shape)
-        self._scratch = None
+        self._cache = {}  # the numpy kernels' scratch blocks
 
     # ------------------------------------------------------------------ layout
     @staticmethod
@@ -249,7 +228,7 @@ class Accumulator:
         self._flat = []
         self._header = None
         self._raw = None
-        self._scratch = None
+        self._cache = {}
 
     def __repr__(self):
         n = self.n if self._header is not None else "closed"
@@ -286,142 +265,58 @@ class Accumulator:
         interrupted midway leaves the fields inconsistent with ``n``: discard
         the accumulator.
         """
+        self.update_batch((image,))
+
+    def update_batch(self, images) -> None:
+        """Add several images in one pass over the accumulator, in place.
+
+        Parameters
+        ----------
+        images : sequence of ndarray
+            ``1 <= K <= kernels_numpy.MAX_BATCH`` images, each as for
+            :meth:`update`.
+
+        Notes
+        -----
+        The batch's exact integer sums join the accumulator in one Chan step
+        (see :mod:`hotpixel_shm.kernels_numpy`).  The ``exact`` tier's result
+        does not depend on how the images are batched; the float tiers' stays
+        within the same accuracy bound (:func:`accuracy_bound`), each batch
+        rounding once where single images would round once each.
+        """
         self._usable()
+        images = list(images)
+        if not 1 <= len(images) <= kernels_numpy.MAX_BATCH:
+            raise HotPixelError(f"a batch holds 1 to {kernels_numpy.MAX_BATCH} images, "
+                                f"got {len(images)}")
+        flats = [self._flat_image(im) for im in images]
+        n = self.n
+        if n + len(flats) > self.capacity:
+            raise HotPixelError(f"the {self.tier} accumulator is full: {n} images of {self.sample_dtype} "
+                                f"is the most it can hold without overflow")
+        kernels.update(self.tier, self._flat, flats, n, 0, self.block_values, self._cache)
+        self.n = n + len(flats)
+
+    def _flat_image(self, image):
         image = np.asarray(image)
         if image.dtype != self.sample_dtype:
             raise HotPixelError(f"image dtype {image.dtype} does not match the accumulator's "
                                 f"{self.sample_dtype}")
         if image.shape != self.shape:
             raise HotPixelError(f"image shape {image.shape} does not match the accumulator's {self.shape}")
-        n = self.n
-        if n >= self.capacity:
-            raise HotPixelError(f"the {self.tier} accumulator is full: {n} images of {self.sample_dtype} "
-                                f"is the most it can hold without overflow")
-        flat = np.ascontiguousarray(image).reshape(-1)
-        k = n + 1
-        if self._scratch is None:
-            self._scratch = self._make_scratch()
-        step = {"exact": self._update_exact, "float64": self._update_float,
-                "float32": self._update_float, "float16": self._update_half}[self.tier]
-        bv = self.block_values
-        for s in range(0, self.size, bv):
-            step(flat, s, min(s + bv, self.size), k)
-        self.n = k
-
-    def _make_scratch(self):
-        bv = min(self.block_values, self.size)
-        if self.tier == "exact":
-            # the sums' own types: 255**2 fits uint32, 65535**2 needs uint64
-            sq = np.uint32 if self.sample_dtype == np.uint8 else np.uint64
-            return [np.empty(bv, sq)]
-        if self.tier == "float16":
-            # M, T (uint32), D (int32), dither (uint32), three float32, the
-            # dither's table
-            tab = (np.arange(bv, dtype=np.uint64) * _G2 & 0xFFFFFFFF).astype(np.uint32)
-            return ([np.empty(bv, np.uint32), np.empty(bv, np.uint32), np.empty(bv, np.int32),
-                     np.empty(bv, np.uint32)] + [np.empty(bv, np.float32) for _ in range(3)] + [tab])
-        scratch = [np.empty(bv, np.float64), np.empty(bv, np.float64)]
-        if self.tier == "float32":
-            scratch.append(np.empty(bv, np.float32))
-        return scratch
-
-    def _update_exact(self, flat, s, e, k):
-        x = flat[s:e]
-        tot, sq = self._flat[0][s:e], self._flat[1][s:e]
-        t = self._scratch[0][:e - s]
-        # widen once, then same-type ufuncs (mixed-type ones are slower)
-        np.copyto(t, x)
-        np.add(tot, t, out=tot)
-        np.multiply(t, t, out=t)
-        np.add(sq, t, out=sq)
-
-    def _update_float(self, flat, s, e, k):
-        # The mean is sum/k, held exactly.  Welford's increment
-        # (x - mean_{k-1}) * (x - mean_k) equals q**2 / (k * (k - 1)) with the
-        # integer q = k*x - sum_k, which float64 holds exactly (|q| < 2**53), so
-        # no cancellation can happen however large the values and however small
-        # the noise: only the squaring, the scaling and the addition into the
-        # stored M2 round.  Casts are explicit np.copyto calls: numpy runs them
-        # faster than mixed-type ufuncs.
-        x = flat[s:e]
-        L = e - s
-        tot, m2 = self._flat[0][s:e], self._flat[1][s:e]
-        np.add(tot, x, out=tot)
-        if k == 1:
-            return  # the first image's increment is 0 and M2 is still all zeros
-        q, r = self._scratch[0][:L], self._scratch[1][:L]
-        np.copyto(q, x)
-        np.multiply(q, float(k), out=q)
-        np.copyto(r, tot)
-        np.subtract(q, r, out=q)
-        np.multiply(q, q, out=q)
-        np.multiply(q, 1.0 / (float(k) * (k - 1)), out=q)
-        if m2.dtype == q.dtype:
-            np.add(m2, q, out=m2)
-        else:
-            inc = self._scratch[2][:L]
-            np.copyto(inc, q, casting="same_kind")
-            np.add(m2, inc, out=m2)
-
-    def _update_half(self, flat, s, e, k):
-        # Integer and float32 arithmetic; every mixed-type step is an explicit
-        # np.copyto cast, which numpy runs several times faster than a
-        # mixed-type ufunc.  The mean code and D = 65536 * (x - mean) are exact
-        # integers (< 2**24, so exact in float32 too); the other float32
-        # roundings (6e-8 relative) are far below the storage units.
-        x = flat[s:e]
-        L = e - s
-        lo, hi, vc = self._flat[0][s:e], self._flat[1][s:e], self._flat[2][s:e]
-        if k == 1:
-            # exact, and the general step's D / k + U would round in float32
-            np.copyto(hi, x)
-            lo.fill(0)
-            vc.fill(0)
-            return
-        M, T, D, w, df, f, g, tab = (a[:L] for a in self._scratch)
-        Mi, Ti = M.view(np.int32), T.view(np.int32)
-        np.copyto(M, lo)
-        np.copyto(T, hi)
-        np.left_shift(T, 16, out=T)
-        np.bitwise_or(M, T, out=M)                        # mean code
-        np.copyto(D, x)
-        np.left_shift(D, 16, out=D)
-        np.subtract(D, Mi, out=D)                         # D = 65536 * (x - mean)
-        np.copyto(df, D)
-        # mean code += D / k, rounded stochastically: floor(D / k + U[0, 1))
-        np.add(tab, np.uint32((s * _G2 + k * _G1) & 0xFFFFFFFF), out=w)
-        np.right_shift(w, 8, out=T)
-        np.copyto(g, T)
-        np.multiply(g, np.float32(2.0 ** -24), out=g)
-        np.multiply(df, np.float32(1.0 / k), out=f)
-        np.add(f, g, out=f)
-        np.floor(f, out=f)
-        np.copyto(Ti, f, casting="unsafe")                # integral, |.| < 2**24
-        np.add(Mi, Ti, out=Mi)                            # stays within [old mean, x]
-        np.copyto(lo, M, casting="unsafe")                # low 16 bits
-        np.right_shift(M, 16, out=M)
-        np.copyto(hi, M, casting="unsafe")
-        # variance: var_k = (k-1)/k * var_{k-1} + (k-1)/k**2 * d**2 with
-        # d = D / 65536; the stored quantity is var + 1/4, and adding 1/4 to
-        # a non-negative float32 gives at least 1/4: the code cannot underflow
-        np.copyto(T, vc)
-        y = _decode_var(T, T)
-        np.subtract(y, np.float32(_VAR_OFFSET), out=g)    # exact
-        np.multiply(g, np.float32((k - 1) / k), out=g)
-        np.multiply(df, np.float32((k - 1) / (k * k * _MEAN_UNITS * _MEAN_UNITS)), out=f)
-        np.multiply(f, df, out=f)
-        np.add(g, f, out=g)
-        np.add(g, np.float32(_VAR_OFFSET), out=g)
-        # stochastic rounding to 12 fraction bits: add U[0, 1) units of the
-        # dropped bits, then truncate
-        gb = g.view(np.uint32)
-        np.bitwise_and(w, np.uint32((1 << _VAR_SHIFT) - 1), out=w)
-        np.add(gb, w, out=gb)
-        np.right_shift(gb, _VAR_SHIFT, out=gb)
-        np.subtract(gb, np.uint32(_VAR_BASE), out=gb)
-        np.copyto(vc, gb, casting="unsafe")               # < 2**16 since var < 2**14
+        return np.ascontiguousarray(image).reshape(-1)
 
     # ----------------------------------------------------------------- partial
+    def as_partial(self, n: int = None) -> Partial:
+        """This accumulator as a :class:`~hotpixel_shm.kernels_numpy.Partial`
+        (a view of its fields, for :func:`finalise_range` and the kernels).
+
+        ``n`` overrides the header's count (an in-place merge marks the
+        header before it reads the last blocks)."""
+        self._usable()
+        return Partial(self.n if n is None else int(n), self.tier, self.sample_dtype,
+                       tuple(self._flat))
+
     def partial(self, start: int, stop: int) -> tuple:
         """The partial statistics of flat values ``[start, stop)``.
 
@@ -442,62 +337,12 @@ class Accumulator:
         stop = max(stop, start)
         mean = np.empty(stop - start, np.float64)
         m2 = np.empty(stop - start, np.float64)
-        n = self.n
-        self._partial_into(start, stop, mean, m2, n, np.empty(stop - start, np.float64))
-        return n, mean, m2
+        p = self.as_partial()
+        kernels_numpy.partial(p, start, stop, mean, m2, np.empty(stop - start, np.float64))
+        return p.n, mean, m2
 
-    def _partial_into(self, s, e, mean, m2, n, tmp):
-        """Write the float64 mean and M2 of ``[s, e)`` into ``mean``, ``m2``.
 
-        ``tmp`` is a float64 scratch block as long.  ``n`` is passed in because
-        an in-place merge marks the header of the accumulator it writes into
-        before reading its last blocks.  Casts are explicit np.copyto calls
-        (faster in numpy than mixed-type ufuncs).
-        """
-        if n == 0:
-            mean.fill(0.0)
-            m2.fill(0.0)
-            return
-        f = [a[s:e] for a in self._flat]
-        if self.tier == "exact":
-            # M2 = (n*sumsq - sum**2) / n from an exact numerator: no cancellation.
-            if self.sample_dtype == np.uint8:
-                # sum**2 and n*sumsq < 2**49 within the tier's capacity:
-                # float64 holds every product exactly
-                np.copyto(mean, f[0])
-                np.copyto(m2, f[1])
-                np.multiply(m2, float(n), out=m2)
-                np.multiply(mean, mean, out=tmp)
-                np.subtract(m2, tmp, out=m2)
-            else:
-                # 16-bit: up to 2**64, exact in uint64 (the float64 buffers
-                # double as uint64 scratch)
-                s2 = mean.view(np.uint64)
-                num = tmp.view(np.uint64)
-                np.copyto(s2, f[0])
-                np.multiply(s2, s2, out=s2)
-                np.copyto(num, f[1])
-                np.multiply(num, np.uint64(n), out=num)
-                np.subtract(num, s2, out=num)
-                np.copyto(m2, num, casting="same_kind")
-                np.copyto(mean, f[0])
-            np.multiply(m2, 1.0 / n, out=m2)
-            np.divide(mean, float(n), out=mean)
-        elif self.tier == "float16":
-            y = _decode_var(f[2], tmp.view(np.uint32)[:e - s])   # var + 1/4, float32
-            np.copyto(m2, y)
-            np.subtract(m2, _VAR_OFFSET, out=m2)
-            np.multiply(m2, float(n), out=m2)
-            np.copyto(mean, f[1])
-            np.multiply(mean, _MEAN_UNITS, out=mean)
-            np.copyto(tmp, f[0])
-            np.add(mean, tmp, out=mean)
-            np.multiply(mean, 1.0 / _MEAN_UNITS, out=mean)          # exact: a power of 2
-        else:
-            np.copyto(mean, f[0])
-            np.divide(mean, float(n), out=mean)
-            np.copyto(m2, f[1])
-
+# --------------------------------------------------------------------------- merge algebra
 
 def combine(n_a, mean_a, m2_a, n_b, mean_b, m2_b) -> tuple:
     """Combine two partial results with the formula of Chan, Golub and LeVeque.
@@ -516,40 +361,164 @@ def combine(n_a, mean_a, m2_a, n_b, mean_b, m2_b) -> tuple:
 
     Notes
     -----
-    ``M2 = M2_a + M2_b + d**2 * n_a * n_b / n`` with ``d = mean_b - mean_a``:
-    every term is non-negative, so nothing cancels.  A side with ``n == 0``
-    contributes nothing (its mean is ignored).
+    The formula is :func:`hotpixel_shm.kernels_numpy.chan_step`, the one every
+    merge uses.  ``M2 = M2_a + M2_b + d**2 * n_a * n_b / n`` with ``d = mean_b
+    - mean_a``: every term is non-negative, so nothing cancels.  A side with
+    ``n == 0`` contributes nothing (its mean is ignored).
     """
     n = n_a + n_b
     na = np.asarray(n_a, np.float64)
     nb = np.asarray(n_b, np.float64)
     # an empty side takes the other side's values, so that d == 0 and nothing
-    # of its own (possibly garbage) mean and M2 enters the arithmetic
+    # of its own (possibly garbage) mean and M2 enters the arithmetic; where
+    # both are empty a count of 1 keeps the arithmetic finite
     mean_a = np.where(na == 0, mean_b, mean_a).astype(np.float64)
     mean_b = np.where(nb == 0, mean_a, mean_b).astype(np.float64)
     m2_a = np.where(na == 0, 0.0, m2_a).astype(np.float64)
     m2_b = np.where(nb == 0, 0.0, m2_b).astype(np.float64)
-    frac_b = nb / np.where(na + nb > 0, na + nb, 1.0)
-    d = mean_b - mean_a
-    mean = mean_a + d * frac_b
-    m2 = m2_a + m2_b + d * d * (na * frac_b)
-    return n, mean, m2
+    na = np.where(na + nb > 0, na, 1.0)
+    mean_a, m2_a, mean_b, m2_b = (np.array(a) for a in np.broadcast_arrays(mean_a, m2_a, mean_b, m2_b))
+    chan_step(na, mean_a, m2_a, nb, mean_b, m2_b, np.empty_like(mean_a))
+    return n, mean_a, m2_a
 
 
-def _fold(n_a, mean_a, m2_a, n_b, mean_b, m2_b, tmp):
-    """In-place Chan step on float64 blocks: (mean_a, m2_a) absorb side b.
+def _as_partial(src) -> Partial:
+    """An Accumulator, finished Stats or a Partial, as a Partial."""
+    if isinstance(src, Partial):
+        return src
+    if isinstance(src, Accumulator):
+        return src.as_partial()
+    if isinstance(src, Stats):
+        if src.tier not in tiers.TIERS:
+            raise HotPixelError(f"unknown tier {src.tier!r} in statistics")
+        if np.shape(src.mean) != np.shape(src.var):
+            raise HotPixelError(f"statistics with mean {np.shape(src.mean)} and var "
+                                f"{np.shape(src.var)} shapes")
+        if int(src.n) < 0:
+            raise HotPixelError(f"statistics of {src.n} images")
+        mean = np.ascontiguousarray(src.mean).reshape(-1)
+        var = np.ascontiguousarray(src.var).reshape(-1)
+        return Partial(int(src.n), kernels_numpy.FINISHED, None, (mean, var))
+    raise HotPixelError(f"cannot merge a {type(src).__name__}: expected Accumulator or Stats")
 
-    ``mean_b`` is overwritten.  Both counts are positive scalars.
+
+def _reduce(parts, start, stop, out_mean, out_var, block_values, threads):
+    """Run the block loop over ``[start, stop)`` on ``threads`` contiguous
+    ranges (numpy and the compiled kernels release the GIL, so threads use
+    several cores without copying anything).  Bit-identical for any count:
+    each value's arithmetic does not depend on its range."""
+    size = stop - start
+    bv = max(1, min(int(block_values), size))
+    threads = max(1, min(int(threads), size // bv or 1))
+    if threads == 1:
+        return kernels.reduce_range(parts, start, stop, out_mean, out_var, bv)
+    from concurrent.futures import ThreadPoolExecutor
+    # ranges on block boundaries; each thread reads a range completely
+    # before writing it, so in-place reuse stays safe
+    step = -(-size // threads)
+    step = -(-step // bv) * bv
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(kernels.reduce_range, parts, a, min(a + step, stop),
+                               out_mean[a - start:min(a + step, stop) - start],
+                               out_var[a - start:min(a + step, stop) - start], bv)
+                   for a in range(start, stop, step)]
+        return [f.result() for f in futures][0]
+
+
+def _check_compatible(accs):
+    first = accs[0]
+    for a in accs:
+        if not isinstance(a, Accumulator):
+            raise HotPixelError(f"merge needs Accumulator objects, got {type(a).__name__}")
+        a._usable()
+        if (a.tier, a.shape, a.sample_dtype) != (first.tier, first.shape, first.sample_dtype):
+            raise HotPixelError(
+                f"cannot merge a {a.tier} {a.shape} {a.sample_dtype} accumulator with a "
+                f"{first.tier} {first.shape} {first.sample_dtype} one")
+
+
+def _flat_out(arr, length, name):
+    if not isinstance(arr, np.ndarray) or arr.dtype not in (np.float32, np.float64):
+        raise HotPixelError(f"{name} must be a float32 or float64 array")
+    if arr.size != length or not arr.flags.c_contiguous or not arr.flags.writeable:
+        raise HotPixelError(f"{name} must be a writable C-contiguous array of {length} values, "
+                            f"got {arr.shape}")
+    return arr.reshape(-1)
+
+
+def finalise_range(sources, start: int, stop: int, out_mean: np.ndarray, out_var: np.ndarray, *,
+                   threads: int = 1, block_values: int = DEFAULT_BLOCK_VALUES) -> int:
+    """Merge partial results and finish the mean and variance of one flat range.
+
+    The band-wise finish: the caller provides the output buffers, so no
+    image-sized float64 array is ever needed (a band of rows ``y0..y1`` of a
+    ``(height, width, channels)`` frame is ``start = y0 * width * channels``,
+    ``stop = y1 * width * channels``; see :func:`finalise_rows`).
+
+    Parameters
+    ----------
+    sources : sequence of Accumulator, Stats or Partial
+        Partial results over the same frame, of any origin (the workers'
+        accumulators, statistics loaded from a file, a checkpoint); empty
+        ones are ignored.  The accumulators are only read.
+    start, stop : int
+        The flat (C-order) range, ``0 <= start < stop <= size``.
+    out_mean, out_var : ndarray
+        Writable, C-contiguous, float32 or float64, ``stop - start`` values
+        (any shape): the mean and the population variance (ddof=0).
+    threads : int, optional
+        Split the range over this many threads.
+    block_values : int, optional
+        Values per block of the numpy kernels (5 float64 temporaries each).
+
+    Returns
+    -------
+    int
+        The total image count.
+
+    Raises
+    ------
+    HotPixelError
+        No source, sources of different sizes, a bad range or buffer, or no
+        image at all.
+
+    Notes
+    -----
+    The result of every value is the one :func:`merge` gives for it: the
+    exact tier's integer sums are added exactly when every source is an
+    exact accumulator (so any split of the images gives the serial bits),
+    anything else is combined with Chan's formula in float64.
     """
-    n = n_a + n_b
-    d = mean_b
-    np.subtract(mean_b, mean_a, out=d)
-    np.multiply(d, n_b / n, out=tmp)
-    np.add(mean_a, tmp, out=mean_a)
-    np.add(m2_a, m2_b, out=m2_a)
-    np.square(d, out=d)
-    np.multiply(d, float(n_a) * n_b / n, out=d)
-    np.add(m2_a, d, out=m2_a)
+    parts = [_as_partial(s) for s in sources]
+    if not parts:
+        raise HotPixelError("nothing to merge: no partial result")
+    size = parts[0].fields[0].size
+    for p in parts:
+        if p.fields[0].size != size:
+            raise HotPixelError(f"cannot merge partial results of {p.fields[0].size} and {size} values")
+    start, stop = int(start), int(stop)
+    if not 0 <= start < stop <= size:
+        raise HotPixelError(f"range [{start}, {stop}) is not within the {size} values")
+    if sum(p.n for p in parts if p.n > 0) == 0:
+        raise HotPixelError("nothing to merge: no image was accumulated")
+    out_mean = _flat_out(out_mean, stop - start, "out_mean")
+    out_var = _flat_out(out_var, stop - start, "out_var")
+    return _reduce(parts, start, stop, out_mean, out_var, block_values, threads)
+
+
+def finalise_rows(sources, y0: int, y1: int, out_mean: np.ndarray, out_var: np.ndarray,
+                  **kw) -> int:
+    """:func:`finalise_range` for rows ``y0 <= y < y1`` of the frame.
+
+    The sources' frame shape is taken from the first Accumulator or Stats
+    among them; ``out_mean`` and ``out_var`` hold ``(y1 - y0) * width *
+    channels`` values.
+    """
+    shape = next((s.shape for s in sources if isinstance(s, (Accumulator, Stats))), None)
+    if shape is None:
+        raise HotPixelError("finalise_rows needs an Accumulator or Stats to know the frame's shape")
+    _, w, c = shape
+    return finalise_range(sources, int(y0) * w * c, int(y1) * w * c, out_mean, out_var, **kw)
 
 
 def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOCK_VALUES,
@@ -569,8 +538,7 @@ def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOC
     block_values : int, optional
         Values merged per block; the temporaries are 5 float64 blocks (per thread).
     threads : int, optional
-        Merge this many contiguous ranges at once (numpy releases the GIL
-        in its loops, so threads use several cores without copying anything).
+        Merge this many contiguous ranges at once.
 
     Returns
     -------
@@ -588,108 +556,32 @@ def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOC
 
     Notes
     -----
-    Multi-way Chan/Pébay: the accumulators are folded one by one with
-    :func:`combine`'s formula, in float64, block by block.  Summing the M2
-    arrays would drop the between-worker term and be wrong.
+    The whole frame through :func:`finalise_range`'s block loop: the exact
+    tier's integer sums added exactly, the other tiers folded one by one with
+    Chan's formula in float64.  Summing the M2 arrays would drop the
+    between-worker term and be wrong.
     """
     accs = list(accs)
     if not accs:
         raise HotPixelError("nothing to merge: no accumulator")
+    _check_compatible(accs)
     first = accs[0]
-    for a in accs:
-        if not isinstance(a, Accumulator):
-            raise HotPixelError(f"merge needs Accumulator objects, got {type(a).__name__}")
-        a._usable()
-        if (a.tier, a.shape, a.sample_dtype) != (first.tier, first.shape, first.sample_dtype):
-            raise HotPixelError(
-                f"cannot merge a {a.tier} {a.shape} {a.sample_dtype} accumulator with a "
-                f"{first.tier} {first.shape} {first.sample_dtype} one")
-    live = [a for a in accs if a.n > 0]
-    total = sum(a.n for a in live)
-    if total == 0:
+    parts = [a.as_partial() for a in accs]
+    if sum(p.n for p in parts) == 0:
         raise HotPixelError("nothing to merge: no image was accumulated")
     rdt = tiers.result_dtype(first.tier)
     fields = tiers.fields(first.tier, first.sample_dtype)
-    reuse = in_place and all(fdt.itemsize == rdt.itemsize for _, fdt in fields[:2])
-    if reuse:
+    if in_place and all(fdt.itemsize == rdt.itemsize for _, fdt in fields[:2]):
         # Same itemsize: the result for a block is written only after every
         # input of that block was read, so the first two fields' bytes can
-        # hold it.  Mark the buffer before writing: it stops being an
-        # accumulator.
+        # hold it.  Mark the buffer: it stops being an accumulator.
         out_mean = first._flat[0].view(rdt)
         out_var = first._flat[1].view(rdt)
+        first.n = _CONSUMED
     else:
         out_mean = np.empty(first.size, rdt)
         out_var = np.empty(first.size, rdt)
-    bv = max(1, min(int(block_values), first.size))
-    counts = [a.n for a in live]
-    if reuse:
-        first.n = _CONSUMED
-
-    # exact tier: add the workers' integer sums and finish once, from exact
-    # integers (n*sumsq - sum**2 must fit uint64), so any worker count gives
-    # the serial result bit for bit
-    peak = 255 if first.sample_dtype == np.uint8 else 65535
-    integer = first.tier == "exact" and (peak * total) ** 2 < 2 ** 64
-
-    def merge_integer_range(start, stop):
-        S, Q, t = (np.empty(bv, np.uint64) for _ in range(3))
-        f = np.empty(bv, np.float64)
-        for s in range(start, stop, bv):
-            e = min(s + bv, stop)
-            L = e - s
-            Sb, Qb, tb, fb = S[:L], Q[:L], t[:L], f[:L]
-            Sb.fill(0)
-            Qb.fill(0)
-            for a in live:
-                np.copyto(tb, a._flat[0][s:e])
-                np.add(Sb, tb, out=Sb)
-                np.copyto(tb, a._flat[1][s:e])
-                np.add(Qb, tb, out=Qb)
-            np.copyto(fb, Sb)
-            np.divide(fb, float(total), out=fb)
-            np.copyto(out_mean[s:e], fb, casting="same_kind")
-            np.multiply(Qb, np.uint64(total), out=Qb)
-            np.multiply(Sb, Sb, out=Sb)
-            np.subtract(Qb, Sb, out=Qb)
-            np.copyto(fb, Qb, casting="same_kind")
-            np.divide(fb, float(total) * float(total), out=fb)
-            np.copyto(out_var[s:e], fb, casting="same_kind")
-
-    def merge_range(start, stop):
-        if integer:
-            return merge_integer_range(start, stop)
-        M, Q, pm, pq, tmp = (np.empty(bv, np.float64) for _ in range(5))
-        for s in range(start, stop, bv):
-            e = min(s + bv, stop)
-            L = e - s
-            Mb, Qb, pmb, pqb, tb = M[:L], Q[:L], pm[:L], pq[:L], tmp[:L]
-            na = 0
-            for a, nb in zip(live, counts):
-                if na == 0:
-                    a._partial_into(s, e, Mb, Qb, nb, tb)
-                else:
-                    a._partial_into(s, e, pmb, pqb, nb, tb)
-                    _fold(na, Mb, Qb, nb, pmb, pqb, tb)
-                na += nb
-            np.multiply(Qb, 1.0 / total, out=Qb)
-            np.copyto(out_mean[s:e], Mb, casting="same_kind")
-            np.copyto(out_var[s:e], Qb, casting="same_kind")
-
-    threads = max(1, min(int(threads), first.size // bv or 1))
-    if threads == 1:
-        merge_range(0, first.size)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-        # contiguous ranges on block boundaries; each thread reads a range
-        # completely before writing it, so in-place reuse stays safe
-        step = -(-first.size // threads)
-        step = -(-step // bv) * bv
-        with ThreadPoolExecutor(threads) as pool:
-            futures = [pool.submit(merge_range, a, min(a + step, first.size))
-                       for a in range(0, first.size, step)]
-            for f in futures:
-                f.result()
+    total = _reduce(parts, 0, first.size, out_mean, out_var, block_values, threads)
     return total, out_mean.reshape(first.shape), out_var.reshape(first.shape)
 
 
@@ -710,46 +602,22 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
     ------
     HotPixelError
         Different shapes, unknown tier, or no image at all.
+
+    Notes
+    -----
+    The same block loop and formula as :func:`merge` (:func:`finalise_range`).
     """
-    for st in (a, b):
-        if st.tier not in tiers.TIERS:
-            raise HotPixelError(f"unknown tier {st.tier!r} in statistics")
-        if np.shape(st.mean) != np.shape(st.var):
-            raise HotPixelError(f"statistics with mean {np.shape(st.mean)} and var {np.shape(st.var)} shapes")
+    pa, pb = _as_partial(a), _as_partial(b)
     if a.shape != b.shape:
         raise HotPixelError(f"cannot merge statistics of shape {a.shape} with {b.shape}")
     meta = merged_metadata(a, b)
+    if pa.n + pb.n == 0:
+        raise HotPixelError(f"cannot merge statistics of {pa.n} and {pb.n} images")
     tier = max(a.tier, b.tier, key=tiers.ACCURACY_ORDER.index)
     rdt = tiers.result_dtype(tier)
-    na, nb = int(a.n), int(b.n)
-    if na < 0 or nb < 0 or na + nb == 0:
-        raise HotPixelError(f"cannot merge statistics of {na} and {nb} images")
     mean = np.empty(a.shape, rdt)
     var = np.empty(a.shape, rdt)
-    fm, fv = mean.reshape(-1), var.reshape(-1)
-    am, av = np.asarray(a.mean).reshape(-1), np.asarray(a.var).reshape(-1)
-    bm, bvv = np.asarray(b.mean).reshape(-1), np.asarray(b.var).reshape(-1)
-    size = fm.size
-    bv = max(1, min(1 << 20, size))
-    M, Q, pm, pq, tmp = (np.empty(bv, np.float64) for _ in range(5))
-    n = na + nb
-    for s in range(0, size, bv):
-        e = min(s + bv, size)
-        L = e - s
-        Mb, Qb, pmb, pqb, tb = M[:L], Q[:L], pm[:L], pq[:L], tmp[:L]
-        if na == 0 or nb == 0:
-            src_m, src_v = (am, av) if nb == 0 else (bm, bvv)
-            np.copyto(Mb, src_m[s:e])
-            np.copyto(Qb, src_v[s:e])
-        else:
-            np.copyto(Mb, am[s:e])
-            np.multiply(av[s:e], float(na), out=Qb, dtype=np.float64)
-            np.copyto(pmb, bm[s:e])
-            np.multiply(bvv[s:e], float(nb), out=pqb, dtype=np.float64)
-            _fold(na, Mb, Qb, nb, pmb, pqb, tb)
-            np.divide(Qb, float(n), out=Qb)
-        np.copyto(fm[s:e], Mb, casting="same_kind")
-        np.copyto(fv[s:e], Qb, casting="same_kind")
+    n = finalise_range([pa, pb], 0, mean.size, mean, var, block_values=1 << 20)
     return Stats(n=n, mean=mean, var=var, tier=tier, files=list(a.files) + list(b.files),
                  **meta)
 

@@ -14,7 +14,7 @@ from conftest import make_frames, reference_stats, write_images
 
 
 def _job(paths, shape, dtype, tier, workers, **kw):
-    return engine.Job(files=list(paths), shape=shape, dtype=dtype, tier=tier, workers=workers, **kw)
+    return engine.Job(files=list(paths), shape=shape, sample_dtype=dtype, tier=tier, workers=workers, **kw)
 
 
 def _check(stats, decoded, tier):
@@ -172,9 +172,38 @@ def test_script_without_main_guard_fails_clearly_instead_of_looping(small_set, t
     script = tmp_path / "unguarded.py"
     script.write_text(
         "from hotpixel_shm import engine\n"
-        f"job = engine.Job(files={paths!r}, shape=(24, 32, 3), dtype='uint8', tier='exact', workers=2)\n"
+        f"job = engine.Job(files={paths!r}, shape=(24, 32, 3), sample_dtype='uint8', tier='exact', workers=2)\n"
         "engine.run(job)\n")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "worker processes die while starting" in r.stderr
     assert "__main__" in r.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 7])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_batches_of_photos_per_pass(small_set, workers, batch):
+    # 7 photos: no batch size but 1 and 7 divides them, nor do 2 or 3 workers
+    paths, decoded = small_set
+    serial = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 1)).stats
+    res = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", workers, batch=batch))
+    assert res.used == paths and not res.skipped
+    np.testing.assert_array_equal(res.stats.mean, serial.mean)
+    np.testing.assert_array_equal(res.stats.var, serial.var)
+    for tier in ("float32", "float16"):
+        res = engine.run(_job(paths, (24, 32, 3), "uint8", tier, workers, batch=batch))
+        assert res.used == paths
+        _check(res.stats, decoded, tier)
+
+
+def test_a_killed_worker_s_batch_is_redone(small_set):
+    paths, decoded = small_set
+    victim = os.path.basename(paths[4])
+    res = engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 2, batch=3, crash_on=victim))
+    assert res.skipped == [(paths[4], engine.CRASH_REASON)]
+    assert res.worker_deaths == 2
+    rest = paths[:4] + paths[5:]
+    assert res.used == rest
+    serial = engine.run(_job(rest, (24, 32, 3), "uint8", "exact", 1)).stats
+    np.testing.assert_array_equal(res.stats.mean, serial.mean)
+    np.testing.assert_array_equal(res.stats.var, serial.var)

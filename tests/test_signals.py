@@ -157,7 +157,7 @@ def test_a_failing_run_cleans_up(photo_dir):
     """An exception inside the run (here from the progress callback)."""
     from hotpixel_shm import engine
     d, paths, _ = photo_dir
-    job = engine.Job(files=paths, shape=(20, 24, 3), dtype="uint8", tier="exact", workers=2)
+    job = engine.Job(files=paths, shape=(20, 24, 3), sample_dtype="uint8", tier="exact", workers=2)
 
     def boom(done, total, skipped):
         if done >= 3:

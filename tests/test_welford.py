@@ -532,3 +532,81 @@ def test_threaded_merge_is_identical(tier):
     assert out[0][0] == out[1][0] == 9
     np.testing.assert_array_equal(out[0][1], out[1][1])
     np.testing.assert_array_equal(out[0][2], out[1][2])
+
+
+# --------------------------------------------------------------------------- batches, band-wise finish
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 7])
+@pytest.mark.parametrize("tier,dtype", _tier_dtypes())
+def test_batches_keep_the_contract_and_exact_keeps_its_bits(tier, dtype, batch):
+    kind = "high" if dtype == np.uint16 else "photo"
+    frames = _photos(17, (5, 6, 3), dtype, seed=batch, kind=kind)   # 17: no K divides it
+    acc = Accumulator(tier, (5, 6, 3), dtype, block_values=7)
+    for i in range(0, len(frames), batch):
+        acc.update_batch(frames[i:i + batch])
+    assert acc.n == 17
+    n, mean, var = merge([acc])
+    _assert_contract(tier, dtype, 17, mean, var, frames)
+    if tier == "exact":
+        ref = Accumulator(tier, (5, 6, 3), dtype)
+        for frame in frames:
+            ref.update(frame)
+        for name in acc.arrays:
+            np.testing.assert_array_equal(acc.arrays[name], ref.arrays[name])
+
+
+def test_batch_size_is_checked():
+    acc = Accumulator("float32", (2, 2, 1), np.uint8)
+    with pytest.raises(HotPixelError, match="batch"):
+        acc.update_batch([])
+    with pytest.raises(HotPixelError, match="batch"):
+        acc.update_batch([np.zeros((2, 2, 1), np.uint8)] * 17)
+
+
+@pytest.mark.parametrize("tier,dtype", _tier_dtypes())
+def test_finalise_range_by_bands_gives_the_merge_bits(tier, dtype):
+    from hotpixel_shm.welford import finalise_range, finalise_rows
+    shape = (9, 5, 3)
+    frames = _photos(8, shape, dtype, seed=13)
+
+    def accs():
+        out = [Accumulator(tier, shape, dtype) for _ in range(3)]
+        for i, frame in enumerate(frames):
+            out[i % 3].update(frame)
+        return out
+
+    n, mean, var = merge(accs(), in_place=False)
+    sources = accs()
+    rdt = tiers.result_dtype(tier)
+    got_m, got_v = np.empty(shape, rdt), np.empty(shape, rdt)
+    for y0, y1 in [(0, 2), (2, 3), (3, 9)]:
+        assert finalise_rows(sources, y0, y1, got_m[y0:y1], got_v[y0:y1], threads=2,
+                             block_values=4) == 8
+    np.testing.assert_array_equal(got_m, mean)
+    np.testing.assert_array_equal(got_v, var)
+    # the accumulators were only read
+    assert [a.n for a in sources] == [3, 3, 2]
+    # a float32 buffer for a float64 tier: the same values rounded once
+    m32, v32 = np.empty(15, np.float32), np.empty(15, np.float32)
+    finalise_range(sources, 30, 45, m32, v32)
+    np.testing.assert_array_equal(m32, mean.reshape(-1)[30:45].astype(np.float32))
+    with pytest.raises(HotPixelError, match="range"):
+        finalise_range(sources, 10, 10_000, np.empty(9990), np.empty(9990))
+    with pytest.raises(HotPixelError, match="out_mean"):
+        finalise_range(sources, 0, 10, np.empty(9, np.float64), np.empty(10))
+
+
+def test_partial_results_of_any_origin_merge_alike():
+    from hotpixel_shm.welford import finalise_range
+    shape = (4, 6, 3)
+    frames = _photos(12, shape, np.uint8, seed=14)
+    a = Accumulator("float64", shape, np.uint8)
+    for frame in frames[:5]:
+        a.update(frame)
+    saved = _stats("float64", frames[5:9], ["saved"])
+    b = Accumulator("float64", shape, np.uint8)
+    for frame in frames[9:]:
+        b.update(frame)
+    mean, var = np.empty(shape), np.empty(shape)
+    assert finalise_range([saved, a, b], 0, mean.size, mean, var) == 12
+    _assert_contract("float64", np.uint8, 5, mean, var, frames)

@@ -1,0 +1,116 @@
+"""The kernels in use: the compiled ones (``_ckernels``) when built, else numpy.
+
+The choice is made once, at import: the optional C extension
+``hotpixel_shm._ckernels`` when it was built and imports, otherwise the numpy
+reference :mod:`hotpixel_shm.kernels_numpy`.  The environment variable
+``HOTPIXEL_SHM_KERNELS=numpy`` forces the numpy kernels (worker processes
+inherit it); ``HOTPIXEL_SHM_KERNELS=compiled`` makes a missing extension an
+error instead of a quiet fallback.
+
+Both implementations have the same functions, with the same arguments:
+``update(tier, fields, images, n, start, block_values, cache)`` and
+``reduce_range(parts, start, stop, out_mean, out_var, block_values)`` (see
+:mod:`hotpixel_shm.kernels_numpy`).  The compiled update rounds exactly as
+the numpy one does, so both give the same bits.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from . import kernels_numpy
+from .errors import HotPixelError
+
+__all__ = ["NAME", "DESCRIPTION", "ENV", "update", "reduce_range", "available", "get", "use",
+           "describe"]
+
+#: The environment variable that picks the kernels.
+ENV = "HOTPIXEL_SHM_KERNELS"
+_CHOICES = ("auto", "numpy", "compiled")
+
+
+def _load_compiled():
+    """The compiled kernels' Python front, or the reason they are missing."""
+    try:
+        from . import _kernels_c
+    except ImportError as exc:
+        return None, f"the compiled kernels are not built ({exc})"
+    return _kernels_c, None
+
+
+def available() -> dict:
+    """The implementations that can run here, by name, and why others cannot.
+
+    Returns
+    -------
+    dict
+        ``{"numpy": module, "compiled": module or reason (str)}``.
+    """
+    mod, why = _load_compiled()
+    return {"numpy": kernels_numpy, "compiled": mod if mod is not None else why}
+
+
+def get(name: str):
+    """The kernel module called ``name`` (``"numpy"`` or ``"compiled"``).
+
+    Raises
+    ------
+    HotPixelError
+        ``"compiled"`` when the extension is not built.
+    """
+    if name == "numpy":
+        return kernels_numpy
+    if name == "compiled":
+        mod, why = _load_compiled()
+        if mod is None:
+            raise HotPixelError(why)
+        return mod
+    raise HotPixelError(f"unknown kernels {name!r}; expected numpy or compiled")
+
+
+def _pick():
+    want = (os.environ.get(ENV) or "auto").strip().lower()
+    if want not in _CHOICES:
+        raise HotPixelError(f"{ENV}={want!r}: expected one of {', '.join(_CHOICES)}")
+    if want == "numpy":
+        return kernels_numpy, f"numpy (forced by {ENV}=numpy)"
+    mod, why = _load_compiled()
+    if mod is not None:
+        return mod, "compiled (C99 extension)"
+    if want == "compiled":
+        raise HotPixelError(f"{ENV}=compiled: {why}")
+    return kernels_numpy, "numpy (the compiled kernels are not built)"
+
+
+_impl, DESCRIPTION = _pick()
+#: ``"compiled"`` or ``"numpy"``: the kernels in use.
+NAME = _impl.NAME
+
+
+def describe() -> str:
+    """One line saying which kernels are in use (for ``--version`` and ``--plan -v``)."""
+    return f"kernels: {DESCRIPTION}"
+
+
+def update(tier, fields, images, n, start=0, block_values=65536, cache=None):
+    """Fold a batch of images into a tier's fields (see ``kernels_numpy.update``)."""
+    return _impl.update(tier, fields, images, n, start, block_values, cache)
+
+
+def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
+    """Merge partial results over a flat range and finish (see ``kernels_numpy.reduce_range``)."""
+    return _impl.reduce_range(parts, start, stop, out_mean, out_var, block_values)
+
+
+@contextlib.contextmanager
+def use(name: str):
+    """Run this process's kernels with implementation ``name`` for a while
+    (tests and benchmarks; worker processes follow ``HOTPIXEL_SHM_KERNELS``)."""
+    global _impl, NAME, DESCRIPTION
+    old = (_impl, NAME, DESCRIPTION)
+    _impl = get(name)
+    NAME, DESCRIPTION = _impl.NAME, f"{_impl.NAME} (selected)"
+    try:
+        yield _impl
+    finally:
+        _impl, NAME, DESCRIPTION = old
