@@ -6,15 +6,18 @@ against its same-colour neighbours in the same frame.  Under the null (no
 defect, scenes that differ from frame to frame) the residual mean is zero,
 so
 
-    z = r * sqrt(n) / max(s, S)
+    z = r * sqrt(n / (1 + b**2 n)) / max(s, S)
 
 is a t-like statistic: ``s`` is the element's own sample standard deviation
 (``n - 1`` degrees of freedom) and ``S`` the median of its eight
 same-colour neighbours' ``s``, a pooled scale.  Taking the larger keeps the
 statistic honest where the element's own scale is too small by chance (few
 frames) and where it is inflated by a rare large residual (an edge that
-crossed it once).  A warm or dead photosite has ``|z|`` many standard
-errors from zero; a noisy one a variance ratio ``F = s**2 / S**2`` far
+crossed it once).  ``b`` = 0.1 is a systematic error of the residual mean
+in units of the scale: structure that repeats in every frame (a horizon,
+JPEG's artefacts in a sky of the same colour) biases it a little, and
+without ``b`` that bias would become significant as ``n`` grows.  A warm or
+dead photosite has ``|z|`` many standard errors from zero; a noisy one a variance ratio ``F = s**2 / S**2`` far
 above one.
 
 Fixed structure is not a defect: something the same in every frame (a
@@ -49,8 +52,19 @@ _REFERENCE_ELEMENTS = 36e6     # residual elements of a 24 MP RGB photo (Y + Cb/
 # estimates, residuals of demosaiced, JPEG-compressed texture are
 # heavier-tailed than a normal distribution, and the directional test takes
 # the smallest of several differences.
-_T_CORRECTION = 1.25
+_T_CORRECTION = 1.0
 _F_CORRECTION = 1.5
+# A flagged element stands out from its window's outer ring by at least this
+# many times the ring's robust spread (as in hotpixel_shm.detect).
+_CONTRAST = 2.0
+_MAD_TO_SIGMA = 1.4826
+# The scale is at least this fraction of the plane's median residual std.
+_FLOOR_FRACTION = 0.15
+# Systematic part of the residual mean's error, as a fraction of the scale:
+# structure that repeats in every frame (a horizon, JPEG's artefacts in a
+# sky of the same colour) biases the residual mean a little, and without
+# this term that bias would become significant as n grows.
+_SYSTEMATIC = 0.1
 # Rows of the cheap candidate pass at once.
 _BAND = 64
 # Candidates need this fraction of the threshold against their own scale
@@ -115,8 +129,8 @@ def _offsets(reach):
     """Same-colour 5x5 window offsets (without the centre) and its groups."""
     from .detect import _geometry
 
-    dy, dx, quads, lines, _ring = _geometry(5)
-    return dy * reach, dx * reach, quads, lines
+    dy, dx, quads, lines, ring = _geometry(5)
+    return dy * reach, dx * reach, quads, lines, ring
 
 
 def _gather(plane, ys, xs, dy, dx, reach):
@@ -132,18 +146,30 @@ def _gather(plane, ys, xs, dy, dx, reach):
     return np.asarray(plane[ny, nx], dtype=np.float32)
 
 
-def _plane_records(mean, var, n, reach, t_thr, f_thr):
+def _scale_floor(var, n):
+    """The least scale of a layout's residuals, from its first plane (luma, or the mosaic).
+
+    The input is quantised to whole units (std 0.29), and where a region
+    looks the same in every frame (a clipped or plain sky) JPEG repeats the
+    same sub-unit artefacts in every frame, which a scale of a fraction of a
+    unit would call significant; the chroma of mostly grey scenes varies by
+    less than that, so the floor comes from the luma plane.
+    """
+    h, w = var.shape
+    sd = np.sqrt(np.maximum(var[::max(1, h // 64), ::max(1, w // 64)], 0) * (n / (n - 1.0)))
+    return max(_FLOOR_FRACTION * float(np.median(sd)), 0.3)
+
+
+def _plane_records(mean, var, n, reach, t_thr, f_thr, floor):
     """Flagged elements of one residual plane: ``(ys, xs, code, score, z)``."""
     from .detect import _directional, _median_rows
 
     h, w = mean.shape
-    root_n = math.sqrt(n)
+    # the standard error of the residual mean, with a systematic part
+    root_n = math.sqrt(n / (1.0 + _SYSTEMATIC ** 2 * n))
     corr = n / (n - 1.0)
-    # a floor for the scale: residuals quantised to whole units of the input
-    sd_all = np.sqrt(np.maximum(var[::max(1, h // 64), ::max(1, w // 64)], 0) * corr)
-    floor = max(0.05 * float(np.median(sd_all)), 0.3)
     found = []
-    dy, dx, quads, lines = _offsets(reach)
+    dy, dx, quads, lines, ring = _offsets(reach)
     near = np.array([i for i in range(dy.size)
                      if max(abs(dy[i]), abs(dx[i])) == reach])       # the 8 nearest
     for y0 in range(0, h, _BAND):
@@ -175,6 +201,12 @@ def _plane_records(mean, var, n, reach, t_thr, f_thr):
         nb_m = _gather(mean, ys, xs, dy, dx, reach)
         nb_z = nb_m * np.float32(root_n) / denom[:, None]
         zd = _directional(z, nb_z, _median_rows(nb_z), quads, lines)
+        # ... and stand out from the window's outer ring by more than that
+        # ring's own spread: a curved edge that is in every frame (a horizon)
+        # leaves steady residuals of both signs around it, noise does not
+        ring_z = nb_z[:, ring]
+        spread = _MAD_TO_SIGMA * _median_rows(np.abs(ring_z - _median_rows(ring_z)[:, None]))
+        zd = np.where(np.abs(zd) >= _CONTRAST * spread, zd, 0).astype(np.float32)
         nb_sd = _gather_sd(var, ys, xs, dy, dx, reach, corr)
         sd_ratio = (nb_sd / pooled[:, None]) ** 2
         rd = _directional(ratio, sd_ratio, _median_rows(sd_ratio), quads, lines)
@@ -272,10 +304,11 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
     f_thr = math.inf if f_thr is None else float(f_thr)
     lay = res.layout
     parts: List[dict] = []
+    floor = _scale_floor(res.var[0], res.n)
     for k in range(len(lay.planes)):
         reach = lay.plane_reach(k)
         ys, xs, code, score, z = _plane_records(res.mean[k], res.var[k], res.n, reach,
-                                                t_thr, f_thr)
+                                                t_thr, f_thr, floor)
         if ys.size == 0:
             continue
         c = _YCC_CHANNEL[k] if lay.mode == "ycc" else k
