@@ -41,9 +41,11 @@ from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
 from .kernels_numpy import MAX_BATCH
+from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum_residuals
 from .welford import Accumulator, merge
 
-__all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON"]
+__all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON",
+           "segment_parts"]
 
 #: Files queued per worker beyond the one being decoded.
 PREFETCH = 1
@@ -92,6 +94,10 @@ class Job:
     checkpoint_every: int = 0
     #: ... or every this many seconds (0: never)
     checkpoint_seconds: float = 0.0
+    #: also accumulate temporal residual statistics, against same-colour
+    #: neighbours this far apart (2 for photos, the CFA period for a raw
+    #: mosaic); None: not kept (see hotpixel_shm.residual)
+    residual_period: Optional[int] = None
 
     def __post_init__(self):
         self.shape = tuple(int(v) for v in self.shape)
@@ -111,6 +117,39 @@ class RunResult:
     #: the largest message (bytes, pickled) that crossed a process boundary
     max_message_bytes: int = 0
     worker_deaths: int = 0
+
+
+def segment_parts(tier, shape, sample_dtype, residual_period=None):
+    """How a worker's segment is laid out: ``(nbytes, residual_offset, layout)``.
+
+    The accumulator comes first; the residual accumulator (when
+    ``residual_period`` is set, see ``Job``) follows at a 64-byte boundary.
+    ``layout`` is None when no residuals are kept.
+    """
+    acc = Accumulator.nbytes(tier, shape, sample_dtype)
+    if not residual_period:
+        return acc, acc, None
+    layout = residual_layout(shape, residual_period)
+    offset = -(-acc // 64) * 64
+    return offset + residual_nbytes(layout), offset, layout
+
+
+def _residuals_in(buf, offset, layout):
+    """The residual accumulator in ``buf`` at ``offset`` (None without a layout)."""
+    if layout is None:
+        return None
+    return ResidualAccumulator(layout, memoryview(buf)[offset:offset + residual_nbytes(layout)])
+
+
+def _residual_hook(racc):
+    """The per-frame kernel that feeds ``racc`` (for :class:`Ingest`'s ``on_batch``)."""
+    if racc is None:
+        return []
+
+    def hook(frames):
+        for f in frames:
+            racc.update(f)
+    return [hook]
 
 
 # --------------------------------------------------------------------------- worker side
@@ -224,7 +263,7 @@ class Ingest:
 
 
 def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixels, crash_on,
-                 batch=1):
+                 batch=1, residual_period=None):
     """Entry point of a worker process (must live in an importable module)."""
     # The parent coordinates Ctrl-C and SIGTERM: a terminal sends SIGINT to
     # the whole group, and a worker dying mid-update would lose its partial.
@@ -242,7 +281,9 @@ def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixe
         _orphaned(seg_name)
     seg = _shm.Segment.attach(seg_name)
     acc = Accumulator(tier, shape, sample_dtype, seg.buf)
-    ingest = Ingest(acc, max_pixels, batch)
+    _, offset, layout = segment_parts(tier, shape, sample_dtype, residual_period)
+    racc = _residuals_in(seg.buf, offset, layout)
+    ingest = Ingest(acc, max_pixels, batch, on_batch=_residual_hook(racc))
     _send(conn, ("ready", os.getpid()))
     try:
         _worker_loop(conn, ingest, seg_name, parent_pid, crash_on)
@@ -250,7 +291,7 @@ def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixe
         return  # parent gone or closed our pipe
     finally:
         ingest.close()
-        del acc, ingest
+        del acc, ingest, racc
         seg.close()
 
 
@@ -343,7 +384,7 @@ class _Slot:
         self.proc = _CTX.Process(
             target=_worker_main,
             args=(child_conn, self.seg.name, j.tier, j.shape, j.sample_dtype, os.getpid(),
-                  j.max_pixels, j.crash_on, j.batch),
+                  j.max_pixels, j.crash_on, j.batch, j.residual_period),
             name=f"hotpixel-worker-{self.index}", daemon=True)
         try:
             self.proc.start()
@@ -363,6 +404,12 @@ class _Slot:
         """The parent's view of this worker's accumulator (its shared segment)."""
         j = self.job
         return Accumulator(j.tier, j.shape, j.sample_dtype, self.seg.buf)
+
+    def residuals(self):
+        """The parent's view of this worker's residual accumulator (None if not kept)."""
+        j = self.job
+        _, offset, layout = segment_parts(j.tier, j.shape, j.sample_dtype, j.residual_period)
+        return _residuals_in(self.seg.buf, offset, layout)
 
     def discard(self):
         """Forget a dead worker: its segment and its pipe."""
@@ -411,13 +458,21 @@ class _Checkpointer:
         return bool(self.seconds) and count > self.last_count and \
             time.monotonic() - self.last_time >= self.seconds
 
-    def take(self, accs, job, used):
+    def take(self, accs, job, used, raccs=()):
         """Merge (not in place: the workers go on) and hand over a snapshot."""
         live = [a for a in accs if a.n]
         if live:
             n, mean, var = merge(live, in_place=False)
-            self.callback(Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used)))
-            del mean, var
+            residuals = None
+            raccs = [r for r in raccs if r is not None and r.n]
+            if raccs:
+                copy = ResidualAccumulator(raccs[0].layout)
+                for r in raccs:
+                    copy.add_into(r)
+                residuals = copy.finish(in_place=True)
+            self.callback(Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used),
+                                residuals=residuals))
+            del mean, var, residuals
         self.last_count = len(used)
         self.last_time = time.monotonic()
 
@@ -460,7 +515,9 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
 def _run_serial(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
     acc = Accumulator(job.tier, job.shape, job.sample_dtype)
-    ingest = Ingest(acc, job.max_pixels, job.batch)
+    layout = segment_parts(job.tier, job.shape, job.sample_dtype, job.residual_period)[2]
+    racc = ResidualAccumulator(layout) if layout is not None else None
+    ingest = Ingest(acc, job.max_pixels, job.batch, on_batch=_residual_hook(racc))
     used, skipped = [], []
     total = len(job.files)
     stop_sig = None
@@ -488,13 +545,13 @@ def _run_serial(job, progress, should_stop, ckpt):
             fold()
         if ckpt.due(len(used) + ingest.held) and k + 1 < total:
             fold()
-            ckpt.take([acc], job, used)
+            ckpt.take([acc], job, used, [racc])
     fold()
     ingest.close()
     del ingest
     # results merged in place are views that keep their memory alive; otherwise
     # closing the accumulator frees it before detection needs the room
-    stats = _finish([acc], job, used)
+    stats = _finish([acc], job, used, [racc])
     acc.close()
     del acc
     result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1)
@@ -503,12 +560,14 @@ def _run_serial(job, progress, should_stop, ckpt):
     return result
 
 
-def _finish(accs, job, used):
+def _finish(accs, job, used, raccs=()):
     if not any(a.n for a in accs):
         return None
     # the workers have exited: their CPUs (as many as the plan allowed) merge
     n, mean, var = merge(accs, in_place=True, threads=job.workers)
-    return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used))
+    residuals = sum_residuals([r for r in raccs if r is not None])
+    return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used),
+                 residuals=residuals)
 
 
 def _run_parallel(job, progress, should_stop, ckpt):
@@ -524,7 +583,8 @@ class _Parallel:
         self.should_stop = should_stop
         self.ckpt = ckpt
         self.files = list(job.files)
-        self.nbytes = Accumulator.nbytes(job.tier, job.shape, job.sample_dtype)
+        self.nbytes = segment_parts(job.tier, job.shape, job.sample_dtype,
+                                    job.residual_period)[0]
         self.queue = collections.deque(range(len(self.files)))
         self.strikes = collections.Counter()
         self.skipped = {}
@@ -636,9 +696,10 @@ class _Parallel:
                 _stop(s)
         _drain_stops(self.slots)
         accs = [s.accumulator() for s in self.slots if s.seg is not None]
+        raccs = [s.residuals() for s in self.slots if s.seg is not None]
         used = [self.files[i] for i in sorted(self.done)]
-        stats = _finish(accs, self.job, used)
-        del accs
+        stats = _finish(accs, self.job, used, raccs)
+        del accs, raccs
         keep = []
         for s in self.slots:  # unmap every segment the results do not live in
             if s.seg is not None and not s.seg.close():
@@ -666,7 +727,8 @@ class _Parallel:
 
 def _snapshot(live, ckpt, job, used):
     """Every ready worker is paused: merge a consistent snapshot, then resume them."""
-    ckpt.take([s.accumulator() for s in live if s.paused], job, used)
+    paused = [s for s in live if s.paused]
+    ckpt.take([s.accumulator() for s in paused], job, used, [s.residuals() for s in paused])
     for s in live:
         if s.paused:
             s.send(("resume",))

@@ -124,6 +124,9 @@ class Stats:
     owner: Any = field(default=None, repr=False, compare=False)
     sample_dtype: Optional[str] = None
     mosaic: Optional[Mosaic] = field(default=None, compare=False)
+    #: temporal residual statistics of the same frames
+    #: (:class:`hotpixel_shm.residual.Residuals`), or None when not kept
+    residuals: Any = field(default=None, repr=False, compare=False)
 
     @property
     def is_raw(self) -> bool:
@@ -178,10 +181,13 @@ class Stats:
 
 
 def merged_metadata(a: Stats, b: Stats) -> dict:
-    """``sample_dtype`` and ``mosaic`` of the merge of ``a`` and ``b``.
+    """``sample_dtype``, ``mosaic`` and ``residuals`` of the merge of ``a`` and ``b``.
 
     A side that does not know (statistics files written before these were
-    saved) takes the other's; two that disagree cannot be merged.
+    saved) takes the other's; two that disagree cannot be merged.  The
+    residual statistics are merged when both sides have them (of the same
+    layout), and left out otherwise: detection then uses the mean/variance
+    tests alone.
 
     Raises
     ------
@@ -197,7 +203,13 @@ def merged_metadata(a: Stats, b: Stats) -> dict:
     mosaic = a.mosaic if a.mosaic is not None else b.mosaic
     if (a.mosaic is not None and b.mosaic is not None and a.mosaic.white_level is None):
         mosaic = b.mosaic
-    return {"sample_dtype": a.sample_dtype or b.sample_dtype, "mosaic": mosaic}
+    out = {"sample_dtype": a.sample_dtype or b.sample_dtype, "mosaic": mosaic}
+    # residual statistics survive a merge only when both sides have them
+    ra, rb = a.residuals, b.residuals
+    if ra is not None and rb is not None and ra.layout == rb.layout:
+        from .residual import merge_residuals
+        out["residuals"] = merge_residuals(ra, rb)
+    return out
 
 
 def _lowest(flat, k, chunk=1 << 22):

@@ -51,7 +51,7 @@ import numpy as np
 from .errors import HotPixelError
 
 __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
-           "residual_nbytes", "residuals_of_frames"]
+           "residual_nbytes", "residuals_of_frames", "merge_residuals", "sum_residuals"]
 
 # Output rows per band (even: a band holds whole 2x2 chroma blocks).
 _BAND = 64
@@ -291,16 +291,23 @@ class ResidualAccumulator:
         self._flat += other._flat
         self._count[0] += other._count[0]
 
-    def finish(self) -> "Residuals":
-        """Residual mean and population variance per plane (float32, new arrays)."""
+    def finish(self, in_place: bool = False) -> "Residuals":
+        """Residual mean and population variance per plane (float32).
+
+        ``in_place``: overwrite the sums with the means and the sums of
+        squares with the variances (no new memory; the accumulator is spent).
+        """
         n = self.n
         if n < 1:
             raise HotPixelError("no frames in the residual accumulator")
         means, variances = [], []
+        inv = np.float32(1.0 / n)
         for s, q in zip(self.sums, self.squares):
-            m = s / np.float32(n)
-            v = q / np.float32(n)
-            v -= m * m
+            m = np.multiply(s, inv, out=s if in_place else None)
+            v = np.multiply(q, inv, out=q if in_place else None)
+            for y0 in range(0, m.shape[0], _BAND):      # no image-sized temporary
+                mb = m[y0:y0 + _BAND]
+                v[y0:y0 + _BAND] -= mb * mb
             np.maximum(v, 0, out=v)
             means.append(m)
             variances.append(v)
@@ -328,6 +335,51 @@ class Residuals:
     @property
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.mean) + sum(a.nbytes for a in self.var))
+
+
+def sum_residuals(accs) -> Optional[Residuals]:
+    """Finish the sum of several partial accumulators, in the first one's memory.
+
+    Parameters
+    ----------
+    accs : list of ResidualAccumulator
+        Partials of the same layout (e.g. views of the workers' segments);
+        the first is overwritten.
+
+    Returns
+    -------
+    Residuals or None
+        None when no accumulator holds a frame.
+    """
+    live = [a for a in accs if a.n]
+    if not live:
+        return None
+    first = live[0]
+    for other in live[1:]:
+        first.add_into(other)
+    return first.finish(in_place=True)
+
+
+def merge_residuals(a: Residuals, b: Residuals) -> Residuals:
+    """Residual statistics over the frames of ``a`` and ``b`` (Chan et al.'s formula).
+
+    Raises
+    ------
+    HotPixelError
+        On different layouts.
+    """
+    if a.layout != b.layout:
+        raise HotPixelError("cannot merge residual statistics of different layouts")
+    n = a.n + b.n
+    means, variances = [], []
+    for ma, va, mb, vb in zip(a.mean, a.var, b.mean, b.var):
+        d = (mb - ma).astype(np.float32)
+        m = ma + d * np.float32(b.n / n)
+        v = (va * np.float32(a.n) + vb * np.float32(b.n) + d * d * np.float32(a.n * b.n / n))
+        v *= np.float32(1.0 / n)
+        means.append(m.astype(np.float32))
+        variances.append(v.astype(np.float32))
+    return Residuals(n=n, layout=a.layout, mean=means, var=variances)
 
 
 def residuals_of_frames(frames, shape, period: Optional[int] = None) -> Residuals:

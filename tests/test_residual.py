@@ -125,3 +125,50 @@ def test_no_false_alarms_on_defect_free_raw_scenes_and_optional_residuals():
     other = residuals_of_frames([np.zeros((8, 8), np.uint16)] * 3, (8, 8), 2)
     with pytest.raises(HotPixelError):
         detect(mean, var, res.n, residuals=other)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_engine_keeps_residuals_equal_for_any_worker_count(small_set, workers):
+    from hotpixel_shm import engine
+
+    paths, decoded = small_set
+    job = engine.Job(files=list(paths), shape=(24, 32, 3), sample_dtype="uint8", tier="float32",
+                     workers=workers, batch=2, residual_period=2)
+    stats = engine.run(job).stats
+    want = residuals_of_frames(decoded, (24, 32, 3), 2)
+    got = stats.residuals
+    assert got is not None and got.n == want.n == stats.n
+    for a, b in zip(got.mean + got.var, want.mean + want.var):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    # without a residual period the engine keeps none
+    job.residual_period = None
+    assert engine.run(job).stats.residuals is None
+
+
+def test_checkpoint_snapshots_carry_residuals(small_set):
+    from hotpixel_shm import engine
+
+    paths, decoded = small_set
+    snaps = []
+    job = engine.Job(files=list(paths), shape=(24, 32, 3), sample_dtype="uint8", tier="float64",
+                     workers=2, residual_period=2, checkpoint_every=3)
+    engine.run(job, on_checkpoint=snaps.append)
+    assert snaps
+    for snap in snaps:
+        assert snap.residuals is not None and snap.residuals.n == snap.n
+        want = residuals_of_frames([decoded[paths.index(f)] for f in snap.files], (24, 32, 3), 2)
+        for a, b in zip(snap.residuals.mean, want.mean):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_merge_residuals_equals_one_pass():
+    from hotpixel_shm.residual import merge_residuals
+
+    rng = np.random.default_rng(8)
+    frames = [rng.integers(0, 4096, (20, 24)).astype(np.uint16) for _ in range(9)]
+    whole = residuals_of_frames(frames, (20, 24), 2)
+    both = merge_residuals(residuals_of_frames(frames[:4], (20, 24), 2),
+                           residuals_of_frames(frames[4:], (20, 24), 2))
+    assert both.n == 9
+    for a, b in zip(both.mean + both.var, whole.mean + whole.var):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2)
