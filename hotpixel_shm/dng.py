@@ -19,6 +19,8 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage
 
+from .synth import apply_lines
+
 __all__ = ["BAYER_PATTERNS", "XTRANS_PATTERN", "cfa_array", "write_dng", "write_raw_set",
            "simulate_raw_frames"]
 
@@ -299,10 +301,12 @@ def _pick_sites(rng, height, width, count, taken, margin=4):
 
 def simulate_raw_frames(n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_hot=4,
                         n_stuck=3, n_dead=3, n_noisy=2, weak_range=(40.0, 80.0), white=4095,
-                        black=64, clipped=True, darks=False, pattern="RGGB", margins=None):
+                        black=64, clipped=True, darks=False, pattern="RGGB", margins=None,
+                        lines=None):
     """The raw mosaics of ``write_raw_set``, as arrays (made lazily), and the truth.
 
-    Parameters are those of ``write_raw_set``.
+    Parameters are those of ``write_raw_set``, and ``lines``: line defects
+    in raw units (see ``hotpixel_shm.synth.apply_lines``).
 
     Returns
     -------
@@ -377,6 +381,7 @@ def simulate_raw_frames(n=12, *, width=256, height=192, seed=0, n_hot=6, n_weak_
             sigma = np.sqrt(signal / np.float32(gain) + np.float32(read_noise ** 2))
             raw = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
             raw += np.float32(black)
+            apply_lines(raw, lines)
             if lamp.any():
                 raw[lamp] = white
             for t in truth:

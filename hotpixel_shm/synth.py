@@ -45,7 +45,7 @@ from .errors import HotPixelError
 
 __all__ = [
     "Planted", "SampleSet", "simulate_frames", "write_sample_set", "make_photo_like",
-    "cfa_colour", "DARK_BIAS", "DARK_READ_NOISE",
+    "cfa_colour", "apply_lines", "DARK_BIAS", "DARK_READ_NOISE",
 ]
 
 #: Bias (black level) of the simulated dark frames, in ADU.
@@ -401,12 +401,34 @@ def _apply_defects(raw, truth, rng, sensor_max, bayer):
             raw[idx] += p.level if rng.random() < 0.5 else -p.level
 
 
-def _photo(rng, lay, truth, bayer, bit_depth):
+def apply_lines(raw, lines):
+    """Add line defects to a sensor frame in place.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        ``(height, width[, ...])`` float frame.
+    lines : sequence of tuple
+        ``(kind, index, offset)`` or ``(kind, index, offset, start, stop)``:
+        ``"column"`` or ``"row"``, its x or y, the offset, and optionally
+        the first and last row (column) of the offset part.
+    """
+    for line in lines or ():
+        kind, index, offset = line[:3]
+        start, stop = (line[3], line[4] + 1) if len(line) > 3 else (0, None)
+        if kind == "column":
+            raw[start:stop, index] += offset
+        else:
+            raw[index, start:stop] += offset
+
+
+def _photo(rng, lay, truth, bayer, bit_depth, lines=None):
     scene = _scene(rng, lay)
     raw = _mosaic(scene) if bayer else scene
     raw += rng.standard_normal(raw.shape, dtype=np.float32) * np.sqrt(
         _READ ** 2 + _SHOT * np.maximum(raw, 0))
     _apply_defects(raw, truth, rng, 255.0, bayer)
+    apply_lines(raw, lines)
     np.clip(raw, 0, 255, out=raw)                    # the sensor saturates
     rgb = _demosaic(raw) if bayer else raw
     if lay.stamp.any():
@@ -416,10 +438,11 @@ def _photo(rng, lay, truth, bayer, bit_depth):
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def _dark(rng, lay, truth):
+def _dark(rng, lay, truth, lines=None):
     h, w = lay.height, lay.width
     raw = DARK_BIAS + lay.glow + lay.dsnu
     raw = raw + rng.standard_normal((h, w), dtype=np.float32) * DARK_READ_NOISE
+    apply_lines(raw, lines)
     for p in truth:
         if p.kind == "hot":
             # dark current: its own shot noise (gain 1 e-/ADU)
@@ -434,7 +457,7 @@ def _dark(rng, lay, truth):
 
 
 def simulate_frames(n, height, width, *, seed=0, defects=None, darks=False, stamp=True,
-                    clipped=True, bayer=True, bit_depth=8, dead_any_colour=False):
+                    clipped=True, bayer=True, bit_depth=8, dead_any_colour=False, lines=None):
     """Simulated camera frames with planted photosite defects.
 
     Parameters
@@ -467,6 +490,10 @@ def simulate_frames(n, height, width, *, seed=0, defects=None, darks=False, stam
     dead_any_colour : bool
         Dead photosites of any colour (default: green ones only, which JPEG
         shows best); red and blue ones are the hard case of 4:2:0 JPEG.
+    lines : sequence of (str, int, float), optional
+        Line defects ``(kind, index, offset[, start, stop])`` (see
+        ``apply_lines``), added in sensor space to every frame (8-bit units
+        for photos, ADU for dark frames).
 
     Returns
     -------
@@ -496,9 +523,9 @@ def simulate_frames(n, height, width, *, seed=0, defects=None, darks=False, stam
         for i in range(n):
             frame_rng = np.random.default_rng(seeds[i + 1])
             if darks:
-                yield _dark(frame_rng, lay, truth)
+                yield _dark(frame_rng, lay, truth, lines)
             else:
-                yield _photo(frame_rng, lay, truth, bayer, bit_depth)
+                yield _photo(frame_rng, lay, truth, bayer, bit_depth, lines)
 
     return frames(), truth
 
