@@ -34,12 +34,15 @@ from .model import KINDS
 __all__ = [
     "atomic_write", "check_output_paths", "build_report", "write_json", "write_csv",
     "write_dcraw", "write_libraw", "write_rawtherapee", "rawtherapee_file_name", "write_siril", "write_mask",
-    "CSV_COLUMNS", "REPORT_KEYS", "ENGINE_KEYS", "DEFECT_KEYS",
+    "CSV_COLUMNS", "REPORT_KEYS", "ENGINE_KEYS", "DEFECT_KEYS", "LINE_KINDS", "line_fields",
     "printable", "defect_field", "defect_xy",
 ]
 
 #: Header of the CSV file, in order.
-CSV_COLUMNS = ("x", "y", "kind", "channels", "mean", "std", "neighbour_mean", "score", "size")
+CSV_COLUMNS = ("x", "y", "kind", "channels", "mean", "std", "neighbour_mean", "score", "size",
+               "from", "to")
+#: Kinds of line defects (``hotpixel_shm.lines.LineDefect``).
+LINE_KINDS = ("column", "row")
 #: Top-level keys of the JSON report (the stable contract; keys may be added, never renamed).
 REPORT_KEYS = ("version", "shape", "images", "engine", "defects")
 #: Keys every ``engine`` entry of the report has.
@@ -328,19 +331,23 @@ def _score_key(defect):
     return score if math.isfinite(score) else -math.inf
 
 
-def _write_pixel_list(path, defects, title, fmt, line, frame=None):
+def _write_pixel_list(path, defects, title, fmt, line, frame=None, extra=None):
     """A ``#`` header, then ``line(x, y, defect)`` for each pixel once, atomically.
 
     ``frame`` (a ``frames.Frame``) shifts every coordinate into the program's
-    own frame and adds its note to the header.
+    own frame and adds its note to the header; ``extra(dx, dy)`` gives more
+    lines for the end (already shifted).
     """
     pixels = _unique_pixels(defects)
     dx, dy = (frame.dx, frame.dy) if frame is not None else (0, 0)
     notes = [frame.note] if frame is not None and frame.note else []
     if dx or dy:
         notes.append(f"shifted by x+{dx}, y+{dy} from the analysed frame (LibRaw's visible area)")
-    text = _header(title, fmt, *notes, f"{len(pixels)} pixels")
+    tail = list(extra(dx, dy)) if extra is not None else []
+    count = f"{len(pixels)} pixels" + (f", {len(tail)} lines" if tail else "")
+    text = _header(title, fmt, *notes, count)
     text += "".join(line(x + dx, y + dy, d) + "\n" for x, y, d in pixels)
+    text += "".join(t + "\n" for t in tail)
     atomic_write(path, lambda f: f.write(text))
 
 
@@ -352,6 +359,45 @@ def _unique_pixels(defects):
         if key not in best or _score_key(d) > _score_key(best[key]):
             best[key] = d
     return [(x, y, best[(x, y)]) for (x, y) in sorted(best, key=lambda k: (k[1], k[0]))]
+
+
+def line_fields(line):
+    """``(kind, index, start, stop, offset, score)`` of a line defect.
+
+    ``line`` is a ``hotpixel_shm.lines.LineDefect`` or its report entry
+    (``{"kind": "column", "x": 12, "from": 0, "to": 99, ...}``).
+    """
+    if isinstance(line, Mapping):
+        kind = line.get("kind")
+        index = line.get("x" if kind == "column" else "y")
+        start, stop = line.get("from"), line.get("to")
+        offset, score = line.get("offset"), line.get("score")
+    else:
+        kind, index, start, stop = line.kind, line.index, line.start, line.stop
+        offset, score = line.offset, line.score
+    if kind not in LINE_KINDS:
+        raise HotPixelError(f"line defect of unknown kind {kind!r}; expected one of {LINE_KINDS}")
+    try:
+        index, start, stop = int(index), int(start), int(stop)
+    except (TypeError, ValueError):
+        raise HotPixelError(f"{kind} defect without integer position: {index!r} {start!r}..{stop!r}") \
+            from None
+    if min(index, start) < 0 or stop < start:
+        raise HotPixelError(f"{kind} defect at {index} from {start} to {stop}: bad range")
+    return kind, index, start, stop, _float(offset) or 0.0, _float(score)
+
+
+def _line_pixels(lines):
+    """Every pixel of the line defects, as entries of a pixel list (hot for a
+    positive offset, dead for a negative one)."""
+    out = []
+    for line in lines or ():
+        kind, index, start, stop, offset, score = line_fields(line)
+        label = "dead" if offset < 0 else "hot"
+        for v in range(start, stop + 1):
+            x, y = (index, v) if kind == "column" else (v, index)
+            out.append({"x": x, "y": y, "kind": label, "score": score})
+    return out
 
 
 def _version():
@@ -370,7 +416,7 @@ def _header(*lines):
 # JSON report and CSV
 # --------------------------------------------------------------------------- #
 
-def build_report(*, version, shape, used, skipped, engine, defects, extra=None) -> dict:
+def build_report(*, version, shape, used, skipped, engine, defects, extra=None, lines=None) -> dict:
     """The JSON report as a dict, in the stable schema.
 
     Parameters
@@ -393,13 +439,18 @@ def build_report(*, version, shape, used, skipped, engine, defects, extra=None) 
         ``size`` and ``colour`` when known.
     extra : mapping, optional
         More top-level keys.  They may not replace a schema key.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows: a top-level ``"lines"`` list, one entry each,
+        ``{"kind": "column", "x", "from", "to", "channels", "offset",
+        "score"[, "colour"]}`` (``"row"`` has ``"y"``).  Always present (an
+        empty list when none was found or looked for).
 
     Returns
     -------
     dict
         ``{"version", "shape", "images": {"used", "skipped"}, "engine",
-        "defects", ...extra}`` holding only JSON types; NaN and infinite
-        floats are ``None`` (``null`` in JSON).
+        "defects", "lines", ...extra}`` holding only JSON types; NaN and
+        infinite floats are ``None`` (``null`` in JSON).
 
     Raises
     ------
@@ -433,6 +484,7 @@ def build_report(*, version, shape, used, skipped, engine, defects, extra=None) 
         "images": {"used": int(used), "skipped": [_skip_entry(s) for s in skipped]},
         "engine": engine_out,
         "defects": [_defect_entry(d) for d in defects],
+        "lines": [_line_entry(ln) for ln in (lines or ())],
     }
     for key, value in (extra or {}).items():
         if key in report:
@@ -473,6 +525,17 @@ def _defect_entry(defect):
     return entry
 
 
+def _line_entry(line):
+    kind, index, start, stop, offset, score = line_fields(line)
+    entry = {"kind": kind, ("x" if kind == "column" else "y"): index, "from": start, "to": stop,
+             "channels": [int(c) for c in (defect_field(line, "channels") or [])],
+             "offset": offset, "score": score}
+    colour = defect_field(line, "colour")
+    if colour is not None:
+        entry["colour"] = printable(colour)
+    return entry
+
+
 def write_json(path, report: dict) -> None:
     """Write the report as UTF-8 JSON (indented, ends with a newline).
 
@@ -502,8 +565,8 @@ def _csv_number(value):
     return "" if value is None else format(value, ".7g")
 
 
-def write_csv(path, defects) -> None:
-    """Write one CSV row per defect.
+def write_csv(path, defects, lines=()) -> None:
+    """Write one CSV row per defect, then one per line defect.
 
     Parameters
     ----------
@@ -511,10 +574,16 @@ def write_csv(path, defects) -> None:
         Output file; written atomically, UTF-8, ``\\n`` line ends.
     defects : iterable of Defect or mapping
         Written in the order given.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows, after the pixels: kind ``column`` (``x`` set,
+        ``y`` empty) or ``row`` (``y`` set, ``x`` empty), ``mean`` the
+        offset, ``size`` the pixels, ``from``/``to`` the first and last row
+        (column, for a row) it covers.
 
     Notes
     -----
-    Header: ``x,y,kind,channels,mean,std,neighbour_mean,score,size``.
+    Header: ``x,y,kind,channels,mean,std,neighbour_mean,score,size,from,to``
+    (``from`` and ``to`` are empty for pixels).
     ``x`` is the column and ``y`` the row, 0-based, in the stored pixel array
     (EXIF orientation not applied).  ``channels`` is joined with ``;``
     (``0;2``); floats have 7 significant digits and NaN/inf are empty fields.
@@ -529,7 +598,14 @@ def write_csv(path, defects) -> None:
             ";".join(str(int(c)) for c in (defect_field(d, "channels") or [])),
             _csv_number(defect_field(d, "mean")), _csv_number(defect_field(d, "std")),
             _csv_number(defect_field(d, "neighbour_mean")), _csv_number(defect_field(d, "score")),
-            "" if size is None else int(size),
+            "" if size is None else int(size), "", "",
+        ])
+    for line in lines or ():
+        kind, index, start, stop, offset, score = line_fields(line)
+        rows.append([
+            index if kind == "column" else "", index if kind == "row" else "", kind,
+            ";".join(str(int(c)) for c in (defect_field(line, "channels") or [])),
+            _csv_number(offset), "", "", _csv_number(score), stop - start + 1, start, stop,
         ])
 
     def write(f):
@@ -544,7 +620,7 @@ def write_csv(path, defects) -> None:
 # Bad pixel lists for other programs
 # --------------------------------------------------------------------------- #
 
-def write_dcraw(path, defects, frame=None) -> None:
+def write_dcraw(path, defects, frame=None, lines=()) -> None:
     """Write a dcraw ``-P`` dead-pixel file: ``col row 0`` per line.
 
     Parameters
@@ -557,6 +633,8 @@ def write_dcraw(path, defects, frame=None) -> None:
         dcraw's frame for the analysed raw files (``frames.program_frames``);
         coordinates are shifted into it and its note goes into the header.
         None: the analysis frame, unchanged.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows: each of their pixels is listed.
 
     Notes
     -----
@@ -573,12 +651,12 @@ def write_dcraw(path, defects, frame=None) -> None:
     own margins, so LibRaw-based programs need :func:`write_libraw`.
     Example line: ``1234 567 0``.
     """
-    _write_pixel_list(path, defects, "bad pixels for dcraw -P",
+    _write_pixel_list(path, list(defects) + _line_pixels(lines), "bad pixels for dcraw -P",
                       "format: column row time; time 0 = bad since always",
                       lambda x, y, d: f"{x} {y} 0", frame)
 
 
-def write_libraw(path, defects, frame=None) -> None:
+def write_libraw(path, defects, frame=None, lines=()) -> None:
     """Write a LibRaw bad-pixel file (``dcraw_emu -P``, rawpy's ``bad_pixels_path``).
 
     Parameters
@@ -590,6 +668,8 @@ def write_libraw(path, defects, frame=None) -> None:
     frame : frames.Frame, optional
         LibRaw's frame (the analysis frame of raw files: no shift); its note
         goes into the header.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows: each of their pixels is listed.
 
     Notes
     -----
@@ -598,7 +678,8 @@ def write_libraw(path, defects, frame=None) -> None:
     ones: with a DNG whose ActiveArea starts at an odd row or column the
     same defect has other coordinates for dcraw. Example line: ``1234 567 0``.
     """
-    _write_pixel_list(path, defects, "bad pixels for LibRaw (dcraw_emu -P, rawpy bad_pixels_path)",
+    _write_pixel_list(path, list(defects) + _line_pixels(lines),
+                      "bad pixels for LibRaw (dcraw_emu -P, rawpy bad_pixels_path)",
                       "format: column row time; time 0 = bad since always",
                       lambda x, y, d: f"{x} {y} 0", frame)
 
@@ -660,7 +741,8 @@ def rawtherapee_file_name(make, model) -> str:
     return printable(f"{make} {model}".replace("/", "_")) + ".badpixels"
 
 
-def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None) -> str:
+def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None,
+                      lines=()) -> str:
     """Write a RawTherapee ``.badpixels`` file: ``x y`` per line.
 
     Parameters
@@ -675,6 +757,8 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None
     frame : frames.Frame, optional
         RawTherapee's frame (its raw crop) for the analysed raw files; None:
         the analysis frame.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows: each of their pixels is listed.
 
     Returns
     -------
@@ -705,15 +789,15 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None
     target = os.fspath(path_or_dir)
     if os.path.isdir(target):
         target = os.path.join(os.fsdecode(target), rawtherapee_file_name(make, model))
-    _write_pixel_list(target, defects,
+    _write_pixel_list(target, list(defects) + _line_pixels(lines),
                       "bad pixels for RawTherapee (dark-frame directory, '<Make> <Model>.badpixels')",
                       "format: x y (lines not starting with two integers are ignored)",
                       lambda x, y, d: f"{x} {y}", frame)
     return os.fsdecode(target)
 
 
-def write_siril(path, defects, frame=None) -> None:
-    """Write a Siril cosmetic-correction list: ``P x y H`` or ``P x y C`` per line.
+def write_siril(path, defects, frame=None, lines=()) -> None:
+    """Write a Siril cosmetic-correction list: ``P x y H`` or ``P x y C`` per pixel.
 
     Parameters
     ----------
@@ -725,6 +809,11 @@ def write_siril(path, defects, frame=None) -> None:
     frame : frames.Frame, optional
         Siril's frame (the CFA image it loads through LibRaw: no shift); its
         note goes into the header.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows, after the pixels: ``C x 0 T`` (column ``x``)
+        and ``L y 0 T`` (row ``y``), ``T`` being ``H`` for a positive offset
+        and ``C`` for a negative one.  Siril corrects the whole column or
+        row (from its neighbours), also where the defect covers only part.
 
     Notes
     -----
@@ -746,13 +835,20 @@ def write_siril(path, defects, frame=None) -> None:
     files as their raw mosaic, or the same JPEG/TIFF/PNG files).  Example
     line: ``P 1234 567 H``.
     """
+    def line_entries(dx, dy):
+        for ln in lines or ():
+            kind, index, _, _, offset, _ = line_fields(ln)
+            t = "C" if offset < 0 else "H"
+            yield f"C {index + dx} 0 {t}" if kind == "column" else f"L {index + dy} 0 {t}"
+
     _write_pixel_list(path, defects, "bad pixels for Siril (cosme / cosme_cfa)",
-                      "format: P x y T; T = H (hot, stuck, noisy) or C (cold = dead)",
+                      "format: P x y T, C x 0 T (column), L y 0 T (row); "
+                      "T = H (hot, stuck, noisy) or C (cold = dead)",
                       lambda x, y, d: f"P {x} {y} {'C' if defect_field(d, 'kind') == 'dead' else 'H'}",
-                      frame)
+                      frame, extra=line_entries)
 
 
-def write_mask(path, defects, shape) -> None:
+def write_mask(path, defects, shape, lines=()) -> None:
     """Write an 8-bit grayscale PNG mask: 255 at defective pixels, 0 elsewhere.
 
     Parameters
@@ -764,6 +860,8 @@ def write_mask(path, defects, shape) -> None:
     shape : sequence of int
         ``(height, width)`` or ``(height, width, channels)`` of the photos;
         the mask is ``width`` pixels wide and ``height`` tall.
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows: each of their pixels is marked.
 
     Raises
     ------
@@ -777,7 +875,7 @@ def write_mask(path, defects, shape) -> None:
     """
     height, width = int(shape[0]), int(shape[1])
     mask = np.zeros((height, width), dtype=np.uint8)
-    for x, y, _ in _unique_pixels(defects):
+    for x, y, _ in _unique_pixels(list(defects) + _line_pixels(lines)):
         if x >= width or y >= height:
             raise HotPixelError(f"defect at x={x}, y={y} lies outside the {width}x{height} image")
         mask[y, x] = 255

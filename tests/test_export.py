@@ -171,7 +171,7 @@ def test_csv_rows(tmp_path):
     path = tmp_path / "defects.csv"
     export.write_csv(path, DEFECTS)
     lines = _lines(path)
-    assert lines[0] == "x,y,kind,channels,mean,std,neighbour_mean,score,size"
+    assert lines[0] == "x,y,kind,channels,mean,std,neighbour_mean,score,size,from,to"
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(DEFECTS)  # one row per defect, duplicates of a pixel included
@@ -186,7 +186,7 @@ def test_csv_rows(tmp_path):
             assert row["std"] == ""
         else:
             assert float(row["std"]) == pytest.approx(d.std)
-    assert lines[2] == "1,0,hot,0;2,250,1.5,90,30,3"
+    assert lines[2] == "1,0,hot,0;2,250,1.5,90,30,3,,"
 
 
 def _engine(**more):

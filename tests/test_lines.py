@@ -68,3 +68,67 @@ def test_dark_frames_and_raw_mosaics():
 def test_line_defect_pixels():
     d = LineDefect("column", 5, 2, 4, [0], 3.0, 9.0)
     assert list(d.pixels()) == [(5, 2), (5, 3), (5, 4)]
+
+
+def test_line_defects_in_every_output(tmp_path):
+    import csv
+    import json
+
+    from hotpixel_shm import export
+
+    lines = [LineDefect("column", 7, 0, 3, [1], 5.0, 20.0),
+             LineDefect("row", 2, 5, 6, [0, 2], -4.0, 12.0, colour="RG")]
+    report = export.build_report(version="x", shape=(10, 12, 3), used=3, skipped=[],
+                                 engine={"workers": 1, "dtype": "float32", "budget_bytes": 1,
+                                         "planned_bytes": 1, "seconds": 0.0},
+                                 defects=[], lines=lines)
+    assert report["lines"] == [
+        {"kind": "column", "x": 7, "from": 0, "to": 3, "channels": [1], "offset": 5.0,
+         "score": 20.0},
+        {"kind": "row", "y": 2, "from": 5, "to": 6, "channels": [0, 2], "offset": -4.0,
+         "score": 12.0, "colour": "RG"}]
+    export.write_json(tmp_path / "r.json", report)
+    again = json.loads((tmp_path / "r.json").read_text())["lines"]
+    assert [export.line_fields(e)[:4] for e in again] == [("column", 7, 0, 3), ("row", 2, 5, 6)]
+
+    export.write_csv(tmp_path / "d.csv", [], lines)
+    rows = list(csv.DictReader((tmp_path / "d.csv").read_text().splitlines()))
+    assert [(r["x"], r["y"], r["kind"], r["from"], r["to"], r["size"]) for r in rows] == \
+        [("7", "", "column", "0", "3", "4"), ("", "2", "row", "5", "6", "2")]
+
+    export.write_siril(tmp_path / "s.lst", [], lines=lines)
+    body = [t for t in (tmp_path / "s.lst").read_text().splitlines() if not t.startswith("#")]
+    assert body == ["C 7 0 H", "L 2 0 C"]
+
+    export.write_dcraw(tmp_path / "d.txt", [], lines=lines)
+    body = [t for t in (tmp_path / "d.txt").read_text().splitlines() if not t.startswith("#")]
+    assert body == ["7 0 0", "7 1 0", "5 2 0", "6 2 0", "7 2 0", "7 3 0"]
+    path = export.write_rawtherapee(tmp_path / "x.badpixels", [], lines=lines)
+    with open(path) as fh:
+        assert len([t for t in fh.read().splitlines() if not t.startswith("#")]) == 6
+    export.write_mask(tmp_path / "m.png", [], (10, 12), lines=lines)
+    mask = np.asarray(Image.open(tmp_path / "m.png"))
+    assert mask.sum() == 6 * 255 and mask[0:4, 7].all() and mask[2, 5:7].all()
+
+
+def test_siril_corrects_a_listed_column(tmp_path):
+    """Siril itself reads ``C x 0 H`` and ``L y 0 H`` and repairs those lines."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from clients import develop_siril
+
+    from hotpixel_shm import export
+    from hotpixel_shm.dng import write_dng
+
+    rng = np.random.default_rng(0)
+    mosaic = (1000 + rng.normal(0, 20, (48, 64))).astype(np.uint16)
+    mosaic[:, 30] += 400
+    mosaic[20, :] += 400
+    write_dng(tmp_path / "a.dng", mosaic, white=4095)
+    export.write_siril(tmp_path / "l.lst", [], lines=[LineDefect("column", 30, 0, 47),
+                                                       LineDefect("row", 20, 0, 63)])
+    out = develop_siril(tmp_path / "a.dng", tmp_path / "l.lst", tmp_path)
+    assert abs(out[:, 30].mean() - out[:, 28].mean()) < 30
+    assert abs(out[20, :].mean() - out[22, :].mean()) < 30
