@@ -5,11 +5,31 @@ processes that update Welford (or exact integer) accumulators living in shared
 memory; the partial results are merged with the parallel formula of Chan,
 Golub and LeVeque, and each subpixel is then judged against its same-channel
 neighbours.
+
+The Python API, one camera body at a time::
+
+    import hotpixel_shm
+    for a in hotpixel_shm.analyse("~/Pictures/2026", all_cameras=True):
+        print(a.camera.label, len(a.defects))
+        a.write(json=f"defects.{a.camera.file_tag}.json")
 """
 
 __version__ = "0.1.0"
 
+from .camera import Camera  # noqa: E402
 from .errors import HotPixelError, PlanError, SkipFile  # noqa: E402
 from .model import Defect, Stats  # noqa: E402
 
-__all__ = ["__version__", "HotPixelError", "PlanError", "SkipFile", "Defect", "Stats"]
+__all__ = ["__version__", "HotPixelError", "PlanError", "SkipFile", "Defect", "Stats",
+           "Camera", "analyse", "Analysis", "TooFewImages"]
+
+# The pipeline (and detection's scipy) load on first use: worker processes
+# import this package too, and need none of it.
+_LAZY = {"analyse": "pipeline", "Analysis": "pipeline", "TooFewImages": "pipeline"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

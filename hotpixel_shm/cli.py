@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "included, by mean; noisy ones by std")
     g.add_argument("--min-images", type=int, default=2, metavar="N",
                    help="fail (exit 3) with fewer usable images than this (default 2)")
+    g.add_argument("--camera", metavar="TEXT", default=None,
+                   help="analyse only photos whose camera (make, model, serial joined with "
+                        "spaces) contains TEXT, ignoring case")
+    g.add_argument("--all-cameras", action="store_true",
+                   help="analyse every camera body with at least --min-images photos, each "
+                        "with its own plan, statistics and outputs (the camera's name is "
+                        "inserted into every output file name); default: only the body with "
+                        "the most usable photos")
     g.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse images with more pixels than this as possible decompression "
                         "bombs (default Pillow's 89,478,485)")
@@ -100,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dead: mean this many robust sigmas below the neighbours")
     g.add_argument("--noisy-sigma", type=float, default=None, metavar="K",
                    help="noisy: std this many robust sigmas above the neighbours")
+    g.add_argument("--compare", metavar="OLD.json",
+                   help="an earlier report of the same body: mark each defect new or "
+                        "persisting (with the date first seen), list the gone ones, and give "
+                        "new defects the time of OLD's newest photo in the --dcraw list")
     g = p.add_argument_group("outputs (each written atomically)")
     g.add_argument("--json", metavar="FILE", help="the report (stable schema)")
     g.add_argument("--csv", metavar="FILE", help="the defects as CSV")
@@ -192,6 +204,11 @@ def main(argv=None) -> int:
         parser.error("--checkpoint-every/--checkpoint-seconds need --checkpoint FILE")
     if args.max_pixels is not None and args.max_pixels < 1:
         parser.error("--max-pixels must be positive")
+    if args.all_cameras and (args.load_stats or args.resume):
+        parser.error("--all-cameras cannot be combined with --load-stats/--resume "
+                     "(statistics files hold one body's photos)")
+    if args.camera is not None and not args.camera.strip():
+        parser.error("--camera needs some text")
     if not args.paths and not args.demo:
         parser.error("give at least one image file, directory or pattern (or --demo)")
     try:
@@ -231,7 +248,8 @@ def _settings(args):
         max_pixels=args.max_pixels or Settings.max_pixels, min_images=args.min_images,
         detect=opts, load_stats=args.load_stats, resume=args.resume, save_stats=args.save_stats,
         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-        checkpoint_seconds=args.checkpoint_seconds)
+        checkpoint_seconds=args.checkpoint_seconds, camera=args.camera,
+        all_cameras=args.all_cameras)
 
 
 def _outputs(args):
@@ -240,49 +258,140 @@ def _outputs(args):
     return {o: getattr(args, o) for o in OUTPUT_OPTIONS if getattr(args, o)}
 
 
-def _analyse(args, con, truth=None):
+def _analyse(args, con, truths=None):
+    """Analyse the photos body by body; ``truths`` maps a camera to its
+    planted defects (the demo)."""
     from . import pipeline
 
     t_start = time.perf_counter()
     settings = _settings(args)
     outputs = _outputs(args)
-    checked = [p for o, p in outputs.items() if not (o == "rawtherapee" and os.path.isdir(p))]
-    checked += [p for p in (args.save_stats, args.checkpoint) if p]
+    many = args.all_cameras
     try:
-        prior = pipeline.load_prior(settings, con)
-        group, skipped = pipeline.resolve_inputs(args.paths, settings, con, prior, outputs=checked)
-        if group is None or group.n_images < settings.min_images:
-            raise pipeline.TooFewImages(0 if group is None else group.n_images,
-                                        settings.min_images)
-        plan = pipeline.plan_group(group, settings, con)
-        if args.plan:
-            if args.quiet:
-                con.out(plan.describe())
-            return EXIT_OK
-        bar = _progress(len(group.headers), con)
-        try:
-            with _Stopper() as stopper:
-                analysis = pipeline.analyse_group(
-                    group, plan, settings, con, started=t_start, skipped=skipped,
-                    progress=bar.update if bar else None, should_stop=stopper)
-        finally:
-            if bar:
-                bar.close()
+        old = _old_report(args)
+        plain = {**outputs, "save_stats": args.save_stats, "checkpoint": args.checkpoint}
+        checked = [] if many else [p for o, p in plain.items()
+                                   if p and not (o == "rawtherapee" and os.path.isdir(p))]
+        groups = pipeline.prepare(args.paths, settings, con, outputs=checked)
+        if many:
+            _check_per_camera_outputs(groups, plain)
+        elif old is not None:
+            from .history import check_same_body
+            check_same_body(old, groups[0].camera, groups[0].shape, args.compare)
+        rows = []
+        for group in groups:
+            body_outputs = {o: pipeline.output_for(p, group.camera, o) if many else p
+                            for o, p in plain.items()}
+            row = _one_body(args, con, group, settings, body_outputs, old, t_start,
+                            (truths or {}).get(group.camera))
+            if row is None:
+                return EXIT_OK  # --plan
+            rows.append(row)
+            t_start = time.perf_counter()
     except pipeline.TooFewImages as exc:
         con.error(str(exc))
         return EXIT_TOO_FEW
     except pipeline.Stopped as exc:
         con.error(str(exc))
         return _exit_code_for(exc.signum)
+    if many:
+        _table(con, rows)
+    return EXIT_OK
+
+
+def _old_report(args):
+    if not args.compare:
+        return None
+    from .history import load_report
+    return load_report(args.compare)
+
+
+def _check_per_camera_outputs(groups, plain):
+    """Per-body output names: none may be an input or another's output."""
+    from . import pipeline
+    from .export import check_output_paths
+    names = {}
+    for g in groups:
+        for o, p in plain.items():
+            if p and not (o == "rawtherapee" and os.path.isdir(p)):
+                names[f"--{o.replace('_', '-')} for {g.camera.label}"] = \
+                    pipeline.output_for(p, g.camera, o)
+    check_output_paths(names, [h.path for g in groups for h in g.headers])
+
+
+def _one_body(args, con, group, settings, outputs, old, t_start, truth):
+    """Plan, run, detect, compare and write one body; its table row (None
+    after --plan)."""
+    from dataclasses import replace
+
+    from . import pipeline
+    settings = replace(settings, save_stats=outputs.pop("save_stats"),
+                       checkpoint=outputs.pop("checkpoint"))
+    rt = outputs.get("rawtherapee")
+    if args.all_cameras and rt and os.path.isdir(rt) and not group.camera.known:
+        con.skip(rt, f"no RawTherapee file for the {group.camera.label}'s {len(group.headers)} "
+                     "photo(s): they name no make and model, so RawTherapee could not match it")
+        outputs["rawtherapee"] = None
+    if group.camera.known or args.all_cameras:
+        con.out(f"camera: {group.camera.label} ({len(group.headers)} photo(s) to read)")
+    plan = pipeline.plan_group(group, settings, con)
+    if args.plan:
+        if args.quiet:
+            con.out(plan.describe())
+        return "plan" if args.all_cameras else None
+    bar = _progress(len(group.headers), con)
+    try:
+        with _Stopper() as stopper:
+            analysis = pipeline.analyse_group(group, plan, settings, con, started=t_start,
+                                              progress=bar.update if bar else None,
+                                              should_stop=stopper)
+    finally:
+        if bar:
+            bar.close()
+    if old is not None:
+        _compare_old(con, analysis, old, args)
     _summary(con, analysis)
     for option, frame in analysis.frames.items():
-        if option in outputs and not frame.known:
+        if outputs.get(option) and not frame.known:
             print(f"hotpixel-shm: warning: --{option}: {frame.note}", file=sys.stderr)
-    for path in analysis.write(**outputs):
+    written = analysis.write(**{o: p for o, p in outputs.items() if p})
+    for path in written:
         con.info(f"wrote {path}")
     if truth is not None:
         _compare_truth(con, truth, analysis.defects)
-    return EXIT_OK
+    return analysis, written
+
+
+def _compare_old(con, analysis, old, args):
+    from .camera import Camera
+    old_cam = Camera.from_dict(old.get("camera"))
+    if (args.all_cameras and old_cam.known and analysis.camera.known
+            and old_cam != analysis.camera):
+        con.info(f"--compare: {args.compare} is a report of {old_cam.label}; "
+                 f"{analysis.camera.label} not compared")
+        return
+    h = analysis.compare(old, path=args.compare)
+    since = f" since {h['since']}" if h["since"] else ""
+    con.out(f"{h['new']} new, {h['persisting']} persisting, {len(h['gone'])} gone{since}")
+
+
+def _table(con, rows):
+    """The final table of a run over several bodies."""
+    rows = [r for r in rows if r != "plan"]
+    if not rows:
+        return
+    from .model import KINDS
+    con.out("")
+    head = ["camera", "photos"] + list(KINDS) + ["outputs"]
+    lines = []
+    for analysis, written in rows:
+        c = analysis.counts()["kind"]
+        lines.append([analysis.camera.label, str(analysis.stats.n)] + [str(c[k]) for k in KINDS]
+                     + [", ".join(written) or "-"])
+    widths = [max(len(r[i]) for r in lines + [head]) for i in range(len(head) - 1)]
+    for r in [head] + lines:
+        con.out("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in
+                          enumerate(zip(r, widths))) + "  " + r[-1])
 
 
 def _progress(total, con):
@@ -330,16 +439,31 @@ def _summary(con, analysis):
         con.out(f"  ... {len(defects) - 20} more (see --json/--csv)")
 
 
+#: The demo's two bodies of one model: (serial, photos, seed).
+_DEMO_BODIES = (("1001", 24, 2026), ("2002", 16, 2027))
+
+
 def _demo(args, con):
+    from .camera import Camera, Shot, exif_bytes
     from .synth import write_sample_set
     with tempfile.TemporaryDirectory(prefix="hotpixel-demo-") as tmp:
-        con.info(f"demo: writing simulated photos to {tmp} ...")
-        sample = write_sample_set(tmp, seed=2026)
-        con.info(f"demo: {len(sample.paths)} photos of {sample.shape[1]}x{sample.shape[0]}, "
-                 f"{len(sample.truth)} planted defects")
+        con.info(f"demo: writing simulated photos of two bodies of one model to {tmp} ...")
+        truths = {}
+        for serial, n, seed in _DEMO_BODIES:
+            cam = Camera("HOTPIXEL", "HOTPIXEL SIM-1", serial)
+
+            def block(i, cam=cam):
+                return exif_bytes(cam, Shot(f"2026-04-{1 + i % 28:02d}T12:00:00", 100 * (1 + i % 4),
+                                            1 / 250))
+            sample = write_sample_set(os.path.join(tmp, f"body_{serial}"), n=n, seed=seed,
+                                      exif=block)
+            truths[cam] = sample.truth
+            con.info(f"demo: {cam.label}: {len(sample.paths)} photos of {sample.shape[1]}x"
+                     f"{sample.shape[0]}, {len(sample.truth)} planted defects")
         args.paths = [tmp]
+        args.recursive = True
         args.auto_workers = True
-        return _analyse(args, con, truth=sample.truth)
+        return _analyse(args, con, truths=truths)
 
 
 def _compare_truth(con, truth, defects, radius=1):

@@ -149,7 +149,7 @@ def _write_tiff(path, entries, pixels: bytes) -> None:
 
 
 def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
-              make="Hotpixel", model="Simulated", margins=None) -> None:
+              make="Hotpixel", model="Simulated", margins=None, serial=None) -> None:
     """Write a CFA mosaic as an uncompressed 16-bit DNG.
 
     Parameters
@@ -165,6 +165,8 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         Black level and white (saturation) level recorded in the file.
     make, model : str
         Camera make and model (TIFF Make/Model, DNG UniqueCameraModel).
+    serial : str, optional
+        The body's serial number (DNG CameraSerialNumber).
     margins : tuple of int, optional
         ``(top, left, bottom, right)`` photosites of ``mosaic`` outside the
         sensor's active area (DNG ActiveArea), like the masked borders of a
@@ -227,6 +229,8 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         _entry(50728, _RATIONAL, [(1, 1)] * 3),     # AsShotNeutral
         _entry(50778, _SHORT, 21),                  # CalibrationIlluminant1: D65
     ]
+    if serial:
+        entries.append(_entry(50735, _ASCII, str(serial)))  # CameraSerialNumber
     if margins is not None:
         top, left, bottom, right = (int(v) for v in margins)
         if min(top, left, bottom, right) < 0 or top + bottom >= height or left + right >= width:

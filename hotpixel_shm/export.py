@@ -522,6 +522,10 @@ def _defect_entry(defect):
     colour = defect_field(defect, "colour")
     if colour is not None:
         entry["colour"] = printable(colour)
+    for key in ("status", "first_seen"):  # history (--compare)
+        value = defect_field(defect, key)
+        if value is not None:
+            entry[key] = printable(value)
     return entry
 
 
@@ -650,10 +654,15 @@ def write_dcraw(path, defects, frame=None, lines=()) -> None:
     their raw mosaic, in dcraw's frame (``frame``); LibRaw counts from its
     own margins, so LibRaw-based programs need :func:`write_libraw`.
     Example line: ``1234 567 0``.
+
+    A defect with a ``bad_since`` (Unix seconds; set by ``--compare`` on new
+    defects: the capture time of the newest photo of the earlier run, the
+    last time the pixel was seen good) gets it as its time, so dcraw and
+    LibRaw fix it only in photos taken after that.
     """
     _write_pixel_list(path, list(defects) + _line_pixels(lines), "bad pixels for dcraw -P",
                       "format: column row time; time 0 = bad since always",
-                      lambda x, y, d: f"{x} {y} 0", frame)
+                      lambda x, y, d: f"{x} {y} {_bad_since(d)}", frame)
 
 
 def write_libraw(path, defects, frame=None, lines=()) -> None:
@@ -681,7 +690,15 @@ def write_libraw(path, defects, frame=None, lines=()) -> None:
     _write_pixel_list(path, list(defects) + _line_pixels(lines),
                       "bad pixels for LibRaw (dcraw_emu -P, rawpy bad_pixels_path)",
                       "format: column row time; time 0 = bad since always",
-                      lambda x, y, d: f"{x} {y} 0", frame)
+                      lambda x, y, d: f"{x} {y} {_bad_since(d)}", frame)
+
+
+def _bad_since(defect) -> int:
+    value = defect_field(defect, "bad_since")
+    try:
+        return max(0, int(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 # dcraw's list of maker names ("Simplify company names" in its identify()); RawTherapee
@@ -691,19 +708,23 @@ _MAKERS = ("AgfaPhoto", "Canon", "Casio", "Epson", "Fujifilm", "Mamiya", "Minolt
            "Ricoh", "Samsung", "Sigma", "Sinar", "Sony")
 
 
-def rawtherapee_file_name(make, model) -> str:
+def rawtherapee_file_name(make, model, serial=None) -> str:
     """RawTherapee's file name for a camera's bad pixel list.
 
     Parameters
     ----------
     make, model : str or None
         EXIF ``Make`` and ``Model`` of the photos.
+    serial : str, optional
+        The body's serial number: the per-body name RawTherapee looks for
+        first.
 
     Returns
     -------
     str
         ``"<Make> <Model>.badpixels"``, e.g. ``"Nikon D750.badpixels"`` for
-        ``Make="NIKON CORPORATION"``, ``Model="NIKON D750"``.
+        ``Make="NIKON CORPORATION"``, ``Model="NIKON D750"``; with a serial
+        ``"<Make> <Model> <serial>.badpixels"`` (``"Nikon D750 3012345.badpixels"``).
 
     Raises
     ------
@@ -738,11 +759,13 @@ def rawtherapee_file_name(make, model) -> str:
         make = "Pentax"
     if model.lower().startswith(make.lower() + " "):
         model = model[len(make) + 1:]
-    return printable(f"{make} {model}".replace("/", "_")) + ".badpixels"
+    serial = " ".join(str(serial or "").replace("\x00", " ").split())
+    name = f"{make} {model} {serial}" if serial else f"{make} {model}"
+    return printable(name.replace("/", "_")) + ".badpixels"
 
 
-def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None,
-                      lines=()) -> str:
+def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, serial=None,
+                      frame=None, lines=()) -> str:
     """Write a RawTherapee ``.badpixels`` file: ``x y`` per line.
 
     Parameters
@@ -754,6 +777,9 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None
         Every defective pixel is listed once, sorted by row then column.
     make, model : str, optional
         EXIF ``Make``/``Model``; required when ``path_or_dir`` is a directory.
+    serial : str, optional
+        The body's serial: in a directory the file gets RawTherapee's
+        per-body name ``"<Make> <Model> <serial>.badpixels"``.
     frame : frames.Frame, optional
         RawTherapee's frame (its raw crop) for the analysed raw files; None:
         the analysis frame.
@@ -788,7 +814,7 @@ def write_rawtherapee(path_or_dir, defects, *, make=None, model=None, frame=None
     """
     target = os.fspath(path_or_dir)
     if os.path.isdir(target):
-        target = os.path.join(os.fsdecode(target), rawtherapee_file_name(make, model))
+        target = os.path.join(os.fsdecode(target), rawtherapee_file_name(make, model, serial))
     _write_pixel_list(target, list(defects) + _line_pixels(lines),
                       "bad pixels for RawTherapee (dark-frame directory, '<Make> <Model>.badpixels')",
                       "format: x y (lines not starting with two integers are ignored)",

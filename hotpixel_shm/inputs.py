@@ -16,6 +16,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from .camera import UNKNOWN, Camera, Shot, from_pillow, from_tiff_file
 from .errors import HotPixelError, SkipFile
 
 try:  # libjpeg-turbo straight into a reused buffer: about 2x Pillow for JPEG
@@ -170,6 +171,12 @@ class Header:
     model: Optional[str] = None
     #: for raw files, what LibRaw said at open time (``rawio.RawInfo``)
     raw_info: Optional[object] = field(default=None, repr=False, compare=False)
+    #: the body that took it (``camera.UNKNOWN`` when not recorded)
+    camera: Camera = UNKNOWN
+    #: when and how it was taken
+    shot: Shot = field(default_factory=Shot)
+    #: why the camera metadata could not be read, if it could not
+    metadata_problem: Optional[str] = None
 
     @property
     def key(self):
@@ -179,23 +186,6 @@ class Header:
         """The raw file's colour filter array (``model.Mosaic``), None for photos
         (and, with ``unpack`` False, when it needs an unpack to be known)."""
         return None if self.raw_info is None else self.raw_info.mosaic(unpack)
-
-
-def _exif_make_model(im) -> Tuple[Optional[str], Optional[str]]:
-    try:
-        exif = im.getexif()
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not skip the photo
-        return None, None
-
-    def clean(v):
-        if v is None:
-            return None
-        if isinstance(v, bytes):
-            v = v.decode("latin-1", "replace")
-        v = str(v).replace("\x00", "").strip()
-        return v or None
-
-    return clean(exif.get(0x010F)), clean(exif.get(0x0110))
 
 
 def _file_problem(path: str) -> Optional[str]:
@@ -231,21 +221,32 @@ def probe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     if _is_raw(path):
         rawio = _raw_module()
         info = rawio.probe_raw(path)
-        return Header(path, tuple(info.shape), "uint16", "RAW", "raw", size, info.make, info.model,
-                      raw_info=info)
+        cam, shot = from_tiff_file(path)
+        if not cam.known and (info.make or info.model):
+            cam = Camera(info.make, info.model)
+        shot = Shot(shot.taken or info.taken, shot.iso or info.iso, shot.exposure or info.exposure)
+        return Header(path, tuple(info.shape), "uint16", "RAW", "raw", size, cam.make, cam.model,
+                      raw_info=info, camera=cam, shot=shot)
     try:
         fh = open(path, "rb")
     except OSError as exc:
         raise SkipFile(f"cannot read: {exc.strerror or exc}") from None
-    with fh, _pillow(max_pixels):
+    with fh, _pillow(max_pixels), warnings.catch_warnings(record=True) as caught:
+        # Pillow reads a JPEG's EXIF block while opening it and warns when it is
+        # damaged: that is a reason for the camera being unknown, not noise
+        warnings.simplefilter("always", UserWarning)
         with Image.open(fh) as im:
             w, h = im.size
             fmt = im.format or "?"
             # EXIF sits in the header of these; elsewhere (PNG) reading it may decode the pixels
-            make, model = (_exif_make_model(im) if fmt in ("JPEG", "MPO", "TIFF", "WEBP")
-                           else (None, None))
+            cam, shot, problem = (from_pillow(im) if fmt in ("JPEG", "MPO", "TIFF", "WEBP")
+                                  else (UNKNOWN, Shot(), None))
             mode, c, dt = _resolve_mode(im)
-    return Header(path, (h, w, c), dt.name, fmt, mode, size, make, model)
+    damaged = [w for w in caught if issubclass(w.category, UserWarning)]
+    if damaged and problem is None:
+        problem = f"damaged EXIF block ({str(damaged[0].message).strip()})"
+    return Header(path, (h, w, c), dt.name, fmt, mode, size, cam.make, cam.model,
+                  camera=cam, shot=shot, metadata_problem=problem)
 
 
 def _resolve_mode(im):
@@ -434,7 +435,11 @@ def _decode_simplejpeg(data, shape, out):
 
 def _decode_pillow(path, data, shape, dt, out, max_pixels):
     import io
-    with _pillow(max_pixels), Image.open(io.BytesIO(data)) as im:
+    with _pillow(max_pixels), warnings.catch_warnings():
+        # a damaged EXIF block was reported by the probe; the pixels are fine
+        warnings.simplefilter("ignore", UserWarning)
+        im = Image.open(io.BytesIO(data))
+    with _pillow(max_pixels), im:
         mode, c, mdt = _resolve_mode(im)
         w, h = im.size
         _check_shape((h, w, c), mdt, shape, dt)

@@ -40,6 +40,13 @@ class Defect:
         Number of flagged subpixels merged into this defect.
     colour : str or None
         CFA colour of the photosite for raw mosaics (``"R"``, ``"G"``, ``"B"``), else None.
+    status : str or None
+        With a comparison to an earlier report: ``"new"`` or ``"persisting"``.
+    first_seen : str or None
+        With a comparison: the date (``YYYY-MM-DD``) it was first reported.
+    bad_since : int or None
+        With a comparison, for new defects: Unix time of the earlier run's
+        newest photo (dcraw's time column).
     """
 
     x: int
@@ -52,11 +59,15 @@ class Defect:
     score: float
     size: int = 1
     colour: Optional[str] = None
+    status: Optional[str] = None
+    first_seen: Optional[str] = None
+    bad_since: Optional[int] = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["colour"] is None:
-            del d["colour"]
+        for key in ("colour", "status", "first_seen", "bad_since"):
+            if d[key] is None:
+                del d[key]
         return d
 
 
@@ -113,6 +124,7 @@ class Stats:
     ``tier`` the accumulator tier, and ``mosaic`` the colour filter array for
     raw mosaics (None for photos): detection is chosen from these, so
     statistics loaded from a file are judged as the run that made them.
+    ``camera`` is the body that took the photos (None when not known).
     """
 
     n: int
@@ -127,6 +139,8 @@ class Stats:
     #: temporal residual statistics of the same frames
     #: (:class:`hotpixel_shm.residual.Residuals`), or None when not kept
     residuals: Any = field(default=None, repr=False, compare=False)
+    #: the camera body (``camera.Camera``) whose photos these are, if known
+    camera: Any = None
 
     @property
     def is_raw(self) -> bool:
@@ -181,7 +195,7 @@ class Stats:
 
 
 def merged_metadata(a: Stats, b: Stats) -> dict:
-    """``sample_dtype``, ``mosaic`` and ``residuals`` of the merge of ``a`` and ``b``.
+    """``sample_dtype``, ``mosaic``, ``camera`` and ``residuals`` of the merge of ``a`` and ``b``.
 
     A side that does not know (statistics files written before these were
     saved) takes the other's; two that disagree cannot be merged.  The
@@ -192,7 +206,7 @@ def merged_metadata(a: Stats, b: Stats) -> dict:
     Raises
     ------
     HotPixelError
-        Different sample types or colour filter arrays.
+        Different sample types, colour filter arrays or camera bodies.
     """
     if a.sample_dtype and b.sample_dtype and a.sample_dtype != b.sample_dtype:
         raise HotPixelError(f"cannot merge statistics of {a.sample_dtype} samples with "
@@ -203,7 +217,12 @@ def merged_metadata(a: Stats, b: Stats) -> dict:
     mosaic = a.mosaic if a.mosaic is not None else b.mosaic
     if (a.mosaic is not None and b.mosaic is not None and a.mosaic.white_level is None):
         mosaic = b.mosaic
-    out = {"sample_dtype": a.sample_dtype or b.sample_dtype, "mosaic": mosaic}
+    known = [c for c in (a.camera, b.camera) if c is not None and c.known]
+    if len(known) == 2 and known[0] != known[1]:
+        raise HotPixelError(f"cannot merge statistics of {known[0].label} with statistics "
+                            f"of {known[1].label}")
+    camera = known[0] if known else (a.camera or b.camera)
+    out = {"sample_dtype": a.sample_dtype or b.sample_dtype, "mosaic": mosaic, "camera": camera}
     # residual statistics survive a merge only when both sides have them
     ra, rb = a.residuals, b.residuals
     if ra is not None and rb is not None and ra.layout == rb.layout:

@@ -18,12 +18,13 @@ from . import __version__
 from .detect import DetectOptions
 from .errors import HotPixelError
 from .inputs import DEFAULT_MAX_PIXELS
+from .camera import UNKNOWN, Camera, group_by_camera
 from .model import Defect, Stats
 
 __all__ = [
     "Settings", "Prior", "Group", "Analysis", "Stopped", "TooFewImages", "LogToLogging",
-    "OUTPUT_OPTIONS", "load_prior", "resolve_inputs", "plan_group", "run_group",
-    "detect_defects", "analyse_group",
+    "OUTPUT_OPTIONS", "analyse", "prepare", "load_prior", "resolve_inputs", "plan_group",
+    "run_group", "detect_defects", "analyse_group", "output_for",
 ]
 
 #: The outputs :meth:`Analysis.write` knows, in the order they are written.
@@ -113,6 +114,12 @@ class Settings:
         Also checkpoint after every this many files (0: never).
     checkpoint_seconds : float
         Also checkpoint every this many seconds (0: never).
+    camera : str or None
+        Analyse only photos whose camera (make, model, serial joined with
+        spaces) contains this text, ignoring case.
+    all_cameras : bool
+        Analyse every body with at least ``min_images`` photos, each on its
+        own; otherwise only the body with the most usable photos.
     """
 
     workers: Optional[int] = None
@@ -129,6 +136,8 @@ class Settings:
     checkpoint: Optional[str] = None
     checkpoint_every: int = 0
     checkpoint_seconds: float = 0.0
+    camera: Optional[str] = None
+    all_cameras: bool = False
 
 
 @dataclass
@@ -142,7 +151,8 @@ class Prior:
 
 @dataclass
 class Group:
-    """Photos that go into one set of statistics: one shape, one sample type.
+    """Photos that go into one set of statistics: one camera body, one shape,
+    one sample type.
 
     Attributes
     ----------
@@ -154,12 +164,18 @@ class Group:
         ``"uint8"`` or ``"uint16"``.
     prior : Prior or None
         Loaded statistics these photos are merged with.
+    camera : camera.Camera
+        The body (``camera.UNKNOWN`` for photos that name none).
+    skipped : list of (path, reason)
+        Inputs left out of this group, with the reason.
     """
 
     headers: list
     shape: Tuple[int, int, int]
     sample_dtype: str
     prior: Optional[Prior] = None
+    camera: Camera = UNKNOWN
+    skipped: list = field(default_factory=list)
 
     @property
     def paths(self) -> List[str]:
@@ -179,13 +195,10 @@ class Group:
                 return m
         return self.prior.stats.mosaic if self.prior else None
 
-    def make_model(self):
-        """The most common (make, model) of the photos, or (None, None)."""
-        import collections
-        pairs = collections.Counter((h.make, h.model) for h in self.headers if h.make or h.model)
-        if not pairs:
-            return None, None
-        return pairs.most_common(1)[0][0]
+    def shots(self, paths) -> list:
+        """The ``camera.Shot`` of each of ``paths`` that is one of the group's photos."""
+        by_path = {h.path: h.shot for h in self.headers}
+        return [by_path[p] for p in paths if p in by_path]
 
 
 # --------------------------------------------------------------------------- step 1: inputs
@@ -223,53 +236,137 @@ def load_prior(settings: Settings, log) -> Optional[Prior]:
 
 
 def resolve_inputs(paths, settings: Settings, log, prior: Optional[Prior] = None,
-                   outputs=()) -> Tuple[Optional[Group], list]:
-    """Find the photos, read their headers, and choose the ones to analyse.
+                   outputs=()) -> List[Group]:
+    """Find the photos, read their headers, and choose the ones to analyse,
+    one camera body per group.
 
     Parameters
     ----------
     paths : iterable of str
         Files, directories, glob patterns.
     settings : Settings
+        ``camera`` and ``all_cameras`` choose the bodies.
     log
-        Gets ``skip(path, reason)`` for every file left out, as it is known.
+        Gets ``skip(path, reason)`` once for every file left out.
     prior : Prior, optional
-        Loaded statistics: they fix shape and sample type, and ``--resume``'s
-        finished files are left out.
+        Loaded statistics: they fix shape, sample type and (if they know it)
+        the body, and ``--resume``'s finished files are left out.
     outputs : iterable of str
         Output files: refused if one of them is an input.
 
     Returns
     -------
-    group : Group or None
-        None when no photo is usable and nothing was loaded.
-    skipped : list of (path, reason)
+    list of Group
+        By default one (the body with the most usable photos, or the loaded
+        statistics' body); with ``all_cameras`` every body with at least
+        ``min_images`` usable photos, most photos first.  Empty when no
+        photo is usable and nothing was loaded.  Each group's ``skipped``
+        lists the inputs left out of it.
+
+    Raises
+    ------
+    HotPixelError
+        No camera matches ``settings.camera``; the photos cannot be merged
+        with the loaded statistics; an output is an input.
     """
     from . import inputs
     from .export import check_output_paths
 
-    files, skipped = inputs.expand_paths(paths, recursive=settings.recursive)
+    files, common = inputs.expand_paths(paths, recursive=settings.recursive)
     check_output_paths(list(outputs), files)
     if prior is not None and prior.done:
         n0 = len(files)
         files = [f for f in files if os.path.realpath(f) not in prior.done]
         log.info(f"--resume: {n0 - len(files)} files already done, {len(files)} to go")
     headers, bad = inputs.probe_all(files, settings.max_pixels)
-    skipped.extend(bad)
-    if prior is None:
-        shape, dtype, used, other = inputs.reference_shape(headers)
-    else:
+    common.extend(bad)
+    for h in headers:
+        if h.metadata_problem:
+            log.detail(f"{h.path}: {h.metadata_problem}; counted as an unknown camera")
+    if prior is not None:
         # the saved statistics fix the shape: photos of another size are skipped
-        shape, dtype = prior.stats.shape, prior.stats.sample_dtype
-        used, other = inputs.match_loaded(headers, shape, dtype)
-    skipped.extend(other)
-    used, other = _same_mosaic(used, prior)
-    skipped.extend(other)
-    for path, reason in skipped:
+        headers, other = inputs.match_loaded(headers, prior.stats.shape, prior.stats.sample_dtype)
+        common.extend(other)
+    candidates = _candidates(headers, prior)
+    chosen, camera_skips = _choose(candidates, settings, prior)
+    for path, reason in common + camera_skips:
         log.skip(path, reason)
-    if shape is None:
-        return None, skipped
-    return Group(headers=used, shape=tuple(shape), sample_dtype=dtype, prior=prior), skipped
+    groups = []
+    for c in chosen:
+        for path, reason in c.shape_skips:
+            log.skip(path, reason)
+        groups.append(Group(headers=c.used, shape=c.shape, sample_dtype=c.dtype, prior=prior,
+                            camera=c.camera, skipped=common + camera_skips + c.shape_skips))
+    if not groups and prior is not None:
+        st = prior.stats
+        groups.append(Group(headers=[], shape=st.shape, sample_dtype=st.sample_dtype, prior=prior,
+                            camera=st.camera or UNKNOWN, skipped=common + camera_skips))
+    return groups
+
+
+@dataclass
+class _Candidate:
+    """One body's photos: all of them, and those of its common shape."""
+
+    camera: Camera
+    everything: list
+    used: list
+    shape: Optional[Tuple[int, int, int]]
+    dtype: Optional[str]
+    shape_skips: list
+
+
+def _candidates(headers, prior) -> List[_Candidate]:
+    """Every body's photos, the body with the most usable photos first."""
+    from . import inputs
+    out = []
+    for cam, hs in group_by_camera(headers).items():
+        if prior is not None:
+            shape, dtype, used, other = prior.stats.shape, prior.stats.sample_dtype, hs, []
+        else:
+            shape, dtype, used, other = inputs.reference_shape(hs)
+        used, mosaic_skips = _same_mosaic(used, prior)
+        out.append(_Candidate(cam, hs, used, tuple(shape), dtype, other + mosaic_skips))
+    out.sort(key=lambda c: (-len(c.used), not c.camera.known))  # stable: ties keep path order
+    return out
+
+
+def _choose(candidates, settings, prior):
+    """(the chosen candidates, skips of the photos of the others)."""
+    skips = []
+
+    def leave_out(c, why):
+        skips.extend((h.path, f"another camera: {c.camera.label} ({len(c.everything)} files); {why}")
+                     for h in c.everything)
+
+    if settings.camera:
+        found = ", ".join(f"{c.camera.name} ({len(c.everything)})" for c in candidates)
+        for c in candidates:
+            if not c.camera.matches(settings.camera):
+                leave_out(c, f"not matching --camera {settings.camera!r}")
+        candidates = [c for c in candidates if c.camera.matches(settings.camera)]
+        if not candidates:
+            raise HotPixelError(f"no photo's camera matches --camera {settings.camera!r} "
+                                f"(cameras found: {found or 'none'})")
+    body = prior.stats.camera if prior is not None else None
+    if body is not None and body.known:
+        for c in candidates:
+            if c.camera != body:
+                leave_out(c, f"the loaded statistics are of {body.label}")
+        return [c for c in candidates if c.camera == body], skips
+    if settings.all_cameras:
+        chosen = []
+        for c in candidates:
+            if len(c.used) >= settings.min_images:
+                chosen.append(c)
+            else:
+                skips.extend((h.path, f"camera {c.camera.label}: {len(c.used)} usable photo(s), "
+                                      f"fewer than --min-images {settings.min_images}")
+                             for h in c.everything)
+        return chosen, skips
+    for c in candidates[1:]:
+        leave_out(c, "--all-cameras analyses each")
+    return candidates[:1], skips
 
 
 def _same_mosaic(headers, prior):
@@ -347,7 +444,7 @@ def run_group(group: Group, plan, settings: Settings, log, *,
     from .welford import merge_stats
 
     prior = group.prior.stats if group.prior else None
-    meta = {"sample_dtype": group.sample_dtype, "mosaic": group.mosaic()}
+    meta = {"sample_dtype": group.sample_dtype, "mosaic": group.mosaic(), "camera": group.camera}
     job = engine.Job(files=group.paths, shape=group.shape, sample_dtype=group.sample_dtype,
                      tier=plan.tier, workers=plan.workers, max_pixels=settings.max_pixels,
                      cap=max_images(plan.tier, group.sample_dtype),
@@ -413,10 +510,13 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None) -> Lis
 
 @dataclass
 class Analysis:
-    """One finished analysis: statistics, defects and how they were made.
+    """One finished analysis of one camera body: statistics, defects and how
+    they were made.
 
     Attributes
     ----------
+    camera : camera.Camera
+        The body (``camera.UNKNOWN`` for photos that name none).
     plan : budget.Plan
         The plan the run followed.
     stats : Stats
@@ -429,31 +529,61 @@ class Analysis:
         Worker processes that ran.
     seconds : float
         Wall time from the first input step to the end of detection.
-    make, model : str or None
-        The camera's EXIF make and model (most common among the photos).
+    shots : list of camera.Shot
+        When and how each photo read in this run was taken.
+    history : dict or None
+        Set by :meth:`compare`.
     frames : dict
         ``{program: frames.Frame}``: where each program's bad-pixel list
         counts from (``frames.frames_for_inputs``).
     """
 
+    camera: Camera
     plan: object
     stats: Stats
     defects: List[Defect]
     skipped: list
     workers: int
     seconds: float
-    make: Optional[str] = None
-    model: Optional[str] = None
+    shots: list = field(default_factory=list)
+    history: Optional[dict] = None
     frames: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def date(self) -> str:
+        """The date this analysis describes (``YYYY-MM-DD``): its newest
+        photo's capture date, else the day it was made."""
+        taken = sorted(s.taken for s in self.shots if s.taken)
+        return taken[-1][:10] if taken else self.created[:10]
+
+    def counts(self) -> dict:
+        """Defects by kind, and by CFA colour (raw) or by channel (photos)."""
+        from .model import KINDS
+        by_kind = {k: sum(1 for d in self.defects if d.kind == k) for k in KINDS}
+        if self.stats.mosaic is not None:
+            colours = sorted({d.colour for d in self.defects if d.colour})
+            return {"kind": by_kind,
+                    "colour": {c: sum(1 for d in self.defects if d.colour == c) for c in colours}}
+        channels = range(self.stats.shape[2])
+        return {"kind": by_kind,
+                "channel": {str(c): sum(1 for d in self.defects if c in d.channels) for c in channels}}
 
     def report(self) -> dict:
-        """The JSON report (``export.build_report``'s stable schema).
+        """The JSON report (``export.build_report``'s stable schema, plus
+        ``camera``, ``conditions``, ``counts``, ``created`` and, after
+        :meth:`compare`, ``history``).
 
         ``engine.dtype`` and ``engine.tier`` both hold the accumulator tier
         (``tier`` is the clearer name; ``dtype`` stays for readers of older
         reports).
         """
+        from .camera import conditions
         from .export import build_report
+        extra = {"camera": self.camera.to_dict(), "conditions": conditions(self.shots),
+                 "counts": self.counts(), "created": self.created}
+        if self.history is not None:
+            extra["history"] = self.history
         return build_report(
             version=__version__, shape=list(self.stats.shape),
             used=self.stats.n, skipped=self.skipped,
@@ -461,7 +591,38 @@ class Analysis:
                     "budget_bytes": int(self.plan.budget_bytes),
                     "planned_bytes": int(self.plan.total_bytes),
                     "seconds": round(float(self.seconds), 3), "tier": self.stats.tier},
-            defects=self.defects)
+            defects=self.defects, extra=extra)
+
+    def compare(self, old, path=None) -> dict:
+        """Classify the defects against an earlier report of the same body.
+
+        Parameters
+        ----------
+        old : path-like or dict
+            The earlier JSON report (or its contents).
+        path : str, optional
+            The report's file name, for messages and ``history.compared_with``.
+
+        Returns
+        -------
+        dict
+            The ``history`` (also kept in :attr:`history` and the report);
+            every defect gets ``status`` and ``first_seen``, new ones
+            ``bad_since`` (see ``history.compare``).
+
+        Raises
+        ------
+        HotPixelError
+            ``old`` cannot be read, or is a report of another body or shape.
+        """
+        from . import history
+        if not isinstance(old, dict):
+            path, old = os.fsdecode(old), history.load_report(old)
+        path = path or "the earlier report"
+        self.defects, self.history = history.compare(
+            self.defects, old, camera=self.camera, shape=self.stats.shape,
+            raw=self.stats.mosaic is not None, date=self.date, path=path)
+        return self.history
 
     def write(self, *, json=None, csv=None, dcraw=None, libraw=None, rawtherapee=None,
               siril=None, mask=None, picture=None) -> List[str]:
@@ -474,7 +635,8 @@ class Analysis:
             in their programs' frames (``frames``).
         rawtherapee : path-like, optional
             A file, or a directory in which the file gets RawTherapee's name
-            for the camera.
+            for the camera (per body, ``<Make> <Model> <serial>.badpixels``,
+            when the serial is known).
 
         Returns
         -------
@@ -503,37 +665,161 @@ class Analysis:
         elif option == "libraw":
             export.write_libraw(path, d, self.frames.get("libraw"))
         elif option == "rawtherapee":
-            return export.write_rawtherapee(path, d, make=self.make, model=self.model,
-                                            frame=self.frames.get("rawtherapee"))
+            cam = self.camera
+            return export.write_rawtherapee(path, d, make=cam.make, model=cam.model,
+                                            serial=cam.serial, frame=self.frames.get("rawtherapee"))
         elif option == "siril":
             export.write_siril(path, d, self.frames.get("siril"))
         elif option == "mask":
             export.write_mask(path, d, self.stats.shape)
         elif option == "picture":
             from .picture import write_picture
-            write_picture(path, self.stats.mean, d)
+            write_picture(path, self.stats.mean, d, title=self._picture_title())
         return os.fsdecode(path)
+
+    def _picture_title(self):
+        if not self.camera.known:
+            return None
+        return f"{self.camera.label}: {len(self.defects)} defect(s) found"
 
 
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
-                  skipped=(), progress=None, should_stop=None) -> Analysis:
+                  progress=None, should_stop=None) -> Analysis:
     """Run, detect and wrap up one planned group (steps 3 and 4).
 
     Parameters
     ----------
     started : float, optional
         ``time.perf_counter()`` at the start of the input step (for ``seconds``).
-    skipped : iterable of (path, reason)
-        Inputs left out before the run; the run's own skips are added.
     """
     started = time.perf_counter() if started is None else started
     stats, result = run_group(group, plan, settings, log, progress=progress,
                               should_stop=should_stop)
     defects = detect_defects(stats, settings.detect)
-    make, model = group.make_model()
     from .frames import frames_for_inputs
     frames = frames_for_inputs([h.path for h in group.headers if h.format == "RAW"])
-    return Analysis(plan=plan, stats=stats, defects=defects,
-                    skipped=list(skipped) + list(result.skipped), workers=result.workers,
-                    seconds=time.perf_counter() - started, make=make, model=model,
+    return Analysis(camera=group.camera, plan=plan, stats=stats, defects=defects,
+                    skipped=list(group.skipped) + list(result.skipped), workers=result.workers,
+                    seconds=time.perf_counter() - started, shots=group.shots(result.used),
                     frames=frames)
+
+
+def output_for(path, camera: Camera, option: str = None):
+    """``path`` with the camera's name inserted before its extension
+    (``defects.json`` -> ``defects.NIKON_D750_3012345.json``), for runs over
+    several bodies.  A ``--rawtherapee`` directory stays as it is (the file
+    in it is named per body)."""
+    if path is None:
+        return None
+    if option == "rawtherapee" and os.path.isdir(path):
+        return path
+    text = os.fsdecode(path)
+    head, name = os.path.split(text)
+    stem, ext = os.path.splitext(name)
+    if not stem:  # ".json": the extension is the whole name
+        stem, ext = name, ""
+    return os.path.join(head, f"{stem}.{camera.file_tag}{ext}")
+
+
+# --------------------------------------------------------------------------- the Python API
+
+def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=False,
+            camera=None, all_cameras=False, progress=None, recursive=False, min_images=2,
+            detect_options=None, load_stats=None, resume=None, save_stats=None,
+            checkpoint=None, log=None) -> List[Analysis]:
+    """Analyse a folder of photos: statistics, defects, one camera body at a time.
+
+    This is what the command line does, step by step (the command line
+    drives the same functions).
+
+    Parameters
+    ----------
+    paths : str, path-like or iterable of them
+        Files, directories or glob patterns.
+    workers : int or "auto", default "auto"
+        Worker processes (1 runs in this process); "auto" lets the planner
+        choose from the CPUs and memory available.
+    tier : str, default "auto"
+        Accumulator tier ("exact", "float64", "float32", "float16").
+    memory_budget : int or str, optional
+        Bytes, or text such as ``"1.5G"``; default 75 % of the memory
+        available now.
+    darks : bool
+        The photos are dark frames.
+    camera : str, optional
+        Only photos whose camera (make, model, serial) contains this text.
+    all_cameras : bool
+        Every body with at least ``min_images`` photos, each its own analysis;
+        otherwise the body with the most usable photos.
+    progress : callable, optional
+        ``progress(done, total, skipped)`` after each photo.
+    recursive : bool
+        Descend into sub-directories.
+    min_images : int
+        Fewer usable photos than this raises :class:`TooFewImages`.
+    detect_options : detect.DetectOptions, optional
+        Detection thresholds (``darks`` overrides its ``darks``).
+    load_stats, resume, save_stats, checkpoint : str, optional
+        Statistics files, as the command line's options of those names.
+    log : object, optional
+        ``info``/``detail``/``skip`` receiver (default :class:`LogToLogging`).
+
+    Returns
+    -------
+    list of Analysis
+        One per analysed body, most photos first.
+
+    Raises
+    ------
+    TooFewImages
+        No body has ``min_images`` usable photos.
+    HotPixelError
+        Bad input that stops the whole analysis (unreadable statistics
+        file, no camera matching ``camera``, nothing fits in memory, ...).
+
+    Examples
+    --------
+    >>> import hotpixel_shm
+    >>> for a in hotpixel_shm.analyse("~/Pictures/2026", all_cameras=True):  # doctest: +SKIP
+    ...     print(a.camera.label, len(a.defects))
+    ...     a.write(json=f"{a.camera.file_tag}.json")
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    paths = [os.path.expanduser(os.fsdecode(p)) for p in paths]
+    if all_cameras and (load_stats or resume):
+        raise HotPixelError("all_cameras cannot be combined with loaded statistics "
+                            "(they hold one body's photos)")
+    opts = replace(detect_options or DetectOptions(), darks=bool(darks))
+    settings = Settings(
+        workers=None if workers == "auto" else int(workers),
+        tier=None if tier == "auto" else tier, memory_budget=memory_budget,
+        recursive=recursive, min_images=min_images, detect=opts, load_stats=load_stats,
+        resume=resume, save_stats=save_stats, checkpoint=checkpoint, camera=camera,
+        all_cameras=all_cameras)
+    log = log or LogToLogging()
+    started = time.perf_counter()
+    groups = prepare(paths, settings, log)
+    out = []
+    for group in groups:
+        plan = plan_group(group, settings, log)
+        out.append(analyse_group(group, plan, settings, log, started=started, progress=progress))
+        started = time.perf_counter()
+    return out
+
+
+def prepare(paths, settings: Settings, log, outputs=()) -> List[Group]:
+    """Steps before planning: loaded statistics, inputs, bodies; the groups
+    that have enough photos.
+
+    Raises
+    ------
+    TooFewImages
+        No group has ``settings.min_images`` images.
+    """
+    prior = load_prior(settings, log)
+    groups = resolve_inputs(paths, settings, log, prior, outputs=outputs)
+    enough = [g for g in groups if g.n_images >= settings.min_images]
+    if not enough:
+        raise TooFewImages(max((g.n_images for g in groups), default=0), settings.min_images)
+    return enough

@@ -131,6 +131,11 @@ class RawInfo:
     #: LibRaw gave them at open time (no unpack); else from the lazy detail
     _tile: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     _white: Optional[int] = field(default=None, repr=False, compare=False)
+    #: what LibRaw read of the shot: ISO, exposure time (s), capture time
+    #: (ISO 8601, local clock); None where the file holds none
+    iso: Optional[float] = None
+    exposure: Optional[float] = None
+    taken: Optional[str] = None
 
     def _load(self) -> dict:
         if self._detail is None:
@@ -257,6 +262,7 @@ def probe_raw(path) -> RawInfo:
         shape = (int(s.height), int(s.width), 1)
         tile, white = _layout_at_open(raw, s)
         margins = (int(s.top_margin), int(s.left_margin))
+        iso, exposure, taken = _shot_at_open(raw)
     finally:
         raw.close()
     if shape[0] == 0 or shape[1] == 0:
@@ -265,7 +271,22 @@ def probe_raw(path) -> RawInfo:
     desc = desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)
     return RawInfo(path=path, shape=shape, dtype="uint16", make=make, model=model,
                    colour_desc=desc.rstrip("\0"), _tile=tile, _white=white,
-                   top_margin=margins[0], left_margin=margins[1])
+                   top_margin=margins[0], left_margin=margins[1],
+                   iso=iso, exposure=exposure, taken=taken)
+
+
+def _shot_at_open(raw):
+    """(ISO, exposure seconds, capture time) LibRaw parsed, each None if absent."""
+    try:
+        other = raw.other
+    except Exception:  # noqa: BLE001 - older rawpy without ``other``
+        return None, None, None
+    iso = float(other.iso_speed) if other.iso_speed and other.iso_speed > 0 else None
+    exposure = (float(other.shutter_speed) if other.shutter_speed and other.shutter_speed > 0
+                else None)
+    stamp = other.timestamp
+    taken = stamp.isoformat(timespec="seconds") if stamp and stamp.year > 1970 else None
+    return iso, exposure, taken
 
 
 def _layout_at_open(raw, sizes):

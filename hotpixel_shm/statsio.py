@@ -13,13 +13,15 @@ from .errors import HotPixelError
 from .model import Mosaic, Stats
 from .tiers import TIERS
 
-__all__ = ["save_stats", "load_stats", "STATS_KEYS", "MOSAIC_KEYS"]
+__all__ = ["save_stats", "load_stats", "STATS_KEYS", "MOSAIC_KEYS", "CAMERA_KEY"]
 
 #: keys every statistics file holds
 STATS_KEYS = ("n", "mean", "var", "shape", "tier", "dtype", "files", "version")
-#: keys of statistics of a raw mosaic (absent in photos' files and in files
-#: written before version 0.2; those load with ``Stats.mosaic`` None)
+#: keys of statistics of a raw mosaic (absent in photos' files and in older
+#: files; those load with ``Stats.mosaic`` None)
 MOSAIC_KEYS = ("cfa_tile", "colour_desc", "white_level")
+#: the camera body: make, model, serial ("" when unknown; absent in older files)
+CAMERA_KEY = "camera"
 
 
 def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) -> None:
@@ -32,7 +34,8 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
     ``sample_dtype``, default ``stats.sample_dtype``), ``files`` (the images
     used) and ``version``; for a raw mosaic also ``cfa_tile`` (uint8 colour
     indices of the repeating tile), ``colour_desc`` and ``white_level`` (-1
-    when unknown).  It loads with ``numpy.load(path, allow_pickle=False)``.
+    when unknown); ``camera`` (make, model, serial; "" for unknown) when the
+    body is known.  It loads with ``numpy.load(path, allow_pickle=False)``.
 
     Notes
     -----
@@ -57,6 +60,9 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
         "files": np.asarray(files if files else np.zeros(0, "U1")),
         "version": np.asarray(__version__),
     }
+    if stats.camera is not None:
+        small[CAMERA_KEY] = np.asarray([stats.camera.make or "", stats.camera.model or "",
+                                         stats.camera.serial or ""])
     if stats.mosaic is not None:
         m = stats.mosaic
         small["cfa_tile"] = np.asarray(m.tile, dtype=np.uint8)
@@ -111,7 +117,7 @@ def load_stats(path):
             if missing:
                 raise HotPixelError(f"{path}: not a hotpixel_shm statistics file "
                                     f"(missing {', '.join(missing)})")
-            data = {k: z[k] for k in STATS_KEYS + MOSAIC_KEYS if k in z.files}
+            data = {k: z[k] for k in STATS_KEYS + MOSAIC_KEYS + (CAMERA_KEY,) if k in z.files}
     except HotPixelError:
         raise
     except FileNotFoundError:
@@ -142,8 +148,18 @@ def load_stats(path):
         raise HotPixelError(f"{path}: mean or variance holds invalid values")
     stats = Stats(n=int(n), mean=data["mean"], var=data["var"], tier=tier,
                   files=[str(f) for f in files], sample_dtype=dtype,
-                  mosaic=_mosaic(path, data, shape))
+                  mosaic=_mosaic(path, data, shape), camera=_camera(path, data))
     return stats, dtype
+
+
+def _camera(path, data):
+    if CAMERA_KEY not in data:
+        return None
+    c = data[CAMERA_KEY]
+    if c.dtype.kind != "U" or c.shape != (3,):
+        raise HotPixelError(f"{path}: invalid camera description")
+    from .camera import Camera
+    return Camera.from_dict(dict(zip(("make", "model", "serial"), (str(v) for v in c))))
 
 
 def _mosaic(path, data, shape):

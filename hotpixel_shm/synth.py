@@ -536,7 +536,7 @@ _EXT = {"jpeg": ".jpg", "png": ".png", "tiff16": ".tif"}
 def write_sample_set(outdir, n=24, *, width=480, height=320, fmt="jpeg", quality=92,
                      subsampling="4:2:0", seed=0, darks=False, n_hot=None, n_stuck=None,
                      n_dead=None, n_weak_hot=None, n_noisy=None, stamp=True,
-                     clipped=True) -> SampleSet:
+                     clipped=True, exif=None, prefix="frame") -> SampleSet:
     """Write a simulated photo or dark-frame set to ``outdir``.
 
     Parameters
@@ -564,6 +564,11 @@ def write_sample_set(outdir, n=24, *, width=480, height=320, fmt="jpeg", quality
         ``simulate_frames``).
     stamp, clipped : bool
         Date stamp and blown sky (photos only).
+    exif : bytes or callable, optional
+        An EXIF block for every JPEG (``camera.exif_bytes``), or
+        ``exif(i)`` giving frame ``i``'s.
+    prefix : str
+        File names are ``<prefix>_0000.<ext>`` ...
 
     Returns
     -------
@@ -592,10 +597,12 @@ def write_sample_set(outdir, n=24, *, width=480, height=320, fmt="jpeg", quality
     os.makedirs(outdir, exist_ok=True)
     paths = []
     for i, frame in enumerate(frames):
-        path = os.path.join(os.fspath(outdir), f"frame_{i:04d}{_EXT[fmt]}")
+        path = os.path.join(os.fspath(outdir), f"{prefix}_{i:04d}{_EXT[fmt]}")
         im = Image.fromarray(frame)
         if fmt == "jpeg":
-            im.save(path, "JPEG", quality=int(quality), subsampling=subsampling)
+            block = exif(i) if callable(exif) else exif
+            im.save(path, "JPEG", quality=int(quality), subsampling=subsampling,
+                    **({"exif": block} if block else {}))
         elif fmt == "png":
             im.save(path, "PNG")
         else:
