@@ -36,6 +36,15 @@ array (the EXIF orientation tag is not applied).
 """
 
 
+class _Version(argparse.Action):
+    """``--version``: the version and the kernels in use (imported only when asked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .kernels import describe
+        print(f"{parser.prog} {__version__}\n{describe()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hotpixel-shm",
@@ -46,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image files, directories, or glob patterns (quoted patterns are "
                         "expanded by the program: 'shots/*.JPG')")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0,
+                   help="show the version and the kernels in use, then exit")
     p.add_argument("--demo", action="store_true",
                    help="make a simulated camera's photos with known defects in a temporary "
                         "directory, analyse them with --auto-workers and compare")
@@ -81,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory-budget", metavar="SIZE", default=None,
                    help="memory the whole run may use, e.g. 1.5G or 800M (default: "
                         "75%% of the memory available now, cgroup limits included)")
+    g.add_argument("--batch", type=int, default=None, metavar="K",
+                   help="photos each worker decodes before one pass over its accumulator "
+                        "(default: up to 4, as the memory budget allows)")
     g.add_argument("--force", action="store_true",
                    help="run a plan forced by --workers/--dtype even when over budget")
     g.add_argument("--plan", action="store_true",
@@ -244,7 +257,7 @@ def _settings(args):
     return Settings(
         workers=workers, tier=None if args.dtype == "auto" else args.dtype,
         memory_budget=args.memory_budget,
-        force=args.force, recursive=args.recursive,
+        force=args.force, batch=args.batch, recursive=args.recursive,
         max_pixels=args.max_pixels or Settings.max_pixels, min_images=args.min_images,
         detect=opts, load_stats=args.load_stats, resume=args.resume, save_stats=args.save_stats,
         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,

@@ -643,7 +643,9 @@ class _Parallel:
 
     def _checkpoint(self, live):
         """Pause the workers when a snapshot is due; take it once all are paused."""
-        if self.stop_sig is None and not self.pausing and self.queue and self.ckpt.due(len(self.done)):
+        # (work remains: files queued, or held by a worker in a batch)
+        remains = bool(self.queue) or any(s.inflight for s in live)
+        if self.stop_sig is None and not self.pausing and remains and self.ckpt.due(len(self.done)):
             self.pausing = True
         if not self.pausing:
             return

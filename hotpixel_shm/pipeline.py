@@ -95,6 +95,9 @@ class Settings:
         share of the memory available now (``budget.run_budget``).
     force : bool
         Run a forced plan even when over budget.
+    batch : int or None
+        Photos each worker decodes before one pass over its accumulator;
+        None lets the planner choose.
     recursive : bool
         Descend into sub-directories.
     max_pixels : int
@@ -126,6 +129,7 @@ class Settings:
     tier: Optional[str] = None
     memory_budget: Union[int, str, None] = None
     force: bool = False
+    batch: Optional[int] = None
     recursive: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_images: int = 2
@@ -413,8 +417,10 @@ def plan_group(group: Group, settings: Settings, log):
         max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
         shm_free_bytes=res.shm_free_bytes, detection=True,
         checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
-        loaded_dtype=None if prior is None else prior.mean.dtype)
+        loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch)
     log.info(plan.describe())
+    from .kernels import describe as kernels_in_use
+    log.detail(kernels_in_use())
     return plan
 
 
@@ -447,6 +453,7 @@ def run_group(group: Group, plan, settings: Settings, log, *,
     meta = {"sample_dtype": group.sample_dtype, "mosaic": group.mosaic(), "camera": group.camera}
     job = engine.Job(files=group.paths, shape=group.shape, sample_dtype=group.sample_dtype,
                      tier=plan.tier, workers=plan.workers, max_pixels=settings.max_pixels,
+                     batch=plan.batch,
                      cap=max_images(plan.tier, group.sample_dtype),
                      checkpoint_every=settings.checkpoint_every,
                      checkpoint_seconds=settings.checkpoint_seconds)

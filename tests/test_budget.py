@@ -512,8 +512,10 @@ def _check_plan_invariants(plan, shape, dtype, n_files, b):
     assert plan.images_per_worker == math.ceil(n_files / plan.workers)
     assert plan.images_per_worker <= tiers.max_images(plan.tier, dtype)
     assert tiers.supports(plan.tier, dtype)
-    model = memory_model(shape, dtype, plan.tier, plan.workers)
+    model = memory_model(shape, dtype, plan.tier, plan.workers, batch=plan.batch)
     assert plan.memory == model
+    # the batch's decoded photos fit in what the budget left
+    assert 1 <= plan.batch <= max(1, plan.images_per_worker)
     assert (plan.shm_bytes_per_worker, plan.bytes_per_worker, plan.parent_bytes, plan.total_bytes) == (
         model.shm_bytes_per_worker, model.bytes_per_worker, model.parent_bytes, model.total_bytes)
     assert [c.verdict for c in plan.candidates].count("chosen") == 1
@@ -691,3 +693,23 @@ def test_module_exports():
     for name in budget.__all__:
         assert hasattr(budget, name)
     assert 0 < DEFAULT_BUDGET_FRACTION < 1
+
+
+def test_batch_comes_from_what_the_budget_leaves():
+    from hotpixel_shm.budget import DEFAULT_BATCH
+    roomy = make_plan(RGB24, "uint8", 40, 2, parse_size("16G"))
+    assert roomy.batch == DEFAULT_BATCH
+    assert roomy.memory.batch_bytes == (DEFAULT_BATCH - 1) * math.prod(roomy.shape)
+    assert f"{DEFAULT_BATCH} photo(s) folded per accumulator pass" in roomy.describe()
+    # a budget that holds the plan with K = 1 and not one more decoded photo
+    tight_total = memory_model(RGB24, "uint8", roomy.tier, roomy.workers).total_bytes
+    tight = make_plan(RGB24, "uint8", 40, 2, tight_total, workers=roomy.workers, tier=roomy.tier)
+    assert tight.batch == 1 and tight.total_bytes == tight_total
+    # the batch never costs a worker or a tier
+    assert (tight.workers, tight.tier) == (roomy.workers, roomy.tier)
+    # never more than the photos per worker; as asked when asked
+    assert make_plan(RGB24, "uint8", 3, 2, parse_size("16G")).batch == 2
+    asked = make_plan(RGB24, "uint8", 40, 2, parse_size("16G"), batch=7)
+    assert asked.batch == 7 and asked.memory.batch_bytes == 6 * math.prod(asked.shape)
+    with pytest.raises(HotPixelError, match="batch"):
+        make_plan(RGB24, "uint8", 40, 2, parse_size("16G"), batch=17)

@@ -1,0 +1,471 @@
+/*
+ * Compiled twins of hotpixel_shm.kernels_numpy: plain loops over buffers.
+ *
+ * Each function takes its arrays through the buffer protocol, trusts the
+ * Python front (hotpixel_shm._kernels_c) to have checked their types and
+ * lengths, and releases the GIL while it loops.  The arithmetic is written
+ * operation by operation in the order the numpy kernels use, with the
+ * constants they computed passed in, so both paths give the same bits
+ * (build with floating-point contraction off: no fused multiply-add).
+ *
+ *   update(tier, sample_bytes, fields, images, n, start, consts)
+ *       fold K = len(images) images into one accumulator's fields
+ *   reduce(mode, sample_bytes, parts, counts, fracs, crosses, start, stop,
+ *          out_mean, out_var, total)
+ *       merge the parts' fields over [start, stop) and finish mean and
+ *       variance (the fused merge + finalise)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_BATCH 16
+#define MAX_PARTS 256
+#define MAX_FIELDS 3
+
+enum { T_EXACT = 0, T_FLOAT64 = 1, T_FLOAT32 = 2, T_FLOAT16 = 3 };
+
+#define G1 0x9E3779B9u
+#define G2 0x7F4A7C15u
+#define VAR_SHIFT 11
+#define VAR_BASE (0x3E800000u >> VAR_SHIFT) /* float32 0.25 >> 11 */
+
+typedef struct {
+    Py_buffer views[MAX_PARTS * MAX_FIELDS + MAX_BATCH + 2];
+    int count;
+} Buffers;
+
+static void release_all(Buffers *b)
+{
+    for (int i = 0; i < b->count; i++)
+        PyBuffer_Release(&b->views[i]);
+    b->count = 0;
+}
+
+/* Acquire a C-contiguous buffer of obj; writable when asked. */
+static void *grab(Buffers *b, PyObject *obj, int writable, Py_ssize_t *len)
+{
+    if (b->count >= (int)(sizeof(b->views) / sizeof(b->views[0]))) {
+        PyErr_SetString(PyExc_ValueError, "too many buffers");
+        return NULL;
+    }
+    Py_buffer *v = &b->views[b->count];
+    if (PyObject_GetBuffer(obj, v, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    b->count++;
+    if (len)
+        *len = v->len;
+    return v->buf;
+}
+
+static inline float bits_to_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint32_t float_to_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* ------------------------------------------------------------------ update */
+
+/* Values per block: the batch's sums of a block stay in L1 while the
+ * accumulator's block is updated, and every loop is simple enough for the
+ * compiler to vectorise. */
+#define BLK 2048
+
+/* The batch's integer sums S = sum x and Q = sum x*x over [s, s + L). */
+static void sums_u8(const void **img, int K, Py_ssize_t s, Py_ssize_t L, uint32_t *S, uint32_t *Q)
+{
+    const uint8_t *x0 = (const uint8_t *)img[0] + s;
+    for (Py_ssize_t i = 0; i < L; i++) {
+        uint32_t v = x0[i];
+        S[i] = v;
+        Q[i] = v * v;
+    }
+    for (int j = 1; j < K; j++) {
+        const uint8_t *x = (const uint8_t *)img[j] + s;
+        for (Py_ssize_t i = 0; i < L; i++) {
+            uint32_t v = x[i];
+            S[i] += v;
+            Q[i] += v * v;
+        }
+    }
+}
+
+static void sums_u16(const void **img, int K, Py_ssize_t s, Py_ssize_t L, uint32_t *S, uint64_t *Q)
+{
+    const uint16_t *x0 = (const uint16_t *)img[0] + s;
+    for (Py_ssize_t i = 0; i < L; i++) {
+        uint64_t v = x0[i];
+        S[i] = (uint32_t)v;
+        Q[i] = v * v;
+    }
+    for (int j = 1; j < K; j++) {
+        const uint16_t *x = (const uint16_t *)img[j] + s;
+        for (Py_ssize_t i = 0; i < L; i++) {
+            uint64_t v = x[i];
+            S[i] += (uint32_t)v;
+            Q[i] += v * v;
+        }
+    }
+}
+
+/* exact tier: integer sum and sum of squares */
+#define EXACT_LOOP(SQT, QARR)                                                      \
+    do {                                                                           \
+        uint32_t *tot = (uint32_t *)f[0] + s;                                      \
+        SQT *sq = (SQT *)f[1] + s;                                                 \
+        for (Py_ssize_t i = 0; i < L; i++) {                                       \
+            tot[i] += S[i];                                                        \
+            sq[i] += QARR[i];                                                      \
+        }                                                                          \
+    } while (0)
+
+/* float64 and float32 tiers: an exact integer sum and a float M2.  K == 1:
+ * Welford's increment q**2 / (n k) with q = k x - S_k; K > 1: the batch
+ * joins by Chan's formula, (K Q - S**2) / K + q**2 / (n K k) with
+ * q = n S - K S_a (see kernels_numpy._update_float). */
+#define FLOAT_LOOP(SUMT, M2T, QARR)                                                \
+    do {                                                                           \
+        SUMT *tot = (SUMT *)f[0] + s;                                              \
+        M2T *m2 = (M2T *)f[1] + s;                                                 \
+        if (K == 1) {                                                              \
+            for (Py_ssize_t i = 0; i < L; i++)                                     \
+                tot[i] = (SUMT)(tot[i] + S[i]);                                    \
+            if (n == 0)                                                            \
+                break;                                                             \
+            for (Py_ssize_t i = 0; i < L; i++) {                                   \
+                double q = (double)S[i] * k1;                                      \
+                q = q - (double)tot[i];                                            \
+                q = q * q;                                                         \
+                q = q * c_q;                                                       \
+                m2[i] = m2[i] + (M2T)q;                                            \
+            }                                                                      \
+        } else {                                                                   \
+            for (Py_ssize_t i = 0; i < L; i++) {                                   \
+                double sa = (double)tot[i];                                        \
+                tot[i] = (SUMT)(tot[i] + S[i]);                                    \
+                double r = sa * fk;                                                \
+                double q = (double)S[i] * fn;                                      \
+                q = q - r;                                                         \
+                r = (double)S[i];                                                  \
+                r = r * r;                                                         \
+                double w = (double)QARR[i] * fk;                                   \
+                r = w - r;                                                         \
+                r = r * inv_k;                                                     \
+                q = q * q;                                                         \
+                q = q * c_q;                                                       \
+                q = r + q;                                                         \
+                m2[i] = m2[i] + (M2T)q;                                            \
+            }                                                                      \
+        }                                                                          \
+    } while (0)
+
+/* float16 tier: 24-bit fixed-point mean, 16-bit float of var + 1/4, both
+ * rounded stochastically with the lattice sequence i*G2 + k*G1 (see
+ * kernels_numpy._update_half) */
+static void half_block(void **f, int K, Py_ssize_t s, Py_ssize_t L, unsigned long long start,
+                       const uint32_t *S, const uint32_t *Q, const double *c)
+{
+    uint16_t *lo = (uint16_t *)f[0] + s;
+    uint8_t *hi = (uint8_t *)f[1] + s;
+    uint16_t *vc = (uint16_t *)f[2] + s;
+    const float c_mean = (float)c[0], c_old = (float)c[1], c_d = (float)c[2], c_w = (float)c[3];
+    const uint32_t k_off = (uint32_t)c[4];
+    const float u24 = 5.9604644775390625e-08f; /* 2**-24 */
+    const uint32_t base = (uint32_t)(start + (unsigned long long)s);
+    for (Py_ssize_t i = 0; i < L; i++) {
+        uint32_t M = (uint32_t)lo[i] | ((uint32_t)hi[i] << 16);
+        int32_t D = (int32_t)(S[i] << 16) - (int32_t)M * K;
+        float df = (float)D;
+        uint32_t w = (base + (uint32_t)i) * G2 + k_off;
+        float g = (float)(w >> 8);
+        g = g * u24;
+        float fm = df * c_mean;
+        fm = fm + g;
+        fm = floorf(fm);
+        M = (uint32_t)((int32_t)M + (int32_t)fm);
+        lo[i] = (uint16_t)M;
+        hi[i] = (uint8_t)(M >> 16);
+        float y = bits_to_float(((uint32_t)vc[i] + VAR_BASE) << VAR_SHIFT);
+        g = y - 0.25f;
+        g = g * c_old;
+        float fv = df * c_d;
+        fv = fv * df;
+        g = g + fv;
+        if (K > 1) {
+            int32_t W = (int32_t)Q[i] * K - (int32_t)S[i] * (int32_t)S[i];
+            fv = (float)W;
+            fv = fv * c_w;
+            g = g + fv;
+        }
+        g = g + 0.25f;
+        uint32_t gb = float_to_bits(g);
+        gb = gb + (w & ((1u << VAR_SHIFT) - 1));
+        gb = gb >> VAR_SHIFT;
+        gb = gb - VAR_BASE;
+        vc[i] = (uint16_t)gb;
+    }
+}
+
+static void update_all(int tier, int sb, void **f, const void **img, int K, Py_ssize_t len,
+                       long long n, unsigned long long start, const double *c)
+{
+    uint32_t S[BLK], Q32[BLK];
+    uint64_t Q64[BLK];
+    const double fn = c[0], fk = c[1], c_q = c[2], inv_k = c[3];
+    const double k1 = (double)(n + 1);
+    if (tier == T_FLOAT16 && n == 0 && K == 1) {
+        /* the first image: exact, and the general step's D / k + U would round */
+        memcpy(f[1], img[0], (size_t)len);
+        memset(f[0], 0, (size_t)len * 2);
+        memset(f[2], 0, (size_t)len * 2);
+        return;
+    }
+    for (Py_ssize_t s = 0; s < len; s += BLK) {
+        Py_ssize_t L = len - s < BLK ? len - s : BLK;
+        if (sb == 1)
+            sums_u8(img, K, s, L, S, Q32);
+        else
+            sums_u16(img, K, s, L, S, Q64);
+        switch (tier) {
+        case T_EXACT:
+            if (sb == 1)
+                EXACT_LOOP(uint32_t, Q32);
+            else
+                EXACT_LOOP(uint64_t, Q64);
+            break;
+        case T_FLOAT64:
+            if (sb == 1)
+                FLOAT_LOOP(uint64_t, double, Q32);
+            else
+                FLOAT_LOOP(uint64_t, double, Q64);
+            break;
+        case T_FLOAT32:
+            if (sb == 1)
+                FLOAT_LOOP(uint32_t, float, Q32);
+            else
+                FLOAT_LOOP(uint32_t, float, Q64);
+            break;
+        case T_FLOAT16:
+            half_block(f, K, s, L, start, S, Q32, c);
+            break;
+        }
+    }
+}
+
+static PyObject *py_update(PyObject *self, PyObject *args)
+{
+    int tier, sb;
+    PyObject *fields, *images, *consts;
+    long long n;
+    unsigned long long start;
+    if (!PyArg_ParseTuple(args, "iiO!O!LKO!", &tier, &sb, &PyTuple_Type, &fields, &PyTuple_Type,
+                          &images, &n, &start, &PyTuple_Type, &consts))
+        return NULL;
+    Py_ssize_t nf = PyTuple_GET_SIZE(fields), K = PyTuple_GET_SIZE(images);
+    Py_ssize_t nc = PyTuple_GET_SIZE(consts);
+    if (nf < 2 || nf > MAX_FIELDS || K < 1 || K > MAX_BATCH || nc > 8 || (sb != 1 && sb != 2)) {
+        PyErr_SetString(PyExc_ValueError, "bad update arguments");
+        return NULL;
+    }
+    double c[8] = {0};
+    for (Py_ssize_t i = 0; i < nc; i++) {
+        c[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(consts, i));
+        if (c[i] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    Buffers *b = PyMem_Calloc(1, sizeof(Buffers));
+    if (!b)
+        return PyErr_NoMemory();
+    void *f[MAX_FIELDS];
+    const void *img[MAX_BATCH];
+    Py_ssize_t len = -1, l;
+    for (Py_ssize_t i = 0; i < nf; i++)
+        if (!(f[i] = grab(b, PyTuple_GET_ITEM(fields, i), 1, NULL)))
+            goto fail;
+    for (Py_ssize_t j = 0; j < K; j++) {
+        if (!(img[j] = grab(b, PyTuple_GET_ITEM(images, j), 0, &l)))
+            goto fail;
+        l /= sb;
+        if (len >= 0 && l != len) {
+            PyErr_SetString(PyExc_ValueError, "images of different lengths");
+            goto fail;
+        }
+        len = l;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    update_all(tier, sb, f, img, (int)K, len, n, start, c);
+    Py_END_ALLOW_THREADS
+    release_all(b);
+    PyMem_Free(b);
+    Py_RETURN_NONE;
+fail:
+    release_all(b);
+    PyMem_Free(b);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ reduce */
+
+/* The chunk step of one part at value i: float64 mean and M2 (as
+ * kernels_numpy.partial computes them, operation by operation). */
+static inline void part_at(int mode, void **f, double n, Py_ssize_t i, double *mean, double *m2)
+{
+    switch (mode) {
+    case T_FLOAT64:
+        *mean = (double)((uint64_t *)f[0])[i] / n;
+        *m2 = ((double *)f[1])[i];
+        break;
+    case T_FLOAT32:
+        *mean = (double)((uint32_t *)f[0])[i] / n;
+        *m2 = (double)((float *)f[1])[i];
+        break;
+    default: { /* T_FLOAT16 */
+        float y = bits_to_float(((uint32_t)((uint16_t *)f[2])[i] + VAR_BASE) << VAR_SHIFT);
+        double v = (double)y;
+        v = v - 0.25;
+        *m2 = v * n;
+        double m = (double)((uint8_t *)f[1])[i];
+        m = m * 65536.0;
+        m = m + (double)((uint16_t *)f[0])[i];
+        *mean = m * (1.0 / 65536.0);
+    }
+    }
+}
+
+static PyObject *py_reduce(PyObject *self, PyObject *args)
+{
+    int mode, sb;
+    PyObject *parts, *counts, *fracs, *crosses, *out_m, *out_v;
+    Py_ssize_t start, stop;
+    long long total;
+    if (!PyArg_ParseTuple(args, "iiO!O!O!O!nnOOL", &mode, &sb, &PyTuple_Type, &parts,
+                          &PyTuple_Type, &counts, &PyTuple_Type, &fracs, &PyTuple_Type, &crosses,
+                          &start, &stop, &out_m, &out_v, &total))
+        return NULL;
+    Py_ssize_t np_ = PyTuple_GET_SIZE(parts);
+    if (np_ < 1 || np_ > MAX_PARTS || PyTuple_GET_SIZE(counts) != np_ ||
+        PyTuple_GET_SIZE(fracs) != np_ || PyTuple_GET_SIZE(crosses) != np_ || stop < start) {
+        PyErr_SetString(PyExc_ValueError, "bad reduce arguments");
+        return NULL;
+    }
+    Buffers *b = PyMem_Calloc(1, sizeof(Buffers));
+    double *cn = PyMem_Calloc(3 * (size_t)np_, sizeof(double));
+    void **f = PyMem_Calloc((size_t)np_ * MAX_FIELDS, sizeof(void *));
+    if (!b || !cn || !f) {
+        PyMem_Free(b);
+        PyMem_Free(cn);
+        PyMem_Free(f);
+        return PyErr_NoMemory();
+    }
+    double *fr = cn + np_, *cr = cn + 2 * np_;
+    Py_ssize_t lm, lv;
+    void *om, *ov;
+    for (Py_ssize_t p = 0; p < np_; p++) {
+        PyObject *pf = PyTuple_GET_ITEM(parts, p);
+        if (!PyTuple_Check(pf) || PyTuple_GET_SIZE(pf) > MAX_FIELDS) {
+            PyErr_SetString(PyExc_ValueError, "bad part");
+            goto fail;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(pf); k++)
+            if (!(f[p * MAX_FIELDS + k] = grab(b, PyTuple_GET_ITEM(pf, k), 0, NULL)))
+                goto fail;
+        cn[p] = PyFloat_AsDouble(PyTuple_GET_ITEM(counts, p));
+        fr[p] = PyFloat_AsDouble(PyTuple_GET_ITEM(fracs, p));
+        cr[p] = PyFloat_AsDouble(PyTuple_GET_ITEM(crosses, p));
+        if (PyErr_Occurred())
+            goto fail;
+    }
+    if (!(om = grab(b, out_m, 1, &lm)) || !(ov = grab(b, out_v, 1, &lv)))
+        goto fail;
+    Py_ssize_t L = stop - start;
+    int m64 = lm == 8 * L, v64 = lv == 8 * L;
+    if ((!m64 && lm != 4 * L) || (!v64 && lv != 4 * L)) {
+        PyErr_SetString(PyExc_ValueError, "output buffers of the wrong length");
+        goto fail;
+    }
+    const double dt = (double)total, inv_total = 1.0 / (double)total;
+    const double tt = (double)total * (double)total;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < stop; i++) {
+        double mean, var;
+        if (mode == T_EXACT) {
+            /* the workers' integer sums added exactly, finished once */
+            uint64_t S = 0, Q = 0;
+            for (Py_ssize_t p = 0; p < np_; p++) {
+                S += ((uint32_t *)f[p * MAX_FIELDS])[i];
+                Q += sb == 1 ? (uint64_t)((uint32_t *)f[p * MAX_FIELDS + 1])[i]
+                             : ((uint64_t *)f[p * MAX_FIELDS + 1])[i];
+            }
+            mean = (double)S / dt;
+            Q = Q * (uint64_t)total - S * S;
+            var = (double)Q / tt;
+        } else {
+            double M, M2, pm, pq;
+            part_at(mode, f, cn[0], i, &M, &M2);
+            for (Py_ssize_t p = 1; p < np_; p++) {
+                part_at(mode, f + p * MAX_FIELDS, cn[p], i, &pm, &pq);
+                double d = pm - M;               /* chan_step */
+                M = M + d * fr[p];
+                M2 = M2 + pq;
+                d = d * d;
+                d = d * cr[p];
+                M2 = M2 + d;
+            }
+            mean = M;
+            var = M2 * inv_total;
+        }
+        Py_ssize_t o = i - start;
+        if (m64)
+            ((double *)om)[o] = mean;
+        else
+            ((float *)om)[o] = (float)mean;
+        if (v64)
+            ((double *)ov)[o] = var;
+        else
+            ((float *)ov)[o] = (float)var;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(b);
+    PyMem_Free(b);
+    PyMem_Free(cn);
+    PyMem_Free(f);
+    return PyLong_FromLongLong(total);
+fail:
+    release_all(b);
+    PyMem_Free(b);
+    PyMem_Free(cn);
+    PyMem_Free(f);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"update", py_update, METH_VARARGS,
+     "update(tier, sample_bytes, fields, images, n, start, consts): fold a batch of images"},
+    {"reduce", py_reduce, METH_VARARGS,
+     "reduce(mode, sample_bytes, parts, counts, fracs, crosses, start, stop, out_mean, out_var, "
+     "total): merge and finish a flat range"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",
+                                    "Compiled update and merge kernels (see kernels_numpy).", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__ckernels(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

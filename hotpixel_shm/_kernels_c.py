@@ -1,0 +1,49 @@
+"""The compiled kernels' front: the numpy kernels' functions, run by ``_ckernels``.
+
+Importing this module fails (ImportError) when the optional C extension was
+not built; :mod:`hotpixel_shm.kernels` then uses the numpy kernels.  The
+constants of each update come from :func:`kernels_numpy.update_constants`,
+so both paths round alike; what the C code does not cover (statistics loaded
+from a file, an exact-tier merge too large for its integer sums) goes to the
+numpy kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _ckernels, kernels_numpy
+from .kernels_numpy import FINISHED, MAX_BATCH, Partial, _integer_merge
+
+__all__ = ["NAME", "MAX_BATCH", "update", "reduce_range"]
+
+NAME = "compiled"
+_TIER = {"exact": 0, "float64": 1, "float32": 2, "float16": 3}
+assert _ckernels.MAX_BATCH >= MAX_BATCH
+
+
+def update(tier, fields, images, n, start=0, block_values=65536, cache=None):
+    """Fold a batch of images into a tier's fields (see ``kernels_numpy.update``)."""
+    consts = tuple(float(c) for c in kernels_numpy.update_constants(tier, n, len(images)))
+    _ckernels.update(_TIER[tier], images[0].dtype.itemsize, tuple(fields), tuple(images),
+                     int(n), int(start), consts)
+
+
+def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
+    """Merge and finish a flat range in one pass (see ``kernels_numpy.reduce_range``)."""
+    live = [p for p in parts if p.n > 0]
+    total = sum(p.n for p in live)
+    tier = live[0].tier
+    if any(p.tier == FINISHED for p in live) or (tier == "exact" and not _integer_merge(live, total)):
+        return kernels_numpy.reduce_range(parts, start, stop, out_mean, out_var, block_values)
+    # chan_step's constants for each part folded into the ones before it
+    counts, fracs, crosses, na = [], [], [], 0
+    for p in live:
+        nb = float(p.n)
+        frac = nb / (na + nb) if na else 0.0
+        counts.append(nb)
+        fracs.append(frac)
+        crosses.append(na * frac)
+        na += p.n
+    return _ckernels.reduce(_TIER[tier], np.dtype(live[0].sample_dtype).itemsize,
+                            tuple(tuple(p.fields) for p in live), tuple(counts), tuple(fracs),
+                            tuple(crosses), int(start), int(stop), out_mean, out_var, int(total))

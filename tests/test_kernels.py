@@ -1,0 +1,118 @@
+"""The kernel seam: the compiled kernels give the numpy kernels' bits, and the
+implementation is chosen as documented."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hotpixel_shm import kernels, kernels_numpy, tiers
+from hotpixel_shm.errors import HotPixelError
+from hotpixel_shm.welford import Accumulator, finalise_range, merge
+
+from test_welford import _photos, _tier_dtypes
+
+HAVE_COMPILED = not isinstance(kernels.available()["compiled"], str)
+needs_compiled = pytest.mark.skipif(not HAVE_COMPILED, reason="compiled kernels not built")
+
+
+def test_compiled_kernels_are_built_when_required():
+    # CI sets HOTPIXEL_SHM_REQUIRE_COMPILED=1 after `pip install .`: a build
+    # that silently skipped the extension fails here
+    if os.environ.get("HOTPIXEL_SHM_REQUIRE_COMPILED") == "1":
+        assert HAVE_COMPILED, kernels.available()["compiled"]
+    if HAVE_COMPILED and os.environ.get(kernels.ENV, "auto") in ("auto", "compiled"):
+        assert kernels.NAME == "compiled"
+
+
+def test_environment_forces_numpy_in_a_fresh_process():
+    env = dict(os.environ, **{kernels.ENV: "numpy"})
+    out = subprocess.run([sys.executable, "-c", "from hotpixel_shm import kernels; print(kernels.NAME)"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "numpy"
+    env[kernels.ENV] = "fortran"
+    proc = subprocess.run([sys.executable, "-c", "import hotpixel_shm.kernels"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "HOTPIXEL_SHM_KERNELS" in proc.stderr
+
+
+def test_get_and_use():
+    assert kernels.get("numpy") is kernels_numpy
+    with pytest.raises(HotPixelError, match="unknown kernels"):
+        kernels.get("fortran")
+    with kernels.use("numpy"):
+        assert kernels.NAME == "numpy"
+    assert "kernels:" in kernels.describe()
+
+
+def _accumulate(name, tier, dtype, frames, batches, **kw):
+    with kernels.use(name):
+        acc = Accumulator(tier, frames.shape[1:], dtype, **kw)
+        i = 0
+        for k in batches:
+            acc.update_batch(frames[i:i + k])
+            i += k
+    return acc
+
+
+@needs_compiled
+@pytest.mark.parametrize("batch", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("tier,dtype", _tier_dtypes())
+def test_compiled_update_gives_the_numpy_bits(tier, dtype, batch):
+    kind = "high" if dtype == np.uint16 else "low"
+    frames = _photos(40, (7, 9, 3), dtype, seed=batch, kind=kind)
+    sizes = [batch] * (40 // batch) + ([40 % batch] if 40 % batch else [])
+    ref = _accumulate("numpy", tier, dtype, frames, sizes, block_values=50)
+    got = _accumulate("compiled", tier, dtype, frames, sizes)
+    for name in ref.arrays:
+        np.testing.assert_array_equal(got.arrays[name], ref.arrays[name], err_msg=name)
+    assert got.n == ref.n == 40
+
+
+@needs_compiled
+def test_compiled_float16_dither_follows_the_flat_index():
+    # a band accumulated with its start offset has the bits of the whole frame's rows
+    frames = _photos(9, (6, 5, 3), np.uint8, seed=3, kind="low").reshape(9, -1)
+    for name in ("numpy", "compiled"):
+        impl = kernels.get(name)
+        whole = [np.zeros(90, np.uint16), np.zeros(90, np.uint8), np.zeros(90, np.uint16)]
+        band = [np.zeros(30, np.uint16), np.zeros(30, np.uint8), np.zeros(30, np.uint16)]
+        for n in range(0, 9, 3):
+            impl.update("float16", whole, list(frames[n:n + 3]), n, 0, 64, {})
+            impl.update("float16", band, [f[45:75] for f in frames[n:n + 3]], n, 45, 64, {})
+        for w, b in zip(whole, band):
+            np.testing.assert_array_equal(w[45:75], b)
+
+
+@needs_compiled
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("tier,dtype", _tier_dtypes())
+def test_compiled_merge_gives_the_numpy_bits(tier, dtype, workers):
+    frames = _photos(11, (8, 9, 3), dtype, seed=workers)
+
+    def accs():
+        out = [Accumulator(tier, (8, 9, 3), dtype) for _ in range(workers)]
+        for i, frame in enumerate(frames):
+            out[i % workers].update(frame)
+        return out
+
+    results = []
+    for name in ("numpy", "compiled"):
+        with kernels.use(name):
+            n, mean, var = merge(accs(), in_place=True, threads=2, block_values=16)
+            m32, v32 = np.empty(20, np.float32), np.empty(20, np.float32)
+            finalise_range(accs(), 100, 120, m32, v32)
+        results.append((n, np.array(mean), np.array(var), m32, v32))
+    for a, b in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_array_equal(a, b)
+    assert results[0][0] == results[1][0] == 11
+
+
+def test_version_says_which_kernels(capsys):
+    from hotpixel_shm.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "kernels: " + kernels.NAME in out
