@@ -579,7 +579,7 @@ def _verdict(m, nb_m, med_m, s, nb_s, med_s, scale_m, scale_s, geo, opts):
 
 _FIELDS = (("y", np.int32), ("x", np.int32), ("c", np.int16), ("code", np.int8),
            ("score", np.float32), ("m", np.float32), ("s", np.float32), ("med", np.float32),
-           ("zm", np.float32))
+           ("zm", np.float32), ("t", np.float32))
 
 
 def _concat(parts):
@@ -651,7 +651,8 @@ def _detect_plane(pm, pv, opts, channel, rng):
                           "c": np.full(int(hit.sum()), channel, dtype=np.int16),
                           "code": res["code"][hit], "score": res["score"][hit],
                           "m": res["m"][hit], "s": res["s"][hit], "med": res["med"][hit],
-                          "zm": res["zm"][hit].astype(np.float32)})
+                          "zm": res["zm"][hit].astype(np.float32),
+                          "t": np.zeros(int(hit.sum()), dtype=np.float32)})
             kept += int(hit.sum())
             if kept > _MAX_FLAGGED:
                 found = [_strongest(_concat(found), _MAX_FLAGGED)]
@@ -683,8 +684,12 @@ def _clusters(rec, width):
     return labels[inverse]
 
 
-def _to_defects(rec, width, cluster, colour=None):
-    """One Defect per cluster (or per record), at its strongest subpixel."""
+def _to_defects(rec, width, cluster, colour=None, strengths=None):
+    """One Defect per cluster (or per record), at its strongest subpixel.
+
+    ``strengths``, a list, receives each defect's largest ``|z|`` of the
+    residual test (0 when only the mean/variance tests flagged it).
+    """
     if rec["y"].size == 0:
         return []
     # strongest first; ties broken by position so the result is reproducible
@@ -713,28 +718,70 @@ def _to_defects(rec, width, cluster, colour=None):
             kind=_KIND_NAMES[int(rec["code"][best])], mean=float(rec["m"][best]),
             std=float(rec["s"][best]), neighbour_mean=float(rec["med"][best]),
             score=float(rec["score"][best]), size=int(idx.size), colour=colour))
+        if strengths is not None:
+            strengths.append(float(rec["t"][idx].max()))
     return out
 
 
-def _absorb_echoes(defects):
+def _absorb_echoes(defects, strengths=None):
     """Merge each defect into a much stronger one of its JPEG block (a ringing echo).
 
     Strongest first: a defect whose ``_JPEG_BLOCK`` block already holds a
     reported defect at least ``_RING_RATIO`` times as strong adds its
-    channels and size to that one instead of being reported.
+    channels and size to that one instead of being reported.  Strength is
+    the score, or -- between defects the residual test flagged, whose scores
+    may come from different tests -- the residual test's ``|z|``
+    (``strengths``, from ``_to_defects``).
     """
+    tz = {id(d): t for d, t in zip(defects, strengths or [0.0] * len(defects))}
     kept = []
     host = {}
     for d in sorted(defects, key=lambda d: (-d.score, d.y, d.x)):
         block = (d.y // _JPEG_BLOCK, d.x // _JPEG_BLOCK)
         h = host.get(block)
-        if h is not None and h.score >= _RING_RATIO * d.score:
+        echo = h is not None and (h.score >= _RING_RATIO * d.score
+                                  or 0 < _RING_RATIO * tz[id(d)] <= tz[id(h)])
+        if echo:
             h.channels = sorted(set(h.channels) | set(d.channels))
             h.size += d.size
             continue
         if h is None:
             host[block] = d
         kept.append(d)
+    return _absorb_lobes(kept, tz)
+
+
+def _absorb_lobes(defects, tz):
+    """Drop the opposite lobes of a residual-test defect.
+
+    JPEG blurs a strong chroma blob over its 16x16 block, so the elements
+    around it -- whose same-colour neighbours now include the blob -- have a
+    steady residual of the *opposite* sign: a hot blue photosite shows as a
+    ring of "dead" ones.  A hot or dead defect of the residual test within
+    ``_JPEG_BLOCK`` pixels (a 4:2:0 block) of one of the other of these two
+    kinds with a larger ``|z|`` is such a lobe and is merged into it.
+    """
+    opposite = {"hot": "dead", "dead": "hot"}
+    grid = {}
+    for d in defects:
+        grid.setdefault((d.y // _JPEG_BLOCK, d.x // _JPEG_BLOCK), []).append(d)
+    kept = []
+    for d in defects:
+        t = tz[id(d)]
+        host = None
+        if t > 0 and d.kind in opposite:
+            by, bx = d.y // _JPEG_BLOCK, d.x // _JPEG_BLOCK
+            for gy in (by - 1, by, by + 1):
+                for gx in (bx - 1, bx, bx + 1):
+                    for h in grid.get((gy, gx), ()):
+                        if (h.kind == opposite[d.kind] and tz[id(h)] > t
+                                and max(abs(h.x - d.x), abs(h.y - d.y)) <= _JPEG_BLOCK):
+                            host = h
+        if host is None:
+            kept.append(d)
+        else:
+            host.channels = sorted(set(host.channels) | set(d.channels))
+            host.size += d.size
     return kept
 
 
@@ -927,9 +974,10 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
                 return _near_overlay(var, ys, xs, opts.static_ratio, _RING_RADIUS * scale)
         recs.append(temporal_records(residuals, mean, var, t_thr=opts.t_sigma,
                                      f_thr=opts.noisy_f, overlay=overlay))
-    defects = _to_defects(_concat(recs), wid, opts.cluster)
+    strengths = []
+    defects = _to_defects(_concat(recs), wid, opts.cluster, strengths=strengths)
     if opts.cluster:
-        defects = _absorb_echoes(defects)
+        defects = _absorb_echoes(defects, strengths)
     return _sort_and_cut(defects, opts.top)
 
 

@@ -24,10 +24,13 @@ Residual planes
   ``Y`` at full resolution with ``reach`` 2 (the nearest pixels where the
   same Bayer colour was measured: a bilinear demosaic spreads a bad
   photosite over the 3x3 around it), and the chroma differences ``Cb`` and
-  ``Cr`` pooled over 2x2 blocks (the 4:2:0 subsampling block), with
-  ``reach`` 1 block.  A lone red or blue photosite is, after demosaicing and
-  4:2:0 JPEG, a chroma blob that is faint in each RGB channel but plain in
-  ``Cr`` or ``Cb``;
+  ``Cr`` at half resolution, one element per 2x2 block (the 4:2:0
+  subsampling block) holding the mean over the 4x4 pixels around it (the
+  block and one pixel on each side: a red or blue photosite of the block
+  with its demosaic smear), with ``reach`` 2 blocks (so the neighbours'
+  footprints do not overlap it).  A lone red or blue photosite is, after
+  demosaicing and 4:2:0 JPEG, a chroma blob that is faint in each RGB
+  channel but plain in ``Cr`` or ``Cb``;
 * other channel counts: each channel, ``reach`` 2.
 
 Edges are reflected by ``reach`` (the element beyond the edge is the one
@@ -59,6 +62,10 @@ _BAND = 64
 _YCC = np.array([[0.299, 0.587, 0.114],
                  [-0.168736, -0.331264, 0.5],
                  [0.5, -0.418688, -0.081312]], dtype=np.float32)
+# Offsets of a chroma element's 4x4 footprint from its 2x2 block's first
+# row/column: every red or blue photosite of the block (RGGB or any other
+# 2x2 layout), with its bilinear-demosaic smear of one pixel, lies inside.
+_FOOTPRINT = (-1, 0, 1, 2)
 #: Names of the residual planes of an RGB photo.
 YCC_NAMES = ("Y", "Cb", "Cr")
 _HEADER = 8   # bytes: the frame count, float64
@@ -94,7 +101,7 @@ class ResidualLayout:
 
     def plane_reach(self, k: int) -> int:
         """Neighbour distance in plane ``k``'s own elements."""
-        return 1 if (self.mode == "ycc" and k > 0) else self.reach
+        return 2 if (self.mode == "ycc" and k > 0) else self.reach
 
     def plane_scale(self, k: int) -> int:
         """Frame pixels per element of plane ``k`` along each axis (2 for pooled chroma)."""
@@ -202,20 +209,18 @@ class _Rows:
         if k == 0:
             px = img[idx].astype(np.float32)
             return px @ _YCC[0]
-        # chroma of the 2x2 blocks whose top rows are 2*idx (a lone last row
-        # of an odd height is its own block)
+        # chroma of element (i, j): the mean over the 4x4 pixels of rows
+        # 2i-1 .. 2i+2 and columns 2j-1 .. 2j+2 (clamped at the edges)
         h, w = lay.shape[:2]
-        top = img[2 * idx].astype(np.float32)
-        bottom = img[np.minimum(2 * idx + 1, h - 1)].astype(np.float32)
-        top += bottom
-        pair = top @ _YCC[k]                       # (rows, w): 2x the vertical mean
+        rows = np.zeros((idx.size, w), dtype=np.float32)
+        for dy in _FOOTPRINT:
+            rows += img[np.clip(2 * idx + dy, 0, h - 1)].astype(np.float32) @ _YCC[k]
         hw = lay.planes[k][1]
-        out = np.empty((pair.shape[0], hw), dtype=np.float32)
-        even = w // 2
-        np.add(pair[:, 0:2 * even:2], pair[:, 1:2 * even:2], out=out[:, :even])
-        out[:, :even] *= 0.25
-        if hw > even:
-            out[:, even] = pair[:, w - 1] * 0.5
+        out = np.zeros((idx.size, hw), dtype=np.float32)
+        centre = 2 * np.arange(hw)
+        for dx in _FOOTPRINT:
+            out += rows[:, np.clip(centre + dx, 0, w - 1)]
+        out *= np.float32(1.0 / len(_FOOTPRINT) ** 2)
         return out
 
 

@@ -241,17 +241,20 @@ def _gather_sd(var, ys, xs, dy, dx, reach, corr):
 
 
 def _channel_position(mean, ys, xs, c, sign, scale):
-    """Within each ``scale`` x ``scale`` block, the pixel whose channel ``c`` mean
-    is most off its same-colour neighbours' (2 px away) in the direction ``sign``."""
+    """Within each chroma element's 4x4 footprint, the pixel whose channel ``c``
+    mean is most off its same-colour neighbours' (2 px away) in the direction
+    ``sign`` (``scale`` 1: the element is the pixel)."""
     if scale == 1:
         return ys, xs
+    from .residual import _FOOTPRINT
+
     h, w = mean.shape[:2]
     best_y, best_x = ys * scale, xs * scale
     best = np.full(ys.size, -np.inf, dtype=np.float32)
-    for oy in range(scale):
-        for ox in range(scale):
-            yy = np.minimum(ys * scale + oy, h - 1)
-            xx = np.minimum(xs * scale + ox, w - 1)
+    for oy in _FOOTPRINT:
+        for ox in _FOOTPRINT:
+            yy = np.clip(ys * scale + oy, 0, h - 1)
+            xx = np.clip(xs * scale + ox, 0, w - 1)
             centre = mean[yy, xx, c].astype(np.float32)
             nb = np.stack([mean[np.clip(yy + dy, 0, h - 1), np.clip(xx + dx, 0, w - 1), c]
                            for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))], axis=1)
@@ -291,7 +294,7 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
     -------
     dict of numpy.ndarray
         Equal-length arrays ``y``, ``x``, ``c``, ``code``, ``score``, ``m``,
-        ``s``, ``med``, ``zm`` (``zm`` is ``z``).
+        ``s``, ``med``, ``zm`` (``zm`` is ``z``) and ``t`` (``|z|``).
     """
     from .detect import _concat
 
@@ -333,5 +336,5 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
                       "m": mean[ys, xs, c].astype(np.float32),
                       "s": np.sqrt(np.maximum(var[ys, xs, c], 0)).astype(np.float32),
                       "med": np.median(nbm, axis=1).astype(np.float32),
-                      "zm": z.astype(np.float32)})
+                      "zm": z.astype(np.float32), "t": np.abs(z).astype(np.float32)})
     return _concat(parts)

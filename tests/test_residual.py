@@ -27,12 +27,12 @@ def _reference(frames, period=None):
             for k in (1, 2):
                 hp, wp = lay.planes[k]
                 acc = np.zeros((hp, wp))
-                for dy in (0, 1):
-                    for dx in (0, 1):
-                        yy = np.minimum(np.arange(hp) * 2 + dy, h - 1)
-                        xx = np.minimum(np.arange(wp) * 2 + dx, w - 1)
+                for dy in (-1, 0, 1, 2):
+                    for dx in (-1, 0, 1, 2):
+                        yy = np.clip(np.arange(hp) * 2 + dy, 0, h - 1)
+                        xx = np.clip(np.arange(wp) * 2 + dx, 0, w - 1)
                         acc += ycc[..., k][yy][:, xx]
-                planes.append(acc / 4)
+                planes.append(acc / 16)
         else:
             planes = [f[..., k] for k in range(shape[2])]
         out = []
