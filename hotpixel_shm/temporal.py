@@ -38,7 +38,6 @@ import math
 from typing import Dict, List, Optional
 
 import numpy as np
-from scipy import stats as _st
 
 from .residual import Residuals
 
@@ -120,6 +119,7 @@ def thresholds(n: int, false_alarms: float = FALSE_ALARMS_PER_FRAME,
     if n < 3:
         return math.inf, math.inf
     p = false_alarms / (2.0 * elements)
+    from scipy import stats as _st   # ~0.5 s to import: only when thresholds are needed
     t = _T_CORRECTION * float(_st.t.isf(p, 4 * (n - 1)))
     f = _F_CORRECTION * float(_st.chi2.isf(2 * p, n - 1)) / (n - 1)
     return t, f
