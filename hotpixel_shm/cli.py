@@ -450,6 +450,12 @@ def _summary(con, analysis):
                 f"score={d.score:.1f}")
     if len(defects) > 20:
         con.out(f"  ... {len(defects) - 20} more (see --json/--csv)")
+    if analysis.lines:
+        con.out(f"line defects: {len(analysis.lines)}")
+        for ln in analysis.lines[:20]:
+            where = f"x={ln.index}" if ln.kind == "column" else f"y={ln.index}"
+            con.out(f"       {ln.kind:6s} {where} from {ln.start} to {ln.stop} "
+                    f"channels={ln.channels} offset={ln.offset:+.2f} score={ln.score:.1f}")
 
 
 #: The demo's two bodies of one model: (serial, photos, seed).

@@ -6,20 +6,21 @@ image over many photos, however different the scenes: the scenes' texture
 averages out along a column of thousands of rows, the offset does not.
 
 For every column ``x`` of a plane (one channel of a photo, one CFA sub-grid
-of a raw mosaic) and every band of ``_BAND`` rows, the band's median of
+of a raw mosaic) and every band of ``_BAND`` rows, the band's medians of
 
-    d = mean[y, x] - mean[y, x -/+ s]     (the one of the two closer to zero,
-                                            0 when their signs differ)
+    mean[y, x] - mean[y, x - s]   and   mean[y, x] - mean[y, x + s]
 
-is the column's offset in that band against its same-colour neighbours
-``s`` columns away on *both* sides (an edge that is the same in every photo
--- the frame's border, a fixed structure -- agrees with one side and is
-not a line).  The column's offset is the median over its bands, judged
-against the robust spread (MAD) of all columns' offsets of the same 2x2
-phase; a line defect's ``from``/``to`` are the first and last row of the
-bands whose own offset is at least half the column's.  Rows: the same on
-the transposed plane.  Working memory: one band of rows, and one value per
-band and column.
+are the column's offsets in that band against its same-colour neighbours
+``s`` columns away on either side; over the bands their medians must agree
+in sign (an edge that is the same in every photo -- the frame's border, a
+fixed structure -- agrees with one side and is not a line).  The column's
+offset, their mean, is judged against the robust spread (MAD) of all
+columns' offsets of the same 2x2 phase; a line defect's ``from``/``to`` are
+the first and last row of the bands whose own offset is at least half the
+column's.  Rows: the same with the rows ``s`` above and below, per band of
+``_BAND`` columns.  The plane is read one band of rows at a time (an array
+or a band reader), so the working memory is a band and one value per band
+and line.
 
 This module is numerics only (numpy).
 """
@@ -100,64 +101,126 @@ class LineDefect:
             yield (self.index, v) if self.kind == "column" else (v, self.index)
 
 
-def _band_offsets(plane, step):
-    """Per band and column: medians of the differences to the left and right neighbour."""
-    h, w = plane.shape
+class _Plane:
+    """Rows of one plane of the statistics, fetched a band at a time.
+
+    The plane is channel ``ch`` of ``mean`` (photos), or the CFA sub-grid
+    ``[dy::p, dx::p]`` of a one-channel mosaic; ``mean`` may be an array
+    or a band reader's ``BandArray`` (only contiguous row ranges are read).
+    """
+
+    def __init__(self, mean, ch=0, dy=0, dx=0, p=1):
+        self.mean, self.ch, self.dy, self.dx, self.p = mean, ch, dy, dx, p
+        h, w = mean.shape[:2]
+        self.height = len(range(dy, h, p))
+        self.width = len(range(dx, w, p))
+
+    def rows(self, y0, y1):
+        """Rows ``y0 <= y < y1`` of the plane, float32."""
+        m, p = self.mean, self.p
+        block = m[y0 * p:(y1 - 1) * p + self.dy + 1]
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim == 3:
+            block = block[:, :, self.ch]
+        return block[self.dy::p, self.dx::p]
+
+
+def _column_offsets(plane, step):
+    """Per band of rows and column: medians of the differences to the column
+    ``step`` to the left and to the right."""
+    h, w = plane.height, plane.width
     nb = -(-h // _BAND)
     left = np.zeros((nb, w), dtype=np.float32)
     right = np.zeros((nb, w), dtype=np.float32)
     if w <= 2 * step:
         return left, right
     for b in range(nb):
-        rows = np.asarray(plane[b * _BAND:(b + 1) * _BAND], dtype=np.float32)
+        rows = plane.rows(b * _BAND, min(h, (b + 1) * _BAND))
         diff = rows[:, step:] - rows[:, :-step]
         left[b, step:] = np.median(diff, axis=0)
         right[b, :-step] = -left[b, step:]
     return left, right
 
 
-def _lines_of_plane(plane, step, sigma, edge):
-    """``(index, start_row, stop_row, offset, score)`` of the bad columns of ``plane``."""
-    h, w = plane.shape
-    left, right = _band_offsets(plane, step)
-    pl, pr = np.median(left, axis=0), np.median(right, axis=0)
+def _row_offsets(plane, step):
+    """Per row and band of columns: medians of the differences to the row
+    ``step`` above and below (transposed like ``_column_offsets``'s result:
+    one row per band of columns)."""
+    h, w = plane.height, plane.width
+    nb = -(-w // _BAND)
+    up = np.zeros((nb, h), dtype=np.float32)
+    down = np.zeros((nb, h), dtype=np.float32)
+    if h <= 2 * step:
+        return up, down
+    edges = [(b * _BAND, min(w, (b + 1) * _BAND)) for b in range(nb)]
+    for y0 in range(step, h - step, _BAND):
+        y1 = min(h - step, y0 + _BAND)
+        rows = plane.rows(y0 - step, y1 + step)
+        centre = rows[step:step + (y1 - y0)]
+        d_up = centre - rows[:y1 - y0]
+        d_down = centre - rows[2 * step:2 * step + (y1 - y0)]
+        for b, (x0, x1) in enumerate(edges):
+            up[b, y0:y1] = np.median(d_up[:, x0:x1], axis=1)
+            down[b, y0:y1] = np.median(d_down[:, x0:x1], axis=1)
+    return up, down
+
+
+def _judge_lines(first, second, length, step, sigma, edge):
+    """``(index, start, stop, offset, score)`` of the bad lines, from per-band
+    medians against both sides (``(bands, lines)`` arrays)."""
+    pl, pr = np.median(first, axis=0), np.median(second, axis=0)
     prof = 0.5 * (pl + pr)
     # an edge that is the same in every photo agrees with one side
     two_sided = (np.sign(pl) == np.sign(pr)) & (np.minimum(np.abs(pl), np.abs(pr))
                                                 >= 0.5 * np.abs(prof))
+    n = prof.size
     found = []
-    inner = np.arange(max(step, edge), w - max(step, edge))
+    inner = np.arange(max(step, edge), n - max(step, edge))
     for phase in range(2):
-        cols = inner[inner % 2 == phase]
-        if cols.size < 8:
+        idx = inner[inner % 2 == phase]
+        if idx.size < 8:
             continue
-        p = prof[cols]
+        p = prof[idx]
         centre = float(np.median(p))
         scale = max(_MAD_TO_SIGMA * float(np.median(np.abs(p - centre))), 1e-6)
         z = (p - centre) / scale
-        hit = (np.abs(z) >= sigma) & (np.abs(p - centre) >= _MIN_OFFSET) & two_sided[cols]
+        hit = (np.abs(z) >= sigma) & (np.abs(p - centre) >= _MIN_OFFSET) & two_sided[idx]
         for i in np.nonzero(hit)[0]:
-            x = int(cols[i])
+            x = int(idx[i])
             off = float(p[i] - centre)
-            band = 0.5 * (left[:, x] + right[:, x]) - centre
+            band = 0.5 * (first[:, x] + second[:, x]) - centre
             strong = np.nonzero(np.sign(off) * band >= 0.5 * abs(off))[0]
             if strong.size == 0:
                 continue
             start = int(strong[0]) * _BAND
-            stop = min(h, (int(strong[-1]) + 1) * _BAND) - 1
+            stop = min(length, (int(strong[-1]) + 1) * _BAND) - 1
             found.append((x, start, stop, off, float(z[i])))
     return found
 
 
-def find_lines(mean, var, *, cfa=None, colour_desc="RGBG", sigma: float = LINE_SIGMA,
+def _lines_of_plane(plane, step, sigma, edge):
+    """``(kind, index, start, stop, offset, score)`` in plane coordinates."""
+    out = []
+    left, right = _column_offsets(plane, step)
+    for i, a, b, off, z in _judge_lines(left, right, plane.height, step, sigma, edge):
+        out.append(("column", i, a, b, off, z))
+    up, down = _row_offsets(plane, step)
+    for i, a, b, off, z in _judge_lines(up, down, plane.width, step, sigma, edge):
+        out.append(("row", i, a, b, off, z))
+    return out
+
+
+def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = LINE_SIGMA,
                step: Optional[int] = None) -> List[LineDefect]:
     """Bad columns and rows in per-subpixel statistics.
 
     Parameters
     ----------
-    mean, var : numpy.ndarray
-        ``(height, width, channels)`` mean and variance (or a reader with
-        that shape that slices like an array).
+    mean : numpy.ndarray or BandArray
+        ``(height, width, channels)`` (or ``(height, width)``) mean; read
+        one band of rows at a time.
+    var : ignored
+        Kept for symmetry with ``detect``; the test needs the mean only.
     cfa : numpy.ndarray, optional
         Colour index per photosite of a one-channel raw mosaic: the lines
         are looked for in each CFA sub-grid, and reported in photosites.
@@ -173,43 +236,41 @@ def find_lines(mean, var, *, cfa=None, colour_desc="RGBG", sigma: float = LINE_S
     Returns
     -------
     list of LineDefect
-        Strongest first.  Not judged: lines in the outermost 8 columns and
-        rows of a photo (JPEG ringing of a black border), the outermost
-        same-colour line of a raw mosaic, lines shorter than 32 rows.  In a photo, a bad sensor column shows in the
-        demosaiced columns beside it too: of flagged columns within
-        ``step`` of each other only the strongest is reported, with the
-        channels of all.
+        Strongest first.  In a photo, a bad sensor column shows in the
+        demosaiced columns beside it too, and JPEG rings it: of flagged
+        columns within 4 px of each other only the strongest is reported,
+        with the channels of all.  Not judged: lines in the outermost 8
+        columns and rows of a photo (JPEG ringing of a black border), the
+        outermost same-colour line of a raw mosaic, lines shorter than 32
+        rows.
     """
     from .detect import cfa_period
 
-    mean = np.asarray(mean) if not hasattr(mean, "shape") else mean
+    if not hasattr(mean, "shape"):
+        mean = np.asarray(mean)
     h, w = mean.shape[:2]
     c = mean.shape[2] if len(mean.shape) == 3 else 1
     out: List[LineDefect] = []
     if cfa is not None:
         p = cfa_period(cfa)
-        m2 = np.asarray(mean).reshape(h, w)
         for dy in range(p):
             for dx in range(p):
-                sm = m2[dy::p, dx::p]
-                if sm.size == 0:
+                plane = _Plane(mean, 0, dy, dx, p)
+                if plane.height == 0 or plane.width == 0:
                     continue
-                for kind, plane in (("column", sm), ("row", sm.T)):
-                    for i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1):
-                        if kind == "column":
-                            index, start, stop = i * p + dx, a * p + dy, min(h - 1, b * p + dy)
-                        else:
-                            index, start, stop = i * p + dy, a * p + dx, min(w - 1, b * p + dx)
-                        out.append(LineDefect(kind, index, start, stop, [0], off, abs(z)))
+                for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1):
+                    if kind == "column":
+                        index, start, stop = i * p + dx, a * p + dy, min(h - 1, b * p + dy)
+                    else:
+                        index, start, stop = i * p + dy, a * p + dx, min(w - 1, b * p + dx)
+                    out.append(LineDefect(kind, index, start, stop, [0], off, abs(z)))
         out = _merge_phases(out, cfa, colour_desc)
     else:
         s = 2 if step is None else int(step)
         raw = []
         for ch in range(c):
-            sm = np.asarray(mean[:, :, ch] if len(mean.shape) == 3 else mean)
-            for kind, plane in (("column", sm), ("row", sm.T)):
-                for i, a, b, off, z in _lines_of_plane(plane, s, sigma, _EDGE):
-                    raw.append(LineDefect(kind, i, a, b, [ch], off, abs(z)))
+            for kind, i, a, b, off, z in _lines_of_plane(_Plane(mean, ch), s, sigma, _EDGE):
+                raw.append(LineDefect(kind, i, a, b, [ch], off, abs(z)))
         out = _merge_neighbours(raw, max(s, _ECHO))
     out.sort(key=lambda d: (-d.score, d.kind, d.index))
     return out

@@ -24,7 +24,7 @@ from .model import Defect, Stats
 __all__ = [
     "Settings", "Prior", "Group", "Analysis", "Stopped", "TooFewImages", "LogToLogging",
     "OUTPUT_OPTIONS", "analyse", "prepare", "load_prior", "resolve_inputs", "plan_group",
-    "run_group", "detect_defects", "analyse_group", "output_for",
+    "run_group", "detect_defects", "detect_lines", "analyse_group", "output_for",
 ]
 
 #: The outputs :meth:`Analysis.write` knows, in the order they are written.
@@ -513,6 +513,16 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None) -> Lis
     return detect(stats.mean, stats.var, stats.n, options)
 
 
+def detect_lines(stats: Stats) -> list:
+    """Bad columns and rows of finished statistics (``lines.find_lines``):
+    per CFA sub-grid for a raw mosaic, per channel for photos."""
+    from .lines import find_lines
+    if stats.mosaic is not None:
+        m = stats.mosaic
+        return find_lines(stats.mean, cfa=m.cfa(stats.shape), colour_desc=m.colour_desc or "RGBG")
+    return find_lines(stats.mean)
+
+
 # --------------------------------------------------------------------------- the result
 
 @dataclass
@@ -530,6 +540,8 @@ class Analysis:
         The finished statistics (with their metadata).
     defects : list of Defect
         Worst first.
+    lines : list of lines.LineDefect
+        Bad columns and rows, strongest first.
     skipped : list of (path, reason)
         Every input left out, with the reason.
     workers : int
@@ -555,6 +567,7 @@ class Analysis:
     shots: list = field(default_factory=list)
     history: Optional[dict] = None
     frames: dict = field(default_factory=dict)
+    lines: list = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -598,7 +611,7 @@ class Analysis:
                     "budget_bytes": int(self.plan.budget_bytes),
                     "planned_bytes": int(self.plan.total_bytes),
                     "seconds": round(float(self.seconds), 3), "tier": self.stats.tier},
-            defects=self.defects, extra=extra)
+            defects=self.defects, extra=extra, lines=self.lines)
 
     def compare(self, old, path=None) -> dict:
         """Classify the defects against an earlier report of the same body.
@@ -662,23 +675,24 @@ class Analysis:
         return written
 
     def _write_one(self, export, option, path) -> str:
-        d = self.defects
+        d, lines = self.defects, self.lines
         if option == "json":
             export.write_json(path, self.report())
         elif option == "csv":
-            export.write_csv(path, d)
+            export.write_csv(path, d, lines)
         elif option == "dcraw":
-            export.write_dcraw(path, d, self.frames.get("dcraw"))
+            export.write_dcraw(path, d, self.frames.get("dcraw"), lines=lines)
         elif option == "libraw":
-            export.write_libraw(path, d, self.frames.get("libraw"))
+            export.write_libraw(path, d, self.frames.get("libraw"), lines=lines)
         elif option == "rawtherapee":
             cam = self.camera
             return export.write_rawtherapee(path, d, make=cam.make, model=cam.model,
-                                            serial=cam.serial, frame=self.frames.get("rawtherapee"))
+                                            serial=cam.serial, frame=self.frames.get("rawtherapee"),
+                                            lines=lines)
         elif option == "siril":
-            export.write_siril(path, d, self.frames.get("siril"))
+            export.write_siril(path, d, self.frames.get("siril"), lines=lines)
         elif option == "mask":
-            export.write_mask(path, d, self.stats.shape)
+            export.write_mask(path, d, self.stats.shape, lines=lines)
         elif option == "picture":
             from .picture import write_picture
             write_picture(path, self.stats.mean, d, title=self._picture_title())
@@ -703,12 +717,13 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
     stats, result = run_group(group, plan, settings, log, progress=progress,
                               should_stop=should_stop)
     defects = detect_defects(stats, settings.detect)
+    lines = detect_lines(stats)
     from .frames import frames_for_inputs
     frames = frames_for_inputs([h.path for h in group.headers if h.format == "RAW"])
     return Analysis(camera=group.camera, plan=plan, stats=stats, defects=defects,
                     skipped=list(group.skipped) + list(result.skipped), workers=result.workers,
                     seconds=time.perf_counter() - started, shots=group.shots(result.used),
-                    frames=frames)
+                    frames=frames, lines=lines)
 
 
 def output_for(path, camera: Camera, option: str = None):

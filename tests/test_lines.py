@@ -132,3 +132,15 @@ def test_siril_corrects_a_listed_column(tmp_path):
     out = develop_siril(tmp_path / "a.dng", tmp_path / "l.lst", tmp_path)
     assert abs(out[:, 30].mean() - out[:, 28].mean()) < 30
     assert abs(out[20, :].mean() - out[22, :].mean()) < 30
+
+
+def test_band_reader_input_gives_the_same_lines():
+    from hotpixel_shm.bands import ArrayBands, BandArray
+
+    frames, _ = simulate_frames(12, 128, 160, seed=5, darks=True, defects=NONE,
+                                lines=[("column", 40, 12.0), ("row", 77, 9.0)])
+    mean, var = _moments(frames, (128, 160, 1))
+    reader = ArrayBands(mean, var)
+    got = find_lines(BandArray(reader, "mean"))
+    assert [(d.kind, d.index, d.start, d.stop) for d in got] == \
+        [(d.kind, d.index, d.start, d.stop) for d in find_lines(mean)]
