@@ -393,6 +393,11 @@ def _same_mosaic(headers, prior):
 
 # --------------------------------------------------------------------------- step 2: plan
 
+def _kernels_name():
+    from .kernels import NAME
+    return NAME
+
+
 def plan_group(group: Group, settings: Settings, log):
     """The plan (workers, tier, memory) for one group, logged.
 
@@ -610,7 +615,8 @@ class Analysis:
             engine={"workers": self.workers, "dtype": self.stats.tier,
                     "budget_bytes": int(self.plan.budget_bytes),
                     "planned_bytes": int(self.plan.total_bytes),
-                    "seconds": round(float(self.seconds), 3), "tier": self.stats.tier},
+                    "seconds": round(float(self.seconds), 3), "tier": self.stats.tier,
+                    "batch": int(getattr(self.plan, "batch", 1)), "kernels": _kernels_name()},
             defects=self.defects, extra=extra, lines=self.lines)
 
     def compare(self, old, path=None) -> dict:

@@ -12,7 +12,14 @@ b. ``decode-pillow`` and ``decode-simplejpeg``: decode-only bounds, the files
 c. ``hps-<tier>`` (``python -m hotpixel_shm FILES --workers W --dtype <tier>
    -q --json out.json``) for every tier, and ``hps-auto-workers``
    (``--auto-workers``): the whole command as a user runs it (probing,
-   planning, statistics, detection, report).
+   planning, statistics, detection, report), with the compiled kernels when
+   they are built and K photos per accumulator pass as planned;
+   ``hps-auto-numpy`` the same on the numpy kernels, ``hps-auto-k1`` with
+   ``--batch 1``, and with ``--compare-with DIR`` ``hps-auto-before``, the
+   same command from another checkout (before/after in one run).
+
+Then, unless ``--small-count 0``, the decode bounds and the ``--auto-workers``
+rows once more on the first 12 photos: the fixed costs' target.
 
 The medians go to ``bench.md`` (Markdown) and ``bench.json`` in ``--out``,
 with the machine, and PASS/FAIL against the targets.
@@ -20,9 +27,10 @@ with the machine, and PASS/FAIL against the targets.
 ``--scaling``: cost per image and peak memory as the set grows
 (``--scaling-counts``, default 10, 40, 160 images).
 
-``--kernels``: the update kernel of each tier (``Accumulator.update`` of one
-in-memory frame) against a memory copy of the accumulator's size, the decode
-of the same frame, and the merge of two accumulators.
+``--kernels``: the update kernel of each tier, compiled and numpy, one photo
+or four per pass (``Accumulator.update_batch`` of in-memory frames), against
+a memory copy of the accumulator's size, the decode of the same frame, and
+the merge of two accumulators.
 
 ``--profile``: where the time of one hotpixel_shm run goes (cProfile of the
 in-process serial path, and of the parent of a parallel run), by phase.
@@ -79,11 +87,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ARTICLE = os.path.join(_HERE, "article_baseline.py")
 _DEFAULT_OUT = os.path.join(os.path.dirname(_HERE), "bench-out")
 
-#: The targets (2 workers, 40 x 24 MP JPEG q90): name -> (description, limit).
+#: The targets (2 workers, 40 x 24 MP JPEG q90; the small set: 12 photos):
+#: name -> (description, limit).
 TARGETS = {
-    "vs_decode": ("default tier, whole command / fastest decode-only bound", 1.3),
-    "vs_article": ("article's time / default tier's time (speed-up)", 12.0),
+    "vs_decode": ("--auto-workers, whole command / fastest decode-only bound", 1.3),
+    "vs_article": ("article's time / --auto-workers' time (speed-up)", 12.0),
     "float32_memory": ("float32 tier peak memory / article's peak memory", 0.25),
+    "small_vs_decode": ("small set: --auto-workers, whole command / fastest decode-only bound", 1.8),
 }
 #: Keys every row of the results has (the smoke test checks them).
 ROW_FIELDS = ("name", "label", "kind", "tier", "workers", "seconds", "median_seconds",
@@ -286,6 +296,8 @@ class Command:
         The accumulator tier asked for (None: the program chooses).
     json_path : str or None
         The report a hotpixel_shm run writes (checked after each run).
+    env : dict or None
+        Environment variables added for this command.
     runs : list of dict
         One :func:`measure` result per round, with ``round``, ``log``,
         ``error`` (and ``engine`` from the report).
@@ -299,9 +311,11 @@ class Command:
     tier: Optional[str] = None
     json_path: Optional[str] = None
     runs: List[dict] = field(default_factory=list)
+    #: environment variables set for this command (e.g. the kernels)
+    env: Optional[dict] = None
 
 
-def measure(argv: List[str], log_path: str, interval: float = 0.05) -> dict:
+def measure(argv: List[str], log_path: str, interval: float = 0.05, env: Optional[dict] = None) -> dict:
     """Run ``argv`` as a subprocess; its wall time and its process tree's peak memory.
 
     Parameters
@@ -311,6 +325,8 @@ def measure(argv: List[str], log_path: str, interval: float = 0.05) -> dict:
         The command's stdout and stderr go here.
     interval : float
         Seconds between memory samples.
+    env : dict, optional
+        Environment variables to add.
 
     Returns
     -------
@@ -325,7 +341,8 @@ def measure(argv: List[str], log_path: str, interval: float = 0.05) -> dict:
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL,
+                                env=None if env is None else {**os.environ, **env})
         try:
             with PeakMemory(proc.pid, interval=interval) as peak:
                 rc = proc.wait()
@@ -347,7 +364,8 @@ def measure(argv: List[str], log_path: str, interval: float = 0.05) -> dict:
 
 def build_commands(files: List[str], workers: int, out_dir: str, *,
                    tiers=TIERS, auto_workers: bool = True, default_row: bool = False,
-                   suffix: str = "") -> List[Command]:
+                   suffix: str = "", kernel_rows: bool = True,
+                   compare_with: Optional[str] = None) -> List[Command]:
     """The benchmarked commands, as a user would type them.
 
     Parameters
@@ -364,6 +382,15 @@ def build_commands(files: List[str], workers: int, out_dir: str, *,
         Add ``hps-default``: ``--workers W`` with the default ``--dtype auto``.
     suffix : str
         Appended to the report file names (keeps scaling runs apart).
+    kernel_rows : bool
+        With ``auto_workers``: add ``hps-auto-numpy`` (the numpy kernels,
+        ``HOTPIXEL_SHM_KERNELS=numpy``) and ``hps-auto-k1`` (one photo per
+        accumulator pass, ``--batch 1``) beside the default (compiled kernels
+        when built, K from the plan).
+    compare_with : str, optional
+        Another checkout of hotpixel_shm: add ``hps-auto-before``, the same
+        ``--auto-workers`` command run from it (``PYTHONPATH``), for a
+        before/after comparison in one run.
 
     Returns
     -------
@@ -384,10 +411,10 @@ def build_commands(files: List[str], workers: int, out_dir: str, *,
                                        *files], workers))
     hps = [py, "-m", "hotpixel_shm", *files]
 
-    def add(name, label, extra, workers_, tier):
+    def add(name, label, extra, workers_, tier, env=None):
         jp = os.path.join(out_dir, f"run-{name}{suffix}.json")
         cmds.append(Command(name, label, "hotpixel", [*hps, *extra, "-q", "--json", jp],
-                            workers_, tier, jp))
+                            workers_, tier, jp, env=env))
 
     if default_row:
         add("hps-default", f"hotpixel_shm --workers {w}", ["--workers", w], workers, None)
@@ -396,6 +423,14 @@ def build_commands(files: List[str], workers: int, out_dir: str, *,
             ["--workers", w, "--dtype", t], workers, t)
     if auto_workers:
         add("hps-auto-workers", "hotpixel_shm --auto-workers", ["--auto-workers"], None, None)
+        if kernel_rows:
+            add("hps-auto-numpy", "hotpixel_shm --auto-workers (numpy kernels)", ["--auto-workers"],
+                None, None, {"HOTPIXEL_SHM_KERNELS": "numpy"})
+            add("hps-auto-k1", "hotpixel_shm --auto-workers --batch 1", ["--auto-workers", "--batch", "1"],
+                None, None)
+        if compare_with:
+            add("hps-auto-before", f"hotpixel_shm --auto-workers, from {os.path.basename(os.path.normpath(compare_with))}",
+                ["--auto-workers"], None, None, {"PYTHONPATH": os.path.abspath(compare_with)})
     return cmds
 
 
@@ -446,7 +481,7 @@ def run_commands(cmds: List[Command], rounds: int, log_dir: str, count: int,
             if cmd.json_path and os.path.exists(cmd.json_path):
                 os.remove(cmd.json_path)  # a stale report must not pass for this run's
             log = os.path.join(log_dir, f"{cmd.name}{label}-r{r + 1}.log")
-            run = measure(cmd.argv, log, interval)
+            run = measure(cmd.argv, log, interval, cmd.env)
             run["round"] = r + 1
             run["log"] = log
             run["error"] = _check_run(cmd, run, count)
@@ -497,6 +532,8 @@ def summarise(cmds: List[Command], count: int, megapixels: float) -> dict:
             "name": c.name, "label": c.label, "kind": c.kind,
             "tier": c.tier or (engine or {}).get("dtype"),
             "workers": c.workers or (engine or {}).get("workers"),
+            "batch": (engine or {}).get("batch"),
+            "kernels": (engine or {}).get("kernels"),
             "seconds": secs,
             "median_seconds": med,
             "cpu_seconds": cpus,
@@ -555,7 +592,9 @@ def check_targets(summary: dict) -> List[dict]:
         ``limit``, ``passed``.
     """
     by = {r["name"]: r for r in summary["rows"]}
-    default = by.get(f"hps-{summary['default_tier']}") if summary["default_tier"] else None
+    # the whole command as a user runs it; the default tier's row without it
+    default = by.get("hps-auto-workers") or (
+        by.get(f"hps-{summary['default_tier']}") if summary["default_tier"] else None)
     f32 = by.get("hps-float32")
     art = by.get("article")
     vs_decode = default and default["time_vs_decode"]
@@ -567,14 +606,21 @@ def check_targets(summary: dict) -> List[dict]:
            "vs_article": _ratio(art and art["median_cpu_seconds"],
                                 default and default["median_cpu_seconds"]),
            "float32_memory": None}
+    checks = [("vs_decode", vs_decode, lambda v: v <= TARGETS["vs_decode"][1]),
+              ("vs_article", speedup, lambda v: v >= TARGETS["vs_article"][1]),
+              ("float32_memory", mem, lambda v: v <= TARGETS["float32_memory"][1])]
+    small = summary.get("small")
+    if small is not None:
+        sby = {r["name"]: r for r in small["rows"]}
+        s_auto = sby.get("hps-auto-workers")
+        cpu["small_vs_decode"] = s_auto and s_auto["cpu_vs_decode"]
+        checks.append(("small_vs_decode", s_auto and s_auto["time_vs_decode"],
+                       lambda v: v <= TARGETS["small_vs_decode"][1]))
     out = []
-    for name, value, ok in (("vs_decode", vs_decode, lambda v: v <= TARGETS["vs_decode"][1]),
-                            ("vs_article", speedup, lambda v: v >= TARGETS["vs_article"][1]),
-                            ("float32_memory", mem,
-                             lambda v: v <= TARGETS["float32_memory"][1])):
+    for name, value, ok in checks:
         text, limit = TARGETS[name]
-        if name != "float32_memory" and summary["default_tier"]:
-            text = text.replace("default tier", f"default tier ({summary['default_tier']})")
+        if name == "small_vs_decode":
+            text = text.replace("small set", f"{small['count']} photos")
         out.append({"name": name, "text": text, "value": value, "limit": limit,
                     "passed": bool(value is not None and ok(value)),
                     "cpu_value": cpu[name]})
@@ -599,13 +645,14 @@ def _machine_md(m):
 
 
 def _rows_md(rows, first_col=None):
-    head = ["command", "workers", "tier", "median s", "images/s", "MP/s", "peak MiB",
+    head = ["command", "workers", "tier", "kernels", "K", "median s", "images/s", "MP/s", "peak MiB",
             "t / article", "t / decode", "peak / article", "CPU s", "CPU / decode"]
     if first_col:
         head.insert(0, first_col[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"], _fmt(r["workers"], ""), r["tier"] or "",
+                 r.get("kernels") or "", _fmt(r.get("batch"), ""),
                  _fmt(r["median_seconds"], ".2f"), _fmt(r["images_per_s"], ".2f"),
                  _fmt(r["megapixels_per_s"], ".1f"), _fmt(_mib(r["peak_bytes_max"]), ".0f"),
                  _fmt(r["time_vs_article"], ".3f"), _fmt(r["time_vs_decode"], ".2f"),
@@ -677,6 +724,10 @@ def write_report(out_dir: str, result: dict, stem: str = "bench") -> tuple:
         lines += ["", f"t / decode is against the fastest decode-only bound "
                   f"({result.get('fastest_decode')}); the default tier (chosen by "
                   f"`--dtype auto`) is {result.get('default_tier')}.", ""]
+    if result.get("small"):
+        sm = result["small"]
+        lines += ["", f"Small set: the first {sm['count']} photos (fixed costs weigh more):", ""]
+        lines += _rows_md(sm["rows"])
     if result.get("targets"):
         lines += ["", "Targets:", ""] + _targets_md(result["targets"])
     with open(mpath + ".part", "w", encoding="utf-8") as fh:
@@ -731,11 +782,23 @@ def _bench(args) -> int:
                                else (args.count or 40))
     runs_dir = os.path.join(args.out, "runs")
     os.makedirs(runs_dir, exist_ok=True)
-    cmds = _selected(build_commands(files, args.workers, runs_dir), args.only)
+    cmds = _selected(build_commands(files, args.workers, runs_dir, compare_with=args.compare_with),
+                     args.only)
     print(f"benchmark: {info['count']} images of {info['width']}x{info['height']}, "
           f"{args.workers} workers, {args.rounds} round(s), {len(cmds)} commands", flush=True)
     run_commands(cmds, args.rounds, os.path.join(args.out, "logs"), info["count"], args.interval)
     summary = summarise(cmds, info["count"], info["megapixels"])
+    n_small = args.small_count
+    if n_small and n_small < info["count"]:
+        # the fixed costs' target: the fastest decode bound and the whole
+        # command on the first photos of the same set, alternating too
+        small = [c for c in build_commands(files[:n_small], args.workers, runs_dir, tiers=(),
+                                           suffix="-small", compare_with=args.compare_with)
+                 if c.kind != "article"]
+        print(f"small set: {n_small} images, {len(small)} commands", flush=True)
+        run_commands(small, args.rounds, os.path.join(args.out, "logs"), n_small, args.interval,
+                     label="-small")
+        summary["small"] = {"count": n_small, **summarise(small, n_small, info["megapixels"])}
     result = {"machine": machine_info(), "set": info, "workers": args.workers,
               "rounds": args.rounds, "interval": args.interval, **summary}
     result["targets"] = check_targets(summary)
@@ -835,14 +898,17 @@ def kernels(args) -> int:
 
     Notes
     -----
-    For one in-memory frame of ``--width`` x ``--height``: the median time of
-    ``Accumulator.update`` (after two warm-up updates, so the accumulator's
-    pages exist and the float tiers are past their first-image shortcut),
-    ``np.copyto`` of a buffer as large as the accumulator, the merge of two
-    accumulators (as the engine does at the end), and for scale the decode of
-    the same frame as a JPEG.
+    For one in-memory frame of ``--width`` x ``--height``, with each kernel
+    implementation that can run here (compiled, numpy) and batches of K = 1
+    and 4 photos: the median time per photo of ``Accumulator.update_batch``
+    (after two warm-up batches, so the accumulator's pages exist and the
+    float tiers are past their first-image shortcut), ``np.copyto`` of a
+    buffer as large as the accumulator, the merge of two accumulators (as the
+    engine does at the end), and for scale the decode of the same frame as a
+    JPEG.
     """
     import io
+    from hotpixel_shm import kernels as _kernels
     from hotpixel_shm.welford import Accumulator, merge
 
     h, w = args.height, args.width
@@ -850,31 +916,37 @@ def kernels(args) -> int:
     frame = make_photo_like(h, w, 7)
     shape = frame.shape
     rows = []
+    impls = [name for name, mod in _kernels.available().items() if not isinstance(mod, str)]
+    batch = [frame] + [np.roll(frame, k, axis=1) for k in range(1, 4)]
     for tier in TIERS:
-        acc = Accumulator(tier, shape, np.uint8)
-        acc.update(frame)
-        acc.update(frame)
-        t_update = _median_time(lambda: acc.update(frame), reps)
         nbytes = Accumulator.nbytes(tier, shape, np.uint8)
         src = np.ones(nbytes, np.uint8)
         dst = np.empty(nbytes, np.uint8)
         np.copyto(dst, src)  # touch the pages first
         t_copy = _median_time(lambda: np.copyto(dst, src), reps)
         del src, dst
-        other = Accumulator(tier, shape, np.uint8)
-        other.update(frame)
-        other.update(frame[::-1].copy())
-        t0 = time.perf_counter()
-        merge([acc, other], in_place=True)
-        t_merge = time.perf_counter() - t0
-        del acc, other
-        rows.append({"tier": tier, "accumulator_bytes": nbytes,
-                     "update_seconds": t_update, "copy_seconds": t_copy,
-                     "update_vs_copy": t_update / t_copy,
-                     "update_gb_per_s": nbytes / t_update / 1e9,
-                     "merge_two_seconds": t_merge})
-        print(f"  {tier:8s} update {t_update:.3f} s  copy {t_copy:.3f} s  "
-              f"ratio {t_update / t_copy:.2f}  merge(2) {t_merge:.3f} s", flush=True)
+        for impl in impls:
+            with _kernels.use(impl):
+                for k in (1, 4):
+                    acc = Accumulator(tier, shape, np.uint8)
+                    acc.update_batch(batch[:k])
+                    acc.update_batch(batch[:k])
+                    t_update = _median_time(lambda: acc.update_batch(batch[:k]), reps) / k
+                    other = Accumulator(tier, shape, np.uint8)
+                    other.update(frame)
+                    other.update(frame[::-1].copy())
+                    t0 = time.perf_counter()
+                    merge([acc, other], in_place=True, threads=max(1, args.workers))
+                    t_merge = time.perf_counter() - t0
+                    del acc, other
+                    rows.append({"tier": tier, "kernels": impl, "batch": k, "accumulator_bytes": nbytes,
+                                 "update_seconds": t_update, "copy_seconds": t_copy,
+                                 "update_vs_copy": t_update / t_copy,
+                                 "update_gb_per_s": nbytes / t_update / 1e9,
+                                 "merge_two_seconds": t_merge})
+                    print(f"  {tier:8s} {impl:8s} K={k}  update {t_update:.3f} s/photo  copy "
+                          f"{t_copy:.3f} s  ratio {t_update / t_copy:.2f}  merge(2) {t_merge:.3f} s",
+                          flush=True)
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, "JPEG", quality=args.quality)
     data = buf.getvalue()
@@ -894,10 +966,11 @@ def kernels(args) -> int:
         json.dump(result, fh, indent=2)
     lines = [f"# Update kernels on one {w}x{h} RGB frame ({w * h / 1e6:.1f} MP)", "",
              f"Machine: {_machine_md(result['machine'])}. Median of {reps}.", "",
-             "| tier | accumulator MiB | update s | copy s | update / copy | GB/s | merge of 2 s |",
-             "|---|---|---|---|---|---|---|"]
+             "| tier | kernels | K | accumulator MiB | update s per photo | copy s | update / copy "
+             "| GB/s | merge of 2 s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['tier']} | {r['accumulator_bytes'] / 2**20:.0f} | "
+        lines.append(f"| {r['tier']} | {r['kernels']} | {r['batch']} | {r['accumulator_bytes'] / 2**20:.0f} | "
                      f"{r['update_seconds']:.3f} | {r['copy_seconds']:.3f} | "
                      f"{r['update_vs_copy']:.2f} | {r['update_gb_per_s']:.2f} | "
                      f"{r['merge_two_seconds']:.3f} |")
@@ -921,7 +994,7 @@ _PHASES = (
     ("plan (resources + make_plan)", "hotpixel_shm/budget.py", "make_plan"),
     ("statistics (engine.run)", "hotpixel_shm/engine.py", "run"),
     ("  decode", "hotpixel_shm/inputs.py", "decode"),
-    ("  update (Accumulator.update)", "hotpixel_shm/welford.py", "update"),
+    ("  update (Accumulator.update_batch)", "hotpixel_shm/welford.py", "update_batch"),
     ("  merge/finalize (welford.merge)", "hotpixel_shm/welford.py", "merge"),
     ("  waiting for workers (connection.wait)", "multiprocessing/connection.py", "wait"),
     ("detect", "hotpixel_shm/detect.py", "detect"),
@@ -1031,6 +1104,12 @@ def _build_parser():
                    help="results and the cached image sets (default: bench-out next to scripts/)")
     p.add_argument("--interval", type=float, default=0.05,
                    help="seconds between memory samples (default 0.05)")
+    p.add_argument("--small-count", type=int, default=12, metavar="N",
+                   help="also run the decode bounds and --auto-workers on the first N photos "
+                        "(the fixed costs' target; 0: skip; default 12)")
+    p.add_argument("--compare-with", metavar="DIR", default=None,
+                   help="another hotpixel_shm checkout: add its --auto-workers run "
+                        "(PYTHONPATH=DIR) for a before/after comparison in one run")
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help="run only these commands (article, decode-pillow, decode-simplejpeg, "
                         "hps-<tier>, hps-auto-workers, hps-default)")

@@ -45,7 +45,7 @@ def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
     proc = subprocess.run(
         [sys.executable, BENCH, "--count", "4", "--width", "64", "--height", "48",
-         "--rounds", "1", "--out", str(out)],
+         "--rounds", "1", "--small-count", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "bench.json", encoding="utf-8") as fh:
@@ -61,7 +61,8 @@ def test_every_row_and_ratio_in_json(bench_run, bench_mod):
     _, result, _ = bench_run
     names = [r["name"] for r in result["rows"]]
     expected = (["article", "decode-pillow", "decode-simplejpeg"]
-                + [f"hps-{t}" for t in TIERS] + ["hps-auto-workers"])
+                + [f"hps-{t}" for t in TIERS]
+                + ["hps-auto-workers", "hps-auto-numpy", "hps-auto-k1"])
     assert names == expected
     for row in result["rows"]:
         for key in bench_mod.ROW_FIELDS:
@@ -79,6 +80,15 @@ def test_every_row_and_ratio_in_json(bench_run, bench_mod):
         assert by[f"hps-{t}"]["tier"] == t
         assert by[f"hps-{t}"]["engine"]["workers"] == 2
     assert result["default_tier"] in TIERS
+    # both kernel paths and the batch size are in the rows
+    from hotpixel_shm import kernels
+    assert by["hps-auto-numpy"]["kernels"] == "numpy" and by["hps-auto-k1"]["batch"] == 1
+    assert by["hps-auto-workers"]["kernels"] == kernels.NAME
+    small = result["small"]
+    assert small["count"] == 2
+    assert [r["name"] for r in small["rows"]] == ["decode-pillow", "decode-simplejpeg",
+                                                  "hps-auto-workers", "hps-auto-numpy", "hps-auto-k1"]
+    assert all(r["ok"] for r in small["rows"])
     assert result["set"]["count"] == 4
     assert (result["set"]["width"], result["set"]["height"]) == (64, 48)
     for key in ("cpu", "cores", "ram_bytes", "python", "numpy"):
@@ -88,7 +98,7 @@ def test_every_row_and_ratio_in_json(bench_run, bench_mod):
 def test_targets_reported(bench_run):
     _, result, stdout = bench_run
     targets = {t["name"]: t for t in result["targets"]}
-    assert set(targets) == {"vs_decode", "vs_article", "float32_memory"}
+    assert set(targets) == {"vs_decode", "vs_article", "float32_memory", "small_vs_decode"}
     for t in targets.values():
         assert _numbers(t["value"])
         assert isinstance(t["passed"], bool)
@@ -99,7 +109,8 @@ def test_markdown_has_every_row(bench_run):
     out, result, _ = bench_run
     text = (out / "bench.md").read_text(encoding="utf-8")
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + len(result["rows"])  # header + one line per command
+    # header + one line per command, for the whole set and the small one
+    assert len(table) == 2 + len(result["rows"]) + len(result["small"]["rows"])
     for row in result["rows"]:
         assert row["label"] in text
     assert "t / article" in table[0] and "t / decode" in table[0] and "peak / article" in table[0]
@@ -155,7 +166,9 @@ def test_kernels_mode_writes_every_tier(tmp_path, bench_mod):
                            "--out", str(tmp_path)]) == 0
     with open(tmp_path / "bench-kernels.json", encoding="utf-8") as fh:
         result = json.load(fh)
-    assert [r["tier"] for r in result["rows"]] == list(TIERS)
+    impls = sorted({r["kernels"] for r in result["rows"]})
+    assert [r["tier"] for r in result["rows"]] == [t for t in TIERS for _ in impls for _ in (1, 4)]
+    assert "numpy" in impls and {r["batch"] for r in result["rows"]} == {1, 4}
     for r in result["rows"]:
         assert _numbers(r["update_vs_copy"]) and _numbers(r["update_seconds"])
     assert "simplejpeg" in result["decode_seconds"]
