@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from .camera import UNKNOWN, Camera, Shot, from_pillow, from_tiff_file
+from .camera import UNKNOWN, Camera, Shot, from_pillow
 from .errors import HotPixelError, SkipFile
 
 try:  # libjpeg-turbo straight into a reused buffer: about 2x Pillow for JPEG
@@ -221,10 +221,8 @@ def probe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     if _is_raw(path):
         rawio = _raw_module()
         info = rawio.probe_raw(path)
-        cam, shot = from_tiff_file(path)
-        if not cam.known and (info.make or info.model):
-            cam = Camera(info.make, info.model)
-        shot = Shot(shot.taken or info.taken, shot.iso or info.iso, shot.exposure or info.exposure)
+        cam = Camera(info.make, info.model, info.serial) if (info.make or info.model) else UNKNOWN
+        shot = Shot(info.taken, info.iso, info.exposure)
         return Header(path, tuple(info.shape), "uint16", "RAW", "raw", size, cam.make, cam.model,
                       raw_info=info, camera=cam, shot=shot)
     try:

@@ -15,7 +15,6 @@ hint, so a run over a mixed folder skips the raw files and goes on.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -116,6 +115,11 @@ class RawInfo:
         Where the visible area starts in the full raw mosaic (LibRaw's
         ``sizes.top_margin`` / ``left_margin``, after its own rounding of odd
         margins).
+    iso, exposure, taken : float, float, str or None
+        ISO, exposure time (s) and capture time (ISO 8601, the camera's
+        clock) from the header's Exif IFD, else from LibRaw.
+    serial : str or None
+        The body's serial (EXIF BodySerialNumber, else DNG CameraSerialNumber).
     """
 
     path: str
@@ -136,6 +140,8 @@ class RawInfo:
     iso: Optional[float] = None
     exposure: Optional[float] = None
     taken: Optional[str] = None
+    #: the body's serial number (EXIF BodySerialNumber or DNG CameraSerialNumber)
+    serial: Optional[str] = None
 
     def _load(self) -> dict:
         if self._detail is None:
@@ -267,12 +273,13 @@ def probe_raw(path) -> RawInfo:
         raw.close()
     if shape[0] == 0 or shape[1] == 0:
         raise SkipFile("LibRaw found no image in this raw file")
-    make, model = _header_make_model(path)
+    cam, shot = _header_camera(path)
     desc = desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)
-    return RawInfo(path=path, shape=shape, dtype="uint16", make=make, model=model,
+    return RawInfo(path=path, shape=shape, dtype="uint16", make=cam.make, model=cam.model,
                    colour_desc=desc.rstrip("\0"), _tile=tile, _white=white,
                    top_margin=margins[0], left_margin=margins[1],
-                   iso=iso, exposure=exposure, taken=taken)
+                   iso=shot.iso or iso, exposure=shot.exposure or exposure,
+                   taken=shot.taken or taken, serial=cam.serial)
 
 
 def _shot_at_open(raw):
@@ -400,67 +407,27 @@ def colour_name(info: RawInfo, x: int, y: int) -> str:
 
 
 # ----------------------------------------------------------------------------
-# Make and model from the file header (rawpy does not expose LibRaw's)
+# The camera from the file header (rawpy does not expose LibRaw's make, model
+# or serial); the TIFF/CR3 parser is camera.from_tiff_file
 # ----------------------------------------------------------------------------
 
-_HEADER_BYTES = 1 << 18  # IFD0 and the CR3 CMT1 box sit near the start
 
-
-def _clean(value: bytes) -> Optional[str]:
-    text = value.split(b"\0", 1)[0].decode("latin-1").strip()
-    return text or None
-
-
-def _tiff_make_model(buf: bytes, base: int = 0) -> Tuple[Optional[str], Optional[str]]:
-    """Make (271) and Model (272) from IFD0 of a TIFF-structured header.
-
-    Accepts the TIFF variants raw formats use: magic 42 (DNG, CR2, NEF, ARW,
-    PEF, SRW), ``RO``/``RS`` (ORF) and 0x55 (RW2).
-    """
-    if len(buf) < base + 8:
-        return None, None
-    order = buf[base:base + 2]
-    if order == b"II":
-        e = "<"
-    elif order == b"MM":
-        e = ">"
-    else:
-        return None, None
-    ifd = struct.unpack_from(e + "I", buf, base + 4)[0] + base
-    if ifd + 2 > len(buf):
-        return None, None
-    count = struct.unpack_from(e + "H", buf, ifd)[0]
-    found = {}
-    for i in range(min(count, 512)):
-        pos = ifd + 2 + 12 * i
-        if pos + 12 > len(buf):
-            break
-        tag, typ, n = struct.unpack_from(e + "HHI", buf, pos)
-        if tag in (271, 272) and typ == 2:
-            if n <= 4:
-                found[tag] = buf[pos + 8:pos + 8 + n]
-            else:
-                off = struct.unpack_from(e + "I", buf, pos + 8)[0] + base
-                found[tag] = buf[off:off + n]
-    return (_clean(found[271]) if 271 in found else None,
-            _clean(found[272]) if 272 in found else None)
+def _header_camera(path: str):
+    """(camera.Camera, camera.Shot) from a raw file's own header."""
+    from .camera import UNKNOWN, Camera, Shot, from_tiff_file
+    try:
+        with open(path, "rb") as f:
+            head = f.read(60)
+    except OSError:
+        return UNKNOWN, Shot()
+    if head.startswith(b"FUJIFILMCCD-RAW"):
+        # RAF: fixed header, 32-byte model string at offset 28
+        model = head[28:60].split(b"\0", 1)[0].decode("latin-1").strip()
+        return Camera("FUJIFILM", model or None), Shot()
+    return from_tiff_file(path)
 
 
 def _header_make_model(path: str) -> Tuple[Optional[str], Optional[str]]:
     """Camera make and model from a raw file's header, or ``(None, None)``."""
-    try:
-        with open(path, "rb") as f:
-            buf = f.read(_HEADER_BYTES)
-    except OSError:
-        return None, None
-    try:
-        if buf.startswith(b"FUJIFILMCCD-RAW"):
-            # RAF: fixed header, 32-byte model string at offset 28
-            return "FUJIFILM", _clean(buf[28:60])
-        if buf[4:8] == b"ftyp":
-            # CR3 (ISO media): the CMT1 box holds a TIFF header with IFD0
-            at = buf.find(b"CMT1")
-            return _tiff_make_model(buf, at + 4) if at >= 4 else (None, None)
-        return _tiff_make_model(buf)
-    except struct.error:
-        return None, None
+    cam, _ = _header_camera(path)
+    return cam.make, cam.model

@@ -227,3 +227,27 @@ def test_raw_headers_name_the_body(tmp_path):
     h = probe(p)
     assert h.camera == cam and h.camera.label == "Canon EOS 6D #083021001234"
     assert h.camera.file_tag == "Canon_EOS_6D_083021001234"
+
+
+def test_saved_statistics_keep_their_body(folder, tmp_path, capsys):
+    from hotpixel_shm.statsio import load_stats
+    root, _, _ = folder
+    st = str(tmp_path / "b.npz")
+    assert main(["-q", "--camera", "3099999", str(root), "--save-stats", st]) == 0
+    stats, _ = load_stats(st)
+    assert stats.camera == BODY_B
+    # loading them picks their body from the folder, not the one with most photos
+    js = str(tmp_path / "more.json")
+    assert main(["-q", "--load-stats", st, str(root), "--json", js]) == 0
+    rep = _load(js)
+    assert rep["camera"]["serial"] == "3099999" and rep["images"]["used"] == 16
+    assert "the loaded statistics are of NIKON D750 #3099999" in capsys.readouterr().err
+
+
+def test_plan_for_every_body(folder, capsys):
+    root, _, _ = folder
+    assert main(["-q", "--plan", "--all-cameras", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Plan:") == 4 and "camera: Apple iPhone 12 (4 photo(s) to read)" in out
+    with pytest.raises(SystemExit):
+        main(["--all-cameras", "--load-stats", "x.npz", str(root)])
