@@ -676,6 +676,18 @@ def accuracy_bound(tier: str, sample_dtype, n_images: int) -> dict:
         (3 roundings of 2**-24 per update) and ``1e-4`` for the effect of the
         mean's error on the variance.  On photo-like data the largest error
         measured over ~10**4 subpixels is below 2 sigma.
+
+    Batches (:meth:`Accumulator.update_batch`, K photos per pass) stay within
+    these bounds.  exact: the integer sums do not depend on K.  float64 and
+    float32: a batch adds one increment ``(K Q - S**2) / K + q**2 / (n K k)``
+    (``q = n S - K S_a``), both terms from exact integers and non-negative,
+    with a few float64 roundings (far below ``u`` of float32; for float64
+    relative ``4 * 2**-53`` per increment, inside the ``gamma`` term), so
+    ``M2`` is a recursive sum of ``ceil(n / K) <= n`` positive terms.
+    float16: one stochastic rounding per batch, carried with weight ``k/n``;
+    fewer roundings give a smaller spread, and the float32 rounding of the
+    batch's ``65536 (S - K mean)`` (``2**-24`` relative) adds at most
+    ``2**-24 * top`` to the mean over the whole run, the ``_U32 * top`` term.
     """
     dt = _check_tier(tier, sample_dtype)
     n = int(n_images)
