@@ -21,11 +21,12 @@ from .errors import HotPixelError, PlanError, SkipFile  # noqa: E402
 from .model import Defect, Stats  # noqa: E402
 
 __all__ = ["__version__", "HotPixelError", "PlanError", "SkipFile", "Defect", "Stats",
-           "Camera", "analyse", "Analysis", "TooFewImages"]
+           "Camera", "analyse", "iter_analyses", "Analysis", "TooFewImages"]
 
 # The pipeline (and detection's scipy) load on first use: worker processes
 # import this package too, and need none of it.
-_LAZY = {"analyse": "pipeline", "Analysis": "pipeline", "TooFewImages": "pipeline"}
+_LAZY = {"analyse": "pipeline", "iter_analyses": "pipeline", "Analysis": "pipeline",
+         "TooFewImages": "pipeline"}
 
 
 def __getattr__(name):

@@ -372,7 +372,10 @@ def _one_body(args, con, group, settings, outputs, old, t_start, truth):
         con.info(f"wrote {path}")
     if truth is not None:
         _compare_truth(con, truth, analysis.defects)
-    return analysis, written
+    # the table needs only these: the statistics of each body are let go
+    # before the next body's run (its plan counts on that memory)
+    counts = analysis.counts()["kind"]
+    return analysis.camera.label, analysis.stats.n, counts, written
 
 
 def _compare_old(con, analysis, old, args):
@@ -397,10 +400,8 @@ def _table(con, rows):
     con.out("")
     head = ["camera", "photos"] + list(KINDS) + ["outputs"]
     lines = []
-    for analysis, written in rows:
-        c = analysis.counts()["kind"]
-        lines.append([analysis.camera.label, str(analysis.stats.n)] + [str(c[k]) for k in KINDS]
-                     + [", ".join(written) or "-"])
+    for label, n, c, written in rows:
+        lines.append([label, str(n)] + [str(c[k]) for k in KINDS] + [", ".join(written) or "-"])
     widths = [max(len(r[i]) for r in lines + [head]) for i in range(len(head) - 1)]
     for r in [head] + lines:
         con.out("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in

@@ -23,7 +23,7 @@ from .model import Defect, Stats
 
 __all__ = [
     "Settings", "Prior", "Group", "Analysis", "Stopped", "TooFewImages", "LogToLogging",
-    "OUTPUT_OPTIONS", "analyse", "prepare", "load_prior", "resolve_inputs", "plan_group",
+    "OUTPUT_OPTIONS", "analyse", "iter_analyses", "prepare", "load_prior", "resolve_inputs", "plan_group",
     "run_group", "detect_defects", "detect_lines", "analyse_group", "output_for",
 ]
 
@@ -812,6 +812,18 @@ def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=Fal
     ...     print(a.camera.label, len(a.defects))
     ...     a.write(json=f"{a.camera.file_tag}.json")
     """
+    return list(_analyses(*_settings(
+        paths, workers=workers, tier=tier, memory_budget=memory_budget, darks=darks,
+        camera=camera, all_cameras=all_cameras, progress=progress, recursive=recursive,
+        min_images=min_images, detect_options=detect_options, load_stats=load_stats,
+        resume=resume, save_stats=save_stats, checkpoint=checkpoint, log=log)))
+
+
+def _settings(paths, *, workers="auto", tier="auto", memory_budget=None, darks=False,
+              camera=None, all_cameras=False, progress=None, recursive=False, min_images=2,
+              detect_options=None, load_stats=None, resume=None, save_stats=None,
+              checkpoint=None, log=None):
+    """(settings, paths, progress, log) from the API's arguments."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
     paths = [os.path.expanduser(os.fsdecode(p)) for p in paths]
@@ -825,15 +837,35 @@ def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=Fal
         recursive=recursive, min_images=min_images, detect=opts, load_stats=load_stats,
         resume=resume, save_stats=save_stats, checkpoint=checkpoint, camera=camera,
         all_cameras=all_cameras)
-    log = log or LogToLogging()
+    return settings, paths, progress, log or LogToLogging()
+
+
+def iter_analyses(paths, **options):
+    """:func:`analyse`, one body at a time: yields each :class:`Analysis` as
+    it is finished.
+
+    Every ``Analysis`` holds its body's statistics (two image-sized arrays);
+    :func:`analyse`'s list keeps them all, where a loop that lets each one
+    go before asking for the next (``del a`` at the end of the loop's body:
+    the loop variable still holds the previous one while the next is
+    computed) keeps one body's in memory at a time, as the command line
+    does.  Parameters are those of :func:`analyse`.
+
+    Examples
+    --------
+    >>> for a in hotpixel_shm.iter_analyses("~/Pictures", all_cameras=True):  # doctest: +SKIP
+    ...     a.write(json=f"defects.{a.camera.file_tag}.json")
+    ...     del a
+    """
+    return _analyses(*_settings(paths, **options))
+
+
+def _analyses(settings, paths, progress, log):
     started = time.perf_counter()
-    groups = prepare(paths, settings, log)
-    out = []
-    for group in groups:
+    for group in prepare(paths, settings, log):
         plan = plan_group(group, settings, log)
-        out.append(analyse_group(group, plan, settings, log, started=started, progress=progress))
+        yield analyse_group(group, plan, settings, log, started=started, progress=progress)
         started = time.perf_counter()
-    return out
 
 
 def prepare(paths, settings: Settings, log, outputs=()) -> List[Group]:

@@ -251,3 +251,14 @@ def test_plan_for_every_body(folder, capsys):
     assert out.count("Plan:") == 4 and "camera: Apple iPhone 12 (4 photo(s) to read)" in out
     with pytest.raises(SystemExit):
         main(["--all-cameras", "--load-stats", "x.npz", str(root)])
+
+
+def test_iter_analyses_yields_one_body_at_a_time(folder):
+    root, _, _ = folder
+    it = hotpixel_shm.iter_analyses(root, workers=1, camera="nikon", all_cameras=True)
+    first = next(it)
+    assert first.camera == BODY_A  # the second body is not computed yet
+    del first
+    assert [a.camera for a in it] == [BODY_B]
+    with pytest.raises(hotpixel_shm.HotPixelError, match="all_cameras cannot be combined"):
+        hotpixel_shm.iter_analyses(root, all_cameras=True, load_stats="x.npz")
