@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask", metavar="FILE.png", help="8-bit mask: 255 at defective pixels")
     g.add_argument("--picture", metavar="FILE.png",
                    help="the frame with every defect marked and crops of the worst")
+    g = p.add_argument_group("repair (see README, Repairing photos)")
+    g.add_argument("--repair-into", metavar="DIR",
+                   help="after the analysis, write a repaired copy of each analysed photo "
+                        "into DIR (created; same names, raw files as DNG; never over an input)")
+    g.add_argument("--apply", metavar="REPORT.json",
+                   help="skip the analysis: repair the given photos with the defects of an "
+                        "earlier --json report (needs --repair-into)")
     g = p.add_argument_group("console")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only results")
     g.add_argument("-v", "--verbose", action="store_true", help="more detail")
@@ -224,7 +231,11 @@ def main(argv=None) -> int:
         parser.error("--camera needs some text")
     if not args.paths and not args.demo:
         parser.error("give at least one image file, directory or pattern (or --demo)")
+    if args.apply and not args.repair_into:
+        parser.error("--apply needs --repair-into DIR (where the repaired copies go)")
     try:
+        if args.apply:
+            return _apply(args, con)
         return _demo(args, con) if args.demo else _analyse(args, con)
     except PlanError as exc:
         con.error(str(exc))
@@ -291,6 +302,9 @@ def _analyse(args, con, truths=None):
         elif old is not None:
             from .history import check_same_body
             check_same_body(old, groups[0].camera, groups[0].shape, args.compare)
+        if args.repair_into:
+            from .repairfiles import check_repair_targets
+            check_repair_targets([h.path for g in groups for h in g.headers], args.repair_into)
         rows = []
         for group in groups:
             body_outputs = {o: pipeline.output_for(p, group.camera, o) if many else p
@@ -370,12 +384,42 @@ def _one_body(args, con, group, settings, outputs, old, t_start, truth):
     written = analysis.write(**{o: p for o, p in outputs.items() if p})
     for path in written:
         con.info(f"wrote {path}")
+    if args.repair_into:
+        from .repairfiles import repair_photos
+        _repair_summary(con, repair_photos(group.paths, analysis.defects, args.repair_into,
+                                           log=con))
     if truth is not None:
         _compare_truth(con, truth, analysis.defects)
     # the table needs only these: the statistics of each body are let go
     # before the next body's run (its plan counts on that memory)
     counts = analysis.counts()["kind"]
     return analysis.camera.label, analysis.stats.n, counts, written
+
+
+def _apply(args, con):
+    """--apply: repair the photos with an earlier report's defects, no analysis."""
+    from . import inputs
+    from .repairfiles import check_apply, load_report, repair_photos
+    shape, defects, report = load_report(args.apply)
+    files, skipped = inputs.expand_paths(args.paths, recursive=args.recursive)
+    headers, bad = inputs.probe_all(files, args.max_pixels or inputs.DEFAULT_MAX_PIXELS)
+    check_apply(args.apply, shape, report, headers, skipped + bad)
+    con.info(f"--apply: {len(defects)} defect(s) from {args.apply} on {len(headers)} photo(s)")
+    _repair_summary(con, repair_photos([h.path for h in headers], defects, args.repair_into,
+                                       log=con))
+    return EXIT_OK
+
+
+def _repair_summary(con, results):
+    done = [r for r in results if not r.skipped]
+    con.out(f"repaired copies: {len(done)} written, {len(results) - len(done)} skipped")
+    for r in done:
+        for x, y, why in r.unrepaired[:5]:
+            con.detail(f"  {r.target}: x={x} y={y} not repaired: {why}")
+        if r.measures.get("mcus") is not None:
+            con.detail(f"  {r.target}: {r.measures['mcus']} of {r.measures['mcus_total']} MCUs "
+                       f"re-encoded; outside them decoded pixels moved by mean "
+                       f"{r.measures['outside_mean']:.3f}, max {r.measures['outside_max']} levels")
 
 
 def _compare_old(con, analysis, old, args):

@@ -111,6 +111,18 @@ def _entry(tag: int, typ: int, values) -> Tuple[int, int, int, bytes]:
     return tag, typ, len(values), data
 
 
+def _rational(value: float) -> Tuple[int, int]:
+    """A positive float as a TIFF rational (1/250 s stays 1/250)."""
+    if value <= 0:
+        return 0, 1
+    if value < 1:
+        inv = 1.0 / value
+        if abs(inv - round(inv)) < 1e-6 * inv:
+            return 1, int(round(inv))
+    den = 1000000
+    return int(round(value * den)), den
+
+
 def _write_tiff(path, entries, pixels: bytes) -> None:
     """Write a one-IFD little-endian TIFF; ``entries`` excludes the strip offset tag."""
     entries = sorted(entries, key=lambda e: e[0])
@@ -149,7 +161,9 @@ def _write_tiff(path, entries, pixels: bytes) -> None:
 
 
 def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
-              make="Hotpixel", model="Simulated", margins=None, serial=None) -> None:
+              make="Hotpixel", model="Simulated", margins=None, serial=None, colour_matrix=None,
+              as_shot_neutral=None, orientation=1, datetime=None, exposure_time=None,
+              f_number=None, iso=None, unique_model=None) -> None:
     """Write a CFA mosaic as an uncompressed 16-bit DNG.
 
     Parameters
@@ -161,8 +175,11 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
     pattern : str, default "RGGB"
         Colour filter layout, row-major: a 2x2 Bayer layout (``BAYER_PATTERNS``)
         or a 6x6 one (``XTRANS_PATTERN``).
-    black, white : int
-        Black level and white (saturation) level recorded in the file.
+    black : int or sequence of int
+        Black level: one value, or one per photosite of the CFA tile
+        (row-major, 4 for Bayer, 36 for X-Trans; DNG BlackLevelRepeatDim).
+    white : int
+        White (saturation) level recorded in the file.
     make, model : str
         Camera make and model (TIFF Make/Model, DNG UniqueCameraModel).
     serial : str, optional
@@ -176,6 +193,21 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         ``pattern`` is anchored at the active area's top-left photosite, as
         the DNG specification says and LibRaw and dcraw read it
         (``cfa_array(pattern, h, w, origin=(top, left))`` gives the colours).
+    colour_matrix : 3x3 array-like of float, optional
+        XYZ (D65) to camera matrix (DNG ColorMatrix1); default identity.
+    as_shot_neutral : 3 floats, optional
+        The white balance as the camera's neutral (DNG AsShotNeutral);
+        default (1, 1, 1).
+    orientation : int
+        TIFF/EXIF Orientation (1 = as stored).
+    datetime : str, optional
+        Capture time ``"YYYY:MM:DD HH:MM:SS"`` (DateTime and DateTimeOriginal).
+    exposure_time, f_number : float, optional
+        Exposure in seconds and aperture (TIFF/EP ExposureTime, FNumber).
+    iso : int, optional
+        ISO speed (TIFF/EP ISOSpeedRatings).
+    unique_model : str, optional
+        DNG UniqueCameraModel; default ``"<make> <model>"``.
 
     Notes
     -----
@@ -191,15 +223,20 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         if mosaic.size and (mosaic.min() < 0 or mosaic.max() > 65535):
             raise ValueError("mosaic values must fit uint16")
         mosaic = mosaic.astype(np.uint16)
-    if not 0 <= black < white <= 65535:
-        raise ValueError(f"need 0 <= black < white <= 65535, got black={black}, white={white}")
     height, width = mosaic.shape
     period, letters = _pattern_letters(pattern)
+    blacks = [int(b) for b in np.atleast_1d(black)]
+    if len(blacks) not in (1, period * period):
+        raise ValueError(f"black must be one value or {period * period} (one per CFA tile photosite)")
+    if not (0 <= min(blacks) and max(blacks) < white <= 65535):
+        raise ValueError(f"need 0 <= black < white <= 65535, got black={black}, white={white}")
     cfa_codes = [_COLOUR_CODES[c] for c in letters]
     pixels = np.ascontiguousarray(mosaic, dtype="<u2").tobytes()
-    # An identity-like XYZ->camera matrix: enough for LibRaw's colour set-up;
-    # the tests never demosaic these files.
-    colour_matrix = [(1, 1), (0, 1), (0, 1), (0, 1), (1, 1), (0, 1), (0, 1), (0, 1), (1, 1)]
+    # XYZ->camera; the identity by default (enough for LibRaw's colour set-up)
+    matrix = np.eye(3) if colour_matrix is None else np.asarray(colour_matrix, dtype=float)
+    colour_matrix = [(int(round(v * 10000)), 10000) for v in matrix.ravel()[:9]]
+    neutral = (1.0, 1.0, 1.0) if as_shot_neutral is None else tuple(float(v) for v in as_shot_neutral)
+    black_dim = (1, 1) if len(blacks) == 1 else (period, period)
     entries = [
         _entry(254, _LONG, 0),                      # NewSubfileType: main image
         _entry(256, _LONG, width),
@@ -209,7 +246,7 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         _entry(262, _SHORT, 32803),                 # PhotometricInterpretation: CFA
         _entry(271, _ASCII, make),
         _entry(272, _ASCII, model),
-        _entry(274, _SHORT, 1),                     # Orientation: as stored
+        _entry(274, _SHORT, int(orientation)),      # Orientation
         _entry(277, _SHORT, 1),                     # SamplesPerPixel
         _entry(278, _LONG, height),                 # RowsPerStrip: one strip
         _entry(279, _LONG, len(pixels)),            # StripByteCounts
@@ -219,18 +256,28 @@ def write_dng(path, mosaic: np.ndarray, *, pattern="RGGB", black=0, white=4095,
         _entry(33422, _BYTE, cfa_codes),            # CFAPattern
         _entry(50706, _BYTE, (1, 4, 0, 0)),         # DNGVersion
         _entry(50707, _BYTE, (1, 1, 0, 0)),         # DNGBackwardVersion
-        _entry(50708, _ASCII, f"{make} {model}"),   # UniqueCameraModel
+        _entry(50708, _ASCII, unique_model or f"{make} {model}"),  # UniqueCameraModel
         _entry(50710, _BYTE, (0, 1, 2)),            # CFAPlaneColor: R, G, B
         _entry(50711, _SHORT, 1),                   # CFALayout: rectangular
-        _entry(50713, _SHORT, (1, 1)),              # BlackLevelRepeatDim
-        _entry(50714, _LONG, int(black)),           # BlackLevel
+        _entry(50713, _SHORT, black_dim),           # BlackLevelRepeatDim
+        _entry(50714, _LONG, blacks),               # BlackLevel
         _entry(50717, _LONG, int(white)),           # WhiteLevel
         _entry(50721, _SRATIONAL, colour_matrix),   # ColorMatrix1
-        _entry(50728, _RATIONAL, [(1, 1)] * 3),     # AsShotNeutral
+        _entry(50728, _RATIONAL, [(int(round(v * 1000000)), 1000000) for v in neutral]),  # AsShotNeutral
         _entry(50778, _SHORT, 21),                  # CalibrationIlluminant1: D65
     ]
     if serial:
         entries.append(_entry(50735, _ASCII, str(serial)))  # CameraSerialNumber
+    if datetime:
+        entries.append(_entry(306, _ASCII, str(datetime)))        # DateTime
+        entries.append(_entry(36867, _ASCII, str(datetime)))      # DateTimeOriginal (TIFF/EP)
+    if exposure_time:
+        num, den = _rational(float(exposure_time))
+        entries.append(_entry(33434, _RATIONAL, [(num, den)]))    # ExposureTime
+    if f_number:
+        entries.append(_entry(33437, _RATIONAL, [_rational(float(f_number))]))  # FNumber
+    if iso:
+        entries.append(_entry(34855, _SHORT, int(iso)))           # ISOSpeedRatings
     if margins is not None:
         top, left, bottom, right = (int(v) for v in margins)
         if min(top, left, bottom, right) < 0 or top + bottom >= height or left + right >= width:
