@@ -275,6 +275,34 @@ def test_apply_repairs_with_an_earlier_report_and_refuses_other_shapes(tmp_path,
         main([str(src), "--apply", str(report)])          # needs --repair-into
 
 
+def test_apply_refuses_photos_of_another_body(tmp_path, capsys):
+    frames = _photo_set(tmp_path)
+    src, other = tmp_path / "photos", tmp_path / "other"
+    src.mkdir()
+    other.mkdir()
+
+    def save(path, arr, model):
+        exif = Image.Exif()
+        exif[271], exif[272] = "Maker", model
+        Image.fromarray(arr).save(path, exif=exif, quality=95)
+
+    for i, f in enumerate(frames):
+        save(src / f"p{i}.jpg", f, "Body A")
+    report = tmp_path / "r.json"
+    assert main([str(src), "-q", "--workers", "1", "--json", str(report)]) == 0
+    with open(report) as f:
+        camera = json.load(f).get("camera") or {}
+    if not camera.get("model"):
+        pytest.fail(f"the report names no camera body: {camera}")
+    save(other / "b.jpg", frames[0], "Body B")
+    capsys.readouterr()
+    assert main([str(other), "--apply", str(report), "--repair-into", str(tmp_path / "none"),
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "b.jpg" in err and "Body B" in err and "nothing written" in err
+    assert not (tmp_path / "none").exists()
+
+
 def test_repair_into_never_overwrites_an_input(tmp_path, capsys):
     frames = _photo_set(tmp_path)
     for i, f in enumerate(frames):
