@@ -205,16 +205,14 @@ def locate(frame: np.ndarray, mosaic: np.ndarray, search: int = 24):
     photosite-scale detail: the scenes' photosite noise makes the true offset
     stand out.
     """
+    from scipy.signal import fftconvolve
     h, w = frame.shape
     f = _detail(frame)
-    f = (f - f.mean()).ravel()
-    m = _detail(mosaic)
-    best, where = -2.0, None
-    for dy in range(0, min(search, mosaic.shape[0] - h) + 1):
-        for dx in range(0, min(search, mosaic.shape[1] - w) + 1):
-            crop = m[dy:dy + h, dx:dx + w].ravel()
-            crop = crop - crop.mean()
-            r = float(f @ crop) / (np.linalg.norm(f) * np.linalg.norm(crop) + 1e-12)
-            if r > best:
-                best, where = r, (dy, dx)
-    return where
+    f = f - f.mean()
+    m = _detail(mosaic)[:h + search, :w + search]
+    m = m - m.mean()
+    num = fftconvolve(m, f[::-1, ::-1], mode="valid")
+    energy = fftconvolve(m * m, np.ones_like(f), mode="valid")
+    score = num / np.sqrt(np.maximum(energy, 1e-12))
+    dy, dx = np.unravel_index(int(np.argmax(score)), score.shape)
+    return int(dy), int(dx)
