@@ -8,6 +8,7 @@ clear line and an exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a plan forced by --workers/--dtype even when over budget")
     g.add_argument("--plan", action="store_true",
                    help="print the plan and the reasons for it, then exit without decoding")
+    g = p.add_argument_group("Dask cluster (optional extra: pip install 'hotpixel_shm[dask]')")
+    g.add_argument("--dask", metavar="ADDRESS",
+                   help="compute on a Dask cluster: tcp://host:8786 of a running scheduler, or "
+                        "'local' to start one worker process per CPU here; the files must be "
+                        "readable at the same paths on every worker")
+    g.add_argument("--dask-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to reach the scheduler (default 10)")
+    g.add_argument("--dask-split-every", type=int, default=4, metavar="N",
+                   help="partial results merged per task of the tree on the cluster (default 4)")
     g = p.add_argument_group("statistics files")
     g.add_argument("--save-stats", metavar="FILE.npz", help="save n, mean, var (+ shape, tier, files)")
     g.add_argument("--load-stats", metavar="FILE.npz",
@@ -233,6 +243,8 @@ def main(argv=None) -> int:
         parser.error("give at least one image file, directory or pattern (or --demo)")
     if args.apply and not args.repair_into:
         parser.error("--apply needs --repair-into DIR (where the repaired copies go)")
+    if args.dask:
+        _check_dask_args(parser, args)
     try:
         if args.apply:
             return _apply(args, con)
@@ -251,6 +263,33 @@ def main(argv=None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+
+
+def _check_dask_args(parser, args):
+    from .cluster import DaskUnavailable, require
+    try:
+        require()
+    except DaskUnavailable as exc:
+        parser.error(str(exc))
+    if args.checkpoint or args.resume:
+        parser.error("--checkpoint and --resume are not available with --dask (a lost Dask "
+                     "worker's tasks are recomputed instead)")
+    if args.workers is not None:
+        parser.error("--workers does not apply with --dask (the cluster's workers do the work)")
+    if args.dask_timeout <= 0:
+        parser.error("--dask-timeout must be positive")
+    if args.dask_split_every < 2:
+        parser.error("--dask-split-every must be at least 2")
+
+
+def _engine(args, con, settings):
+    """The steps that plan and run: the pipeline's own, or a Dask session's."""
+    if not args.dask:
+        from . import pipeline
+        return contextlib.nullcontext(pipeline)
+    from . import cluster
+    return cluster.connect(args.dask, args.dask_timeout, settings=settings, log=con,
+                           split_every=args.dask_split_every)
 
 
 def _settings(args):
@@ -296,25 +335,27 @@ def _analyse(args, con, truths=None):
         plain = {**outputs, "save_stats": args.save_stats, "checkpoint": args.checkpoint}
         checked = [] if many else [p for o, p in plain.items()
                                    if p and not (o == "rawtherapee" and os.path.isdir(p))]
-        groups = pipeline.prepare(args.paths, settings, con, outputs=checked)
-        if many:
-            _check_per_camera_outputs(groups, plain)
-        elif old is not None:
-            from .history import check_same_body
-            check_same_body(old, groups[0].camera, groups[0].shape, args.compare)
-        if args.repair_into:
-            from .repairfiles import check_repair_targets
-            check_repair_targets([h.path for g in groups for h in g.headers], args.repair_into)
-        rows = []
-        for group in groups:
-            body_outputs = {o: pipeline.output_for(p, group.camera, o) if many else p
-                            for o, p in plain.items()}
-            row = _one_body(args, con, group, settings, body_outputs, old, t_start,
-                            (truths or {}).get(group.camera))
-            if row is None:
-                return EXIT_OK  # --plan
-            rows.append(row)
-            t_start = time.perf_counter()
+        with _engine(args, con, settings) as engine:
+            groups = pipeline.prepare(args.paths, settings, con, outputs=checked)
+            if many:
+                _check_per_camera_outputs(groups, plain)
+            elif old is not None:
+                from .history import check_same_body
+                check_same_body(old, groups[0].camera, groups[0].shape, args.compare)
+            if args.repair_into:
+                from .repairfiles import check_repair_targets
+                check_repair_targets([h.path for g in groups for h in g.headers],
+                                     args.repair_into)
+            rows = []
+            for group in groups:
+                body_outputs = {o: pipeline.output_for(p, group.camera, o) if many else p
+                                for o, p in plain.items()}
+                row = _one_body(args, con, engine, group, settings, body_outputs, old, t_start,
+                                (truths or {}).get(group.camera))
+                if row is None:
+                    return EXIT_OK  # --plan
+                rows.append(row)
+                t_start = time.perf_counter()
     except pipeline.TooFewImages as exc:
         con.error(str(exc))
         return EXIT_TOO_FEW
@@ -346,9 +387,9 @@ def _check_per_camera_outputs(groups, plain):
     check_output_paths(names, [h.path for g in groups for h in g.headers])
 
 
-def _one_body(args, con, group, settings, outputs, old, t_start, truth):
+def _one_body(args, con, engine, group, settings, outputs, old, t_start, truth):
     """Plan, run, detect, compare and write one body; its table row (None
-    after --plan)."""
+    after --plan).  ``engine`` plans and runs: the pipeline, or a Dask session."""
     from dataclasses import replace
 
     from . import pipeline
@@ -361,7 +402,7 @@ def _one_body(args, con, group, settings, outputs, old, t_start, truth):
         outputs["rawtherapee"] = None
     if group.camera.known or args.all_cameras:
         con.out(f"camera: {group.camera.label} ({len(group.headers)} photo(s) to read)")
-    plan = pipeline.plan_group(group, settings, con)
+    plan = engine.plan_group(group, settings, con)
     if args.plan:
         if args.quiet:
             con.out(plan.describe())
@@ -369,9 +410,9 @@ def _one_body(args, con, group, settings, outputs, old, t_start, truth):
     bar = _progress(len(group.headers), con)
     try:
         with _Stopper() as stopper:
-            analysis = pipeline.analyse_group(group, plan, settings, con, started=t_start,
-                                              progress=bar.update if bar else None,
-                                              should_stop=stopper)
+            analysis = engine.analyse_group(group, plan, settings, con, started=t_start,
+                                            progress=bar.update if bar else None,
+                                            should_stop=stopper)
     finally:
         if bar:
             bar.close()
@@ -384,6 +425,8 @@ def _one_body(args, con, group, settings, outputs, old, t_start, truth):
     written = analysis.write(**{o: p for o, p in outputs.items() if p})
     for path in written:
         con.info(f"wrote {path}")
+    if hasattr(analysis, "release"):  # statistics kept on a Dask cluster: let them go
+        analysis.release()
     if args.repair_into:
         from .repairfiles import repair_photos
         _repair_summary(con, repair_photos(group.paths, analysis.defects, args.repair_into,
