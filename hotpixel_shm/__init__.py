@@ -25,7 +25,7 @@ __all__ = ["__version__", "HotPixelError", "PlanError", "SkipFile", "Defect", "S
 
 # The pipeline (and detection's scipy) load on first use: worker processes
 # import this package too, and need none of it.
-_LAZY = {"analyse": "pipeline", "iter_analyses": "pipeline", "Analysis": "pipeline",
+_LAZY = {"analyse": "api", "iter_analyses": "api", "Analysis": "analysis",
          "TooFewImages": "pipeline"}
 
 

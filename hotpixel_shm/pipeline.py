@@ -1,7 +1,7 @@
 """The analysis as a chain of steps: resolve the inputs, plan, run, detect, write.
 
-The command line (``cli``) and the Python API (:func:`hotpixel_shm.analyse`)
-both drive these functions, so a notebook gets exactly what the command
+The command line (``cli``) and the Python API (``api``:
+:func:`hotpixel_shm.analyse`) both drive these functions, so a notebook gets exactly what the command
 gives.  Nothing here prints: messages go to a ``log`` object with
 ``info(text)``, ``detail(text)`` and ``skip(path, reason)`` methods (the
 command line's console, or :class:`LogToLogging`).
@@ -14,21 +14,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional, Tuple, Union
 
-from . import __version__
 from .detect import DetectOptions
 from .errors import HotPixelError
 from .inputs import DEFAULT_MAX_PIXELS
 from .camera import UNKNOWN, Camera, group_by_camera
+from .analysis import OUTPUT_OPTIONS, Analysis, output_for  # noqa: F401 - re-exported
 from .model import Defect, Stats
 
 __all__ = [
     "Settings", "Prior", "Group", "Analysis", "Stopped", "TooFewImages", "LogToLogging",
-    "OUTPUT_OPTIONS", "analyse", "iter_analyses", "prepare", "load_prior", "resolve_inputs", "plan_group",
+    "OUTPUT_OPTIONS", "prepare", "load_prior", "resolve_inputs", "plan_group",
     "run_group", "detect_defects", "detect_lines", "analyse_group", "output_for",
 ]
-
-#: The outputs :meth:`Analysis.write` knows, in the order they are written.
-OUTPUT_OPTIONS = ("json", "csv", "dcraw", "libraw", "rawtherapee", "siril", "mask", "picture")
 
 _logger = logging.getLogger("hotpixel_shm")
 
@@ -393,11 +390,6 @@ def _same_mosaic(headers, prior):
 
 # --------------------------------------------------------------------------- step 2: plan
 
-def _kernels_name():
-    from .kernels import NAME
-    return NAME
-
-
 def plan_group(group: Group, settings: Settings, log):
     """The plan (workers, tier, memory) for one group, logged.
 
@@ -528,188 +520,6 @@ def detect_lines(stats: Stats) -> list:
     return find_lines(stats.mean)
 
 
-# --------------------------------------------------------------------------- the result
-
-@dataclass
-class Analysis:
-    """One finished analysis of one camera body: statistics, defects and how
-    they were made.
-
-    Attributes
-    ----------
-    camera : camera.Camera
-        The body (``camera.UNKNOWN`` for photos that name none).
-    plan : budget.Plan
-        The plan the run followed.
-    stats : Stats
-        The finished statistics (with their metadata).
-    defects : list of Defect
-        Worst first.
-    lines : list of lines.LineDefect
-        Bad columns and rows, strongest first.
-    skipped : list of (path, reason)
-        Every input left out, with the reason.
-    workers : int
-        Worker processes that ran.
-    seconds : float
-        Wall time from the first input step to the end of detection.
-    shots : list of camera.Shot
-        When and how each photo read in this run was taken.
-    history : dict or None
-        Set by :meth:`compare`.
-    frames : dict
-        ``{program: frames.Frame}``: where each program's bad-pixel list
-        counts from (``frames.frames_for_inputs``).
-    """
-
-    camera: Camera
-    plan: object
-    stats: Stats
-    defects: List[Defect]
-    skipped: list
-    workers: int
-    seconds: float
-    shots: list = field(default_factory=list)
-    history: Optional[dict] = None
-    frames: dict = field(default_factory=dict)
-    lines: list = field(default_factory=list)
-    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
-    @property
-    def date(self) -> str:
-        """The date this analysis describes (``YYYY-MM-DD``): its newest
-        photo's capture date, else the day it was made."""
-        taken = sorted(s.taken for s in self.shots if s.taken)
-        return taken[-1][:10] if taken else self.created[:10]
-
-    def counts(self) -> dict:
-        """Defects by kind, and by CFA colour (raw) or by channel (photos)."""
-        from .model import KINDS
-        by_kind = {k: sum(1 for d in self.defects if d.kind == k) for k in KINDS}
-        if self.stats.mosaic is not None:
-            colours = sorted({d.colour for d in self.defects if d.colour})
-            return {"kind": by_kind,
-                    "colour": {c: sum(1 for d in self.defects if d.colour == c) for c in colours}}
-        channels = range(self.stats.shape[2])
-        return {"kind": by_kind,
-                "channel": {str(c): sum(1 for d in self.defects if c in d.channels) for c in channels}}
-
-    def report(self) -> dict:
-        """The JSON report (``export.build_report``'s stable schema, plus
-        ``camera``, ``conditions``, ``counts``, ``created`` and, after
-        :meth:`compare`, ``history``).
-
-        ``engine.dtype`` and ``engine.tier`` both hold the accumulator tier
-        (``tier`` is the clearer name; ``dtype`` stays for readers of older
-        reports).
-        """
-        from .camera import conditions
-        from .export import build_report
-        extra = {"camera": self.camera.to_dict(), "conditions": conditions(self.shots),
-                 "counts": self.counts(), "created": self.created}
-        if self.history is not None:
-            extra["history"] = self.history
-        return build_report(
-            version=__version__, shape=list(self.stats.shape),
-            used=self.stats.n, skipped=self.skipped,
-            engine={"workers": self.workers, "dtype": self.stats.tier,
-                    "budget_bytes": int(self.plan.budget_bytes),
-                    "planned_bytes": int(self.plan.total_bytes),
-                    "seconds": round(float(self.seconds), 3), "tier": self.stats.tier,
-                    "batch": int(getattr(self.plan, "batch", 1)), "kernels": _kernels_name()},
-            defects=self.defects, extra=extra, lines=self.lines)
-
-    def compare(self, old, path=None) -> dict:
-        """Classify the defects against an earlier report of the same body.
-
-        Parameters
-        ----------
-        old : path-like or dict
-            The earlier JSON report (or its contents).
-        path : str, optional
-            The report's file name, for messages and ``history.compared_with``.
-
-        Returns
-        -------
-        dict
-            The ``history`` (also kept in :attr:`history` and the report);
-            every defect gets ``status`` and ``first_seen``, new ones
-            ``bad_since`` (see ``history.compare``).
-
-        Raises
-        ------
-        HotPixelError
-            ``old`` cannot be read, or is a report of another body or shape.
-        """
-        from . import history
-        if not isinstance(old, dict):
-            path, old = os.fsdecode(old), history.load_report(old)
-        path = path or "the earlier report"
-        self.defects, self.history = history.compare(
-            self.defects, old, camera=self.camera, shape=self.stats.shape,
-            raw=self.stats.mosaic is not None, date=self.date, path=path)
-        return self.history
-
-    def write(self, *, json=None, csv=None, dcraw=None, libraw=None, rawtherapee=None,
-              siril=None, mask=None, picture=None) -> List[str]:
-        """Write the outputs asked for, each once and atomically.
-
-        Parameters
-        ----------
-        json, csv, dcraw, libraw, siril, mask, picture : path-like, optional
-            See ``export`` and ``picture``; the bad-pixel lists are written
-            in their programs' frames (``frames``).
-        rawtherapee : path-like, optional
-            A file, or a directory in which the file gets RawTherapee's name
-            for the camera (per body, ``<Make> <Model> <serial>.badpixels``,
-            when the serial is known).
-
-        Returns
-        -------
-        list of str
-            The files written, in the order of ``OUTPUT_OPTIONS``.
-        """
-        from . import export
-        wanted = {"json": json, "csv": csv, "dcraw": dcraw, "libraw": libraw,
-                  "rawtherapee": rawtherapee,
-                  "siril": siril, "mask": mask, "picture": picture}
-        written = []
-        for option in OUTPUT_OPTIONS:
-            path = wanted[option]
-            if path:
-                written.append(self._write_one(export, option, path))
-        return written
-
-    def _write_one(self, export, option, path) -> str:
-        d, lines = self.defects, self.lines
-        if option == "json":
-            export.write_json(path, self.report())
-        elif option == "csv":
-            export.write_csv(path, d, lines)
-        elif option == "dcraw":
-            export.write_dcraw(path, d, self.frames.get("dcraw"), lines=lines)
-        elif option == "libraw":
-            export.write_libraw(path, d, self.frames.get("libraw"), lines=lines)
-        elif option == "rawtherapee":
-            cam = self.camera
-            return export.write_rawtherapee(path, d, make=cam.make, model=cam.model,
-                                            serial=cam.serial, frame=self.frames.get("rawtherapee"),
-                                            lines=lines)
-        elif option == "siril":
-            export.write_siril(path, d, self.frames.get("siril"), lines=lines)
-        elif option == "mask":
-            export.write_mask(path, d, self.stats.shape, lines=lines)
-        elif option == "picture":
-            from .picture import write_picture
-            write_picture(path, self.stats.mean, d, title=self._picture_title())
-        return os.fsdecode(path)
-
-    def _picture_title(self):
-        if not self.camera.known:
-            return None
-        return f"{self.camera.label}: {len(self.defects)} defect(s) found"
-
-
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
                   progress=None, should_stop=None) -> Analysis:
     """Run, detect and wrap up one planned group (steps 3 and 4).
@@ -730,142 +540,6 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
                     skipped=list(group.skipped) + list(result.skipped), workers=result.workers,
                     seconds=time.perf_counter() - started, shots=group.shots(result.used),
                     frames=frames, lines=lines)
-
-
-def output_for(path, camera: Camera, option: str = None):
-    """``path`` with the camera's name inserted before its extension
-    (``defects.json`` -> ``defects.NIKON_D750_3012345.json``), for runs over
-    several bodies.  A ``--rawtherapee`` directory stays as it is (the file
-    in it is named per body)."""
-    if path is None:
-        return None
-    if option == "rawtherapee" and os.path.isdir(path):
-        return path
-    text = os.fsdecode(path)
-    head, name = os.path.split(text)
-    stem, ext = os.path.splitext(name)
-    if not stem:  # ".json": the extension is the whole name
-        stem, ext = name, ""
-    return os.path.join(head, f"{stem}.{camera.file_tag}{ext}")
-
-
-# --------------------------------------------------------------------------- the Python API
-
-def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=False,
-            camera=None, all_cameras=False, progress=None, recursive=False, min_images=2,
-            detect_options=None, load_stats=None, resume=None, save_stats=None,
-            checkpoint=None, log=None) -> List[Analysis]:
-    """Analyse a folder of photos: statistics, defects, one camera body at a time.
-
-    This is what the command line does, step by step (the command line
-    drives the same functions).
-
-    Parameters
-    ----------
-    paths : str, path-like or iterable of them
-        Files, directories or glob patterns.
-    workers : int or "auto", default "auto"
-        Worker processes (1 runs in this process); "auto" lets the planner
-        choose from the CPUs and memory available.
-    tier : str, default "auto"
-        Accumulator tier ("exact", "float64", "float32", "float16").
-    memory_budget : int or str, optional
-        Bytes, or text such as ``"1.5G"``; default 75 % of the memory
-        available now.
-    darks : bool
-        The photos are dark frames.
-    camera : str, optional
-        Only photos whose camera (make, model, serial) contains this text.
-    all_cameras : bool
-        Every body with at least ``min_images`` photos, each its own analysis;
-        otherwise the body with the most usable photos.
-    progress : callable, optional
-        ``progress(done, total, skipped)`` after each photo.
-    recursive : bool
-        Descend into sub-directories.
-    min_images : int
-        Fewer usable photos than this raises :class:`TooFewImages`.
-    detect_options : detect.DetectOptions, optional
-        Detection thresholds (``darks`` overrides its ``darks``).
-    load_stats, resume, save_stats, checkpoint : str, optional
-        Statistics files, as the command line's options of those names.
-    log : object, optional
-        ``info``/``detail``/``skip`` receiver (default :class:`LogToLogging`).
-
-    Returns
-    -------
-    list of Analysis
-        One per analysed body, most photos first.
-
-    Raises
-    ------
-    TooFewImages
-        No body has ``min_images`` usable photos.
-    HotPixelError
-        Bad input that stops the whole analysis (unreadable statistics
-        file, no camera matching ``camera``, nothing fits in memory, ...).
-
-    Examples
-    --------
-    >>> import hotpixel_shm
-    >>> for a in hotpixel_shm.analyse("~/Pictures/2026", all_cameras=True):  # doctest: +SKIP
-    ...     print(a.camera.label, len(a.defects))
-    ...     a.write(json=f"{a.camera.file_tag}.json")
-    """
-    return list(_analyses(*_settings(
-        paths, workers=workers, tier=tier, memory_budget=memory_budget, darks=darks,
-        camera=camera, all_cameras=all_cameras, progress=progress, recursive=recursive,
-        min_images=min_images, detect_options=detect_options, load_stats=load_stats,
-        resume=resume, save_stats=save_stats, checkpoint=checkpoint, log=log)))
-
-
-def _settings(paths, *, workers="auto", tier="auto", memory_budget=None, darks=False,
-              camera=None, all_cameras=False, progress=None, recursive=False, min_images=2,
-              detect_options=None, load_stats=None, resume=None, save_stats=None,
-              checkpoint=None, log=None):
-    """(settings, paths, progress, log) from the API's arguments."""
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        paths = [paths]
-    paths = [os.path.expanduser(os.fsdecode(p)) for p in paths]
-    if all_cameras and (load_stats or resume):
-        raise HotPixelError("all_cameras cannot be combined with loaded statistics "
-                            "(they hold one body's photos)")
-    opts = replace(detect_options or DetectOptions(), darks=bool(darks))
-    settings = Settings(
-        workers=None if workers == "auto" else int(workers),
-        tier=None if tier == "auto" else tier, memory_budget=memory_budget,
-        recursive=recursive, min_images=min_images, detect=opts, load_stats=load_stats,
-        resume=resume, save_stats=save_stats, checkpoint=checkpoint, camera=camera,
-        all_cameras=all_cameras)
-    return settings, paths, progress, log or LogToLogging()
-
-
-def iter_analyses(paths, **options):
-    """:func:`analyse`, one body at a time: yields each :class:`Analysis` as
-    it is finished.
-
-    Every ``Analysis`` holds its body's statistics (two image-sized arrays);
-    :func:`analyse`'s list keeps them all, where a loop that lets each one
-    go before asking for the next (``del a`` at the end of the loop's body:
-    the loop variable still holds the previous one while the next is
-    computed) keeps one body's in memory at a time, as the command line
-    does.  Parameters are those of :func:`analyse`.
-
-    Examples
-    --------
-    >>> for a in hotpixel_shm.iter_analyses("~/Pictures", all_cameras=True):  # doctest: +SKIP
-    ...     a.write(json=f"defects.{a.camera.file_tag}.json")
-    ...     del a
-    """
-    return _analyses(*_settings(paths, **options))
-
-
-def _analyses(settings, paths, progress, log):
-    started = time.perf_counter()
-    for group in prepare(paths, settings, log):
-        plan = plan_group(group, settings, log)
-        yield analyse_group(group, plan, settings, log, started=started, progress=progress)
-        started = time.perf_counter()
 
 
 def prepare(paths, settings: Settings, log, outputs=()) -> List[Group]:
