@@ -54,7 +54,7 @@ __all__ = [
     "LOCAL", "DEFAULT_TIMEOUT", "DEFAULT_SPLIT_EVERY", "INSTALL_HINT", "DaskUnavailable",
     "require", "connect", "Session", "WorkerInfo", "ClusterPlan", "ClusterStats",
     "ClusterAnalysis", "Shard", "combine_partials", "shard_sizes", "merge_task_bytes",
-    "MAX_SHARD_FILES",
+    "MAX_SHARD_FILES", "LOCAL_HTTP",
 ]
 
 #: ``--dask local``: start a LocalCluster on this machine.
@@ -76,6 +76,10 @@ MAX_SHARD_FILES = 64
 #: after each file, so that tests can act while a run is in progress.
 _DELAY_ENV = "HOTPIXEL_SHM_TEST_DELAY"
 _POLL = 0.1
+#: A LocalCluster's scheduler always serves HTTP (health, metrics): on a free
+#: loopback port, without the dashboard (``dashboard_address=None`` would
+#: still try port 8787 and warn when another cluster has it).
+LOCAL_HTTP = {"dashboard_address": "127.0.0.1:0", "scheduler_kwargs": {"dashboard": False}}
 
 
 class DaskUnavailable(HotPixelError):
@@ -728,8 +732,9 @@ class Session:
                 raise TooFewImages(0 if summary.stats is None else summary.stats.n,
                                    settings.min_images)
             if settings.save_stats:
-                data = self.result(client.submit(_stats_file_task, finished, pure=False),
-                                   should_stop)
+                saved = client.submit(_stats_file_task, finished, pure=False)
+                futures.append(saved)
+                data = self.result(saved, should_stop)
                 _write_bytes(settings.save_stats, data)
                 log.info(f"statistics saved to {settings.save_stats}")
         except BaseException:
@@ -897,8 +902,8 @@ def _connect_local(timeout, settings, log, split_every):
                 "distributed.worker.memory.spill": False}
     with _sigint_ignored(), dask.config.set(no_spill):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, memory_limit=limit,
-                               silence_logs=logging.ERROR)
+                               host="127.0.0.1", memory_limit=limit, silence_logs=logging.ERROR,
+                               **LOCAL_HTTP)
     try:
         client = Client(cluster, timeout=timeout, set_as_default=False)
     except BaseException:

@@ -29,8 +29,8 @@ SHAPE = (16, 20, 3)
 def dask_cluster():
     """One scheduler and two single-threaded worker processes, shared by the tests."""
     lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None,
-                                  memory_limit="1GiB", silence_logs=50)
+                                  host="127.0.0.1", memory_limit="1GiB", silence_logs=50,
+                                  **cluster.LOCAL_HTTP)
     client = distributed.Client(lc, set_as_default=False)
     yield lc, client
     client.close()
@@ -110,6 +110,24 @@ def test_exact_tier_equals_the_local_run_bit_for_bit(tmp_path, address, capsys):
     assert {(d["x"], d["y"]) for d in report["defects"]} >= {(12, 9)}
 
 
+def test_raw_files_and_loaded_statistics_give_the_local_result(tmp_path, address, capsys):
+    from hotpixel_shm.dng import write_raw_set
+    write_raw_set(str(tmp_path / "raw"), n=7, width=64, height=48, seed=3)
+    paths = sorted(str(p) for p in (tmp_path / "raw").iterdir())
+    first = str(tmp_path / "first.npz")
+    assert main(["-q", "--dtype", "exact", "--save-stats", first] + paths[:3]) == 0
+    local, remote = str(tmp_path / "local"), str(tmp_path / "dask")
+    assert _run(paths[3:], local, "--dtype", "exact", "--load-stats", first) == 0
+    assert _run(paths[3:], remote, "--dtype", "exact", "--load-stats", first,
+                "--dask", address) == 0
+    capsys.readouterr()
+    assert _read(local, "s.npz") == _read(remote, "s.npz")
+    _same_outputs(local, remote)
+    report = json.loads(_read(remote, "r.json"))
+    assert report["images"]["used"] == 7
+    assert report["defects"] and all(d.get("colour") for d in report["defects"])
+
+
 @pytest.mark.parametrize("tier,dtype", [("float64", np.uint16), ("float32", np.uint8),
                                         ("float16", np.uint8)])
 def test_float_tiers_within_their_bounds(tmp_path, address, capsys, tier, dtype):
@@ -168,6 +186,15 @@ def cluster_settings(**kw):
     from hotpixel_shm.pipeline import Settings
     kw.setdefault("tier", "exact")
     return Settings(**kw)
+
+
+def test_the_cluster_listens_on_loopback_only(dask_cluster):
+    import psutil
+    _, client = dask_cluster
+    pids = [os.getpid()] + list(client.run(os.getpid).values())
+    listening = [c.laddr for p in pids for c in psutil.Process(p).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
 
 
 def test_plan_lists_the_workers_their_memory_and_the_shard_size(tmp_path, address, capsys):
