@@ -104,7 +104,8 @@ class Analysis:
                     "budget_bytes": int(self.plan.budget_bytes),
                     "planned_bytes": int(self.plan.total_bytes),
                     "seconds": round(float(self.seconds), 3), "tier": self.stats.tier,
-                    "batch": int(getattr(self.plan, "batch", 1)), "kernels": _kernels_name()},
+                    "batch": int(getattr(self.plan, "batch", 1)),
+                    "bands": int(getattr(self.plan, "bands", 1)), "kernels": _kernels_name()},
             defects=self.defects, extra=extra, lines=self.lines)
 
     def compare(self, old, path=None) -> dict:

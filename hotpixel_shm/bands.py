@@ -24,10 +24,29 @@ import numpy as np
 
 from .errors import HotPixelError
 
-__all__ = ["BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "DEFAULT_BAND_VALUES"]
+__all__ = ["BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "default_band_rows",
+           "reader_cache_bytes", "DEFAULT_BAND_VALUES", "DEFAULT_CACHE_BANDS"]
 
-#: Values per band read at once (per plane): 2**20 float64 values are 8 MiB.
-DEFAULT_BAND_VALUES = 1 << 20
+#: Values per band read at once (per plane): 2**19 float64 values are 4 MiB.
+DEFAULT_BAND_VALUES = 1 << 19
+#: Bands a reader keeps: detection reads a band plus the halo of its window
+#: (and the overlay check up to 8 rows around it), so three suffice.
+DEFAULT_CACHE_BANDS = 3
+
+
+def default_band_rows(shape) -> int:
+    """Rows of a reader's band for a ``(height, width, channels)`` frame."""
+    _, w, c = (int(v) for v in shape)
+    return max(1, DEFAULT_BAND_VALUES // (w * c))
+
+
+def reader_cache_bytes(shape, dtype, cache_bands=DEFAULT_CACHE_BANDS) -> int:
+    """Most bytes a :class:`BandReader` of this frame holds (both planes, every cached band).
+
+    The memory planner counts this for statistics that are finished band by band.
+    """
+    h, w, c = (int(v) for v in shape)
+    return 2 * int(cache_bands) * min(h, default_band_rows(shape)) * w * c * np.dtype(dtype).itemsize
 
 
 class BandReader:
@@ -47,6 +66,10 @@ class BandReader:
         ``DEFAULT_BAND_VALUES`` values.
     cache_bands : int, optional
         Bands kept (least recently used goes first).
+    gather : callable, optional
+        ``gather(flat_index, out_mean, out_var)`` finishes the values at the
+        given flat (C-order) indices only; without it :meth:`gather` finishes
+        the bands that hold them.
 
     Notes
     -----
@@ -54,14 +77,16 @@ class BandReader:
     values of each plane: :meth:`nbytes_cached` says how many bytes.
     """
 
-    def __init__(self, shape, dtype, finish, *, band_rows=None, cache_bands=3):
+    def __init__(self, shape, dtype, finish, *, band_rows=None, cache_bands=DEFAULT_CACHE_BANDS,
+                 gather=None):
         h, w, c = (int(v) for v in shape)
         if min(h, w, c) < 1:
             raise HotPixelError(f"statistics of shape {shape} have no values")
         self.shape = (h, w, c)
         self.dtype = np.dtype(dtype)
         self._finish = finish
-        self.band_rows = int(band_rows) if band_rows else max(1, DEFAULT_BAND_VALUES // (w * c))
+        self._gather = gather
+        self.band_rows = int(band_rows) if band_rows else default_band_rows(self.shape)
         self.cache_bands = max(1, int(cache_bands))
         self._cache = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -137,6 +162,29 @@ class BandReader:
             y = e
         return out_mean, out_var
 
+    def gather_view(self, which, rows, cols, chan):
+        """One plane of a strided one-channel view ``(rows, cols)`` as
+        ``(start, step, count)``, finished value by value (both planes at
+        once; the other is kept for the next call with the same view)."""
+        key = (rows, cols, chan)
+        with self._lock:
+            hit = getattr(self, "_view_cache", None)
+            if hit is not None and hit[0] == key and hit[1] == which:
+                self._view_cache = None
+                return hit[2]
+        ys = np.arange(rows[2]) * rows[1] + rows[0]
+        xs = np.arange(cols[2]) * cols[1] + cols[0]
+        _, w, c = self.shape
+        flat = ((ys[:, None] * w + xs[None, :]) * c + chan).reshape(-1)
+        mean = np.empty(flat.size, self.dtype)
+        var = np.empty(flat.size, self.dtype)
+        self._gather(flat, mean, var)
+        shape = (rows[2], cols[2])
+        mine, other = (mean, var) if which == "mean" else (var, mean)
+        with self._lock:
+            self._view_cache = (key, "var" if which == "mean" else "mean", other.reshape(shape))
+        return mine.reshape(shape)
+
     def gather(self, which, ys, xs, cs):
         """Values of one plane at ``(ys, xs, cs)`` (broadcast together).
 
@@ -157,6 +205,14 @@ class BandReader:
         ys, xs, cs = np.broadcast_arrays(np.asarray(ys, np.intp), np.asarray(xs, np.intp),
                                          np.asarray(cs, np.intp))
         out = np.empty(ys.shape, self.dtype)
+        if self._gather is not None and out.size:
+            # a scattered sample: finish those values only, not their bands
+            _, w, c = self.shape
+            flat = ((ys * w + xs) * c + cs).reshape(-1)
+            other = np.empty(flat.size, self.dtype)
+            mine = out.reshape(-1)
+            self._gather(flat, mine, other) if plane == 0 else self._gather(flat, other, mine)
+            return out
         fy, fx, fc, fo = ys.reshape(-1), xs.reshape(-1), cs.reshape(-1), out.reshape(-1)
         band = fy // self.band_rows
         order = np.argsort(band, kind="stable")
@@ -195,6 +251,29 @@ class ArrayBands(BandReader):
             return self._mean[y0:y1], self._var[y0:y1]      # views: nothing copied
         return super().rows(y0, y1, out_mean, out_var)
 
+    def gather_view(self, which, rows, cols, chan):
+        """One plane of a strided one-channel view ``(rows, cols)`` as
+        ``(start, step, count)``, finished value by value (both planes at
+        once; the other is kept for the next call with the same view)."""
+        key = (rows, cols, chan)
+        with self._lock:
+            hit = getattr(self, "_view_cache", None)
+            if hit is not None and hit[0] == key and hit[1] == which:
+                self._view_cache = None
+                return hit[2]
+        ys = np.arange(rows[2]) * rows[1] + rows[0]
+        xs = np.arange(cols[2]) * cols[1] + cols[0]
+        _, w, c = self.shape
+        flat = ((ys[:, None] * w + xs[None, :]) * c + chan).reshape(-1)
+        mean = np.empty(flat.size, self.dtype)
+        var = np.empty(flat.size, self.dtype)
+        self._gather(flat, mean, var)
+        shape = (rows[2], cols[2])
+        mine, other = (mean, var) if which == "mean" else (var, mean)
+        with self._lock:
+            self._view_cache = (key, "var" if which == "mean" else "mean", other.reshape(shape))
+        return mine.reshape(shape)
+
     def gather(self, which, ys, xs, cs):
         a = self._mean if which == "mean" else self._var
         return a[np.asarray(ys, np.intp), np.asarray(xs, np.intp), np.asarray(cs, np.intp)]
@@ -218,8 +297,9 @@ class BandArray:
     -----
     Basic indexing (slices and one integer channel) returns another
     :class:`BandArray`; integer arrays for rows and columns gather the values
-    at once; ``numpy.asarray(view)`` finishes the rows of the view.  Nothing
-    else of ndarray is offered: use ``numpy.asarray`` on a small view.
+    at once; ``numpy.asarray(view)`` finishes the rows of the view.  The rest
+    of ndarray (methods, arithmetic, masks) works on the whole view read at
+    once, for convenience: the package's own readers never use it.
     """
 
     def __init__(self, reader, which, _rows=None, _cols=None, _chan=None):
@@ -263,6 +343,12 @@ class BandArray:
     def __array__(self, dtype=None, copy=None):
         r0, rs, rn = self._rows
         h, w, c = self.reader.shape
+        if isinstance(self._chan, int) and c > 1 and rn and self._cols[2] \
+                and self.reader._gather is not None:
+            # one channel of several: finish only its values (a third of an
+            # RGB band), the other plane kept for the call that comes next
+            out = self.reader.gather_view(self.which, self._rows, self._cols, self._chan)
+            return out if dtype is None else out.astype(dtype, copy=False)
         if rn == 0:
             out = np.empty((0,) + self.shape[1:], self.dtype)
         else:
@@ -290,8 +376,11 @@ class BandArray:
         return out
 
     def __getitem__(self, key):
+        original = key
         if not isinstance(key, tuple):
             key = (key,)
+        if any(isinstance(k, np.ndarray) and k.dtype == bool for k in key):
+            return np.asarray(self)[original]         # a mask: the whole view, read
         if any(k is Ellipsis for k in key):
             i = key.index(Ellipsis)
             key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
@@ -299,6 +388,9 @@ class BandArray:
             raise IndexError(f"too many indices for a {self.ndim}-d BandArray")
         key = key + (slice(None),) * (self.ndim - len(key))
         if any(isinstance(k, (np.ndarray, list)) for k in key):
+            if any(isinstance(k, slice) for k in key) or \
+                    any(np.asarray(k).dtype == bool for k in key if isinstance(k, (np.ndarray, list))):
+                return np.asarray(self)[original]     # a mixed key: the whole view, read
             return self._gather(key)
         rows, cols, chan = self._rows, self._cols, self._chan
         parts = []
@@ -326,6 +418,14 @@ class BandArray:
             return arr[index]
         return BandArray(self.reader, self.which, new_rows, new_cols, new_chan)
 
+    def __getattr__(self, name):
+        # Anything else of ndarray (min, sum, reshape, astype, ...) works on
+        # the whole view, read at once: convenient in a notebook, and what
+        # the band-wise readers of the package avoid.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)
+
     def _gather(self, key):
         idx = []
         dims = (self._rows, self._cols) + (() if isinstance(self._chan, int) else (self._chan,))
@@ -339,6 +439,21 @@ class BandArray:
             idx.append(start + step * a)
         cs = self._chan if isinstance(self._chan, int) else idx[2]
         return self.reader.gather(self.which, idx[0], idx[1], cs)
+
+
+def _delegate(op):
+    def method(self, *args):
+        return getattr(np.asarray(self), op)(*args)
+    method.__name__ = op
+    return method
+
+
+for _op in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+            "__rtruediv__", "__pow__", "__neg__", "__abs__", "__lt__", "__le__", "__gt__", "__ge__",
+            "__eq__", "__ne__", "__iter__"):
+    setattr(BandArray, _op, _delegate(_op))
+BandArray.__hash__ = None
+del _op
 
 
 def _neg_slice(start, step, count):
@@ -356,8 +471,8 @@ def iter_bands(source, band_rows=None):
         Rows per band; default about ``DEFAULT_BAND_VALUES`` values.
     """
     reader = as_reader(*source) if isinstance(source, tuple) else source
-    h, w, c = reader.shape
-    step = int(band_rows) if band_rows else max(1, DEFAULT_BAND_VALUES // (w * c))
+    h = reader.shape[0]
+    step = int(band_rows) if band_rows else default_band_rows(reader.shape)
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         m, v = reader.rows(y0, y1)

@@ -31,8 +31,9 @@ from .kernels_numpy import MAX_BATCH
 
 __all__ = [
     "parse_size", "format_bytes", "usable_cpus", "available_memory", "shm_free",
-    "Resources", "detect_resources", "DEFAULT_BUDGET_FRACTION", "Plan", "Candidate",
-    "MemoryModel", "memory_model", "make_plan", "run_budget", "accumulator_nbytes", "decode_bytes",
+    "Resources", "detect_resources", "DEFAULT_BUDGET_FRACTION", "CGROUP_BUDGET_FRACTION", "Plan", "Candidate",
+    "MemoryModel", "memory_model", "make_plan", "run_budget", "DECODERS", "decoder_for",
+    "band_height", "max_bands", "MIN_BAND_ROWS", "accumulator_nbytes", "decode_bytes",
     "WORKER_BASELINE_BYTES", "PARENT_BASELINE_BYTES", "WORKER_SCRATCH_BYTES",
     "MERGE_SCRATCH_BYTES", "SEGMENT_ALIGN",
 ]
@@ -51,24 +52,40 @@ DEFAULT_BUDGET_FRACTION = 0.75
 #: written once per K photos; beyond 4 the measured gain is small).
 DEFAULT_BATCH = 4
 
+#: Default ``--memory-budget`` when a memory cgroup's limit is the bound.
+#: There the available memory is exact (limit minus what the group uses,
+#: inactive file cache counted as free since the kernel reclaims it first)
+#: and no other program competes for it; what is left covers the kernel's
+#: own charges to the group (page tables, the dirty page cache of files
+#: being written) and the error of the memory model, whose plans measured
+#: 1.04 to 1.11 times the peak (never under it).  Measured in a cgroup v1
+#: of 1,100 MiB on 24 MP JPEGs: budget 0.85 x 1,070 MiB = 910 MiB, plan
+#: 770 MiB (one worker, exact), peak 696 MiB.
+CGROUP_BUDGET_FRACTION = 0.85
+
 #: Private memory of one worker interpreter before any image: a process started
-#: with the ``spawn`` method that imported numpy, Pillow, simplejpeg, rawpy,
-#: psutil and this package measured 37 MiB RSS (32 MiB PSS) with numpy 2.4,
-#: Pillow 13, Python 3.11 on Linux; 64 MiB leaves room for the engine's own
-#: modules and other library versions.
-WORKER_BASELINE_BYTES = 64 * _MIB
+#: with the ``spawn`` method that imported the engine, numpy, Pillow and
+#: simplejpeg measured 38 MiB RSS, 23 MiB PSS (the libraries' pages are shared
+#: with the parent) with numpy 2.4, Pillow 13, Python 3.11 on Linux; 40 MiB
+#: leaves a little room for other library versions.
+WORKER_BASELINE_BYTES = 40 * _MIB
 
-#: The parent interpreter before any image: numpy, scipy.ndimage, Pillow,
-#: psutil, tqdm, rawpy and this package measured 57 MiB RSS (52 MiB PSS); 96 MiB
-#: leaves room for the command line, exports and the list of files.
-PARENT_BASELINE_BYTES = 96 * _MIB
+#: The parent interpreter before any image: numpy, scipy, Pillow, psutil and
+#: every module of this package measured 71 MiB PSS (107 MiB RSS); 80 MiB
+#: leaves room for the list of files and the report.
+PARENT_BASELINE_BYTES = 80 * _MIB
 
-#: Temporaries of a worker's accumulator update, which works in blocks of rows.
-WORKER_SCRATCH_BYTES = 16 * _MIB
+#: Temporaries of a worker's accumulator update, which works in blocks of
+#: 65536 values (a few float64 blocks: under 4 MiB), plus slack.
+WORKER_SCRATCH_BYTES = 8 * _MIB
 
-#: Temporaries of the parent's chunked merge and finalisation: the merge
-#: works on five float64 blocks of 2**20 values (40 MiB), plus slack.
-MERGE_SCRATCH_BYTES = 48 * _MIB
+#: Temporaries of the parent's chunked merge and finalisation: five float64
+#: blocks of 65536 values per thread (2.5 MiB each), plus slack.
+MERGE_SCRATCH_BYTES = 8 * _MIB
+
+# merge_stats (loaded statistics with new ones) works on five float64
+# blocks of 2**20 values.
+_LOADED_MERGE_SCRATCH = 40 * _MIB
 
 #: Every array of an accumulator segment starts on a 64-byte boundary (a cache line).
 SEGMENT_ALIGN = tiers.SEGMENT_ALIGN
@@ -445,13 +462,19 @@ def available_memory(*, proc_root="/proc", cgroup_root="/sys/fs/cgroup") -> tupl
     with ``memory.usage_in_bytes``, where a huge number such as
     9223372036854771712 means no limit.
     """
+    free, why, _ = _available(proc_root, cgroup_root)
+    return free, why
+
+
+def _available(proc_root, cgroup_root):
+    """``(bytes, explanation, whether a cgroup limit is the bound)``."""
     avail = int(psutil.virtual_memory().available)
     cg, lines = _cgroup_memory_free(proc_root, cgroup_root)
     parts = [f"the system reports {format_bytes(avail)} available"] + lines
     if cg is not None and cg < avail:
         parts.append(f"the cgroup is the tighter bound: {format_bytes(cg)}")
-        return cg, "; ".join(parts)
-    return avail, "; ".join(parts)
+        return cg, "; ".join(parts), True
+    return avail, "; ".join(parts), False
 
 
 def shm_free(path="/dev/shm") -> int:
@@ -490,16 +513,21 @@ class Resources:
         From :func:`shm_free`.
     notes : tuple of str
         Human-readable explanations of the three numbers.
+    cgroup_limited : bool
+        Whether a memory cgroup limit, not the machine, bounds the memory.
     """
 
     cpus: int
     available_bytes: int
     shm_free_bytes: int
     notes: tuple
+    cgroup_limited: bool = False
 
     def default_budget(self) -> int:
-        """``DEFAULT_BUDGET_FRACTION`` of the available memory, in bytes."""
-        return int(self.available_bytes * DEFAULT_BUDGET_FRACTION)
+        """The default budget: ``CGROUP_BUDGET_FRACTION`` of the available
+        memory when a cgroup limit is the bound, else ``DEFAULT_BUDGET_FRACTION``."""
+        fraction = CGROUP_BUDGET_FRACTION if self.cgroup_limited else DEFAULT_BUDGET_FRACTION
+        return int(self.available_bytes * fraction)
 
 
 def detect_resources(**roots) -> Resources:
@@ -522,11 +550,11 @@ def detect_resources(**roots) -> Resources:
     cgroup_root = roots.get("cgroup_root", _DEFAULT_CGROUP)
     shm_path = roots.get("shm_path", "/dev/shm")
     cpus, cpu_note = _cpus_with_reason(proc_root, cgroup_root)
-    avail, mem_note = available_memory(proc_root=proc_root, cgroup_root=cgroup_root)
+    avail, mem_note, limited = _available(proc_root, cgroup_root)
     shm = shm_free(shm_path)
     shm_note = (f"shared memory: {format_bytes(shm)} free in {shm_path}" if shm < _NO_SHM_LIMIT
                 else f"shared memory: {shm_path} cannot be asked; assuming no separate limit")
-    return Resources(cpus, avail, shm, (cpu_note, f"memory: {mem_note}", shm_note))
+    return Resources(cpus, avail, shm, (cpu_note, f"memory: {mem_note}", shm_note), limited)
 
 
 # ------------------------------------------------------------- memory model
@@ -584,8 +612,43 @@ def accumulator_nbytes(shape, sample_dtype, tier) -> int:
     return tiers.segment_nbytes(tier, dt, h * w * c)
 
 
-def decode_bytes(shape, sample_dtype) -> int:
-    """Worst-case transient memory of decoding one image (compressed file excluded).
+#: Decoders the memory model knows: ``"pillow"`` (any format), ``"simplejpeg"``
+#: (8-bit JPEGs decoded straight into the frame buffer), ``"raw"`` (LibRaw).
+DECODERS = ("pillow", "simplejpeg", "raw")
+
+# libjpeg's own state while simplejpeg decodes (row buffers, Huffman tables).
+_SIMPLEJPEG_SLACK = 2 * _MIB
+
+
+def decoder_for(formats, sample_dtype) -> str:
+    """The decoder whose memory the model counts for a run's file formats.
+
+    Parameters
+    ----------
+    formats : iterable of str
+        The formats of the run's files as the probe names them (``"JPEG"``,
+        ``"PNG"``, ``"RAW"`` ...).
+    sample_dtype : dtype-like
+
+    Returns
+    -------
+    str
+        ``"simplejpeg"`` when every file is an 8-bit JPEG and simplejpeg is
+        installed, ``"raw"`` when every file is a raw mosaic, else ``"pillow"``
+        (the largest: a mix is counted at its most expensive decoder).
+    """
+    import importlib.util
+    formats = {str(f).upper() for f in formats}
+    if formats == {"JPEG"} and np.dtype(sample_dtype) == np.uint8 \
+            and importlib.util.find_spec("simplejpeg") is not None:
+        return "simplejpeg"
+    if formats == {"RAW"}:
+        return "raw"
+    return "pillow"
+
+
+def decode_bytes(shape, sample_dtype, decoder="pillow") -> int:
+    """Memory of decoding one photo: its frame buffer and the decoder's transient (file excluded).
 
     Parameters
     ----------
@@ -593,46 +656,60 @@ def decode_bytes(shape, sample_dtype) -> int:
         ``(height, width)`` or ``(height, width, channels)``.
     sample_dtype : dtype-like
         ``uint8`` or ``uint16``.
+    decoder : str, optional
+        One of ``DECODERS`` (see :func:`decoder_for`).
 
     Returns
     -------
     int
-        The decoder's own image plus twice the decoded array.
 
     Notes
     -----
-    Pillow keeps RGB, RGBA and LA images at 4 bytes per pixel and L at 1;
-    16-bit greyscale is ``I;16`` (2 bytes) in recent Pillow but ``I``
-    (4 bytes) in older ones, so 4 is assumed.  Multi-channel 16-bit images
-    come from raw or TIFF readers (LibRaw works on 4 x 16 bits per pixel):
-    8 bytes.  Converting to numpy goes through ``Image.tobytes()``, which
-    joins a list of chunks: the chunks and the joined copy both live for a
-    moment, hence twice the array.  Measured on a 6000 x 4000 image with
-    Pillow 13: RGB JPEG 230 MiB over the baseline (model: 229 MiB), L JPEG
-    69 MiB (model: 69 MiB), 16-bit PNG 139 MiB (model: 183 MiB); simplejpeg
-    needs only the file and one array (82 MiB for the RGB JPEG).
+    simplejpeg decodes into the frame buffer itself: the array and libjpeg's
+    few MiB of state.  Pillow keeps RGB, RGBA and LA images at 4
+    bytes per pixel and L at 1; 16-bit greyscale is ``I;16`` (2 bytes) in
+    recent Pillow but ``I`` (4 bytes) in older ones, so 4 is assumed.
+    Multi-channel 16-bit images come from raw or TIFF readers (LibRaw works
+    on 4 x 16 bits per pixel): 8 bytes.  Converting to numpy goes through
+    ``Image.tobytes()``, which joins a list of chunks: the chunks and the
+    joined copy both live for a moment, hence twice the array (one of them
+    the frame buffer).  Measured on a 6000 x 4000 image with Pillow 13: RGB
+    JPEG 230 MiB over the baseline (model: 229 MiB), L JPEG 69 MiB (model:
+    69 MiB), 16-bit PNG 139 MiB (model: 183 MiB); simplejpeg needs only the
+    file and one array (82 MiB for the RGB JPEG, model 71 MiB + the file).
     """
     h, w, c = _shape3(shape)
     dt = _sample_dtype(sample_dtype)
+    if decoder not in DECODERS:
+        raise HotPixelError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
     pixels = h * w
+    frame = pixels * c * dt.itemsize
+    if decoder == "simplejpeg":
+        return frame + _SIMPLEJPEG_SLACK
     if dt == np.uint8:
         per_pixel = 1 if c == 1 else 4
     else:
         per_pixel = 4 if c == 1 else 8
-    return pixels * per_pixel + 2 * pixels * c * dt.itemsize
+    return pixels * per_pixel + 2 * frame
 
 
-def _result_bytes(values, tier):
+def _result_bytes(shape, tier):
     # float64 and float32 finish in place, in worker 0's segment (or the
-    # serial accumulator); the others need new mean and variance arrays.
-    if tier in ("float64", "float32"):
+    # serial accumulator); the others are finished band by band when read:
+    # the reader's cache of bands is all they take.
+    if tiers.finishes_in_place(tier):
         return 0
-    return 2 * values * tiers.result_dtype(tier).itemsize
+    from .bands import reader_cache_bytes
+    return reader_cache_bytes(shape, tiers.result_dtype(tier))
 
 
 @dataclass(frozen=True)
 class MemoryModel:
     """Every byte a run will hold at its peak, by part (see :func:`memory_model`).
+
+    A run has two phases: *accumulate* (the workers decode and update; the
+    parent waits, takes checkpoints) and *finish* (the workers are gone;
+    the parent merges, detects, writes).  The planned peak is the larger.
 
     Attributes
     ----------
@@ -640,11 +717,14 @@ class MemoryModel:
         Worker processes; 1 is the serial path in the parent process.
     tier : str
         Accumulator tier.
+    bands : int
+        Passes over the files, each accumulating one horizontal band (1: the
+        whole frame in one pass).
     segment_bytes : int
-        One accumulator: a worker's shared-memory segment, or the serial
-        path's private accumulator.
+        One accumulator (of one band's rows with band passes): a worker's
+        shared-memory segment, or the serial path's private accumulator.
     decode_bytes : int
-        Decoding one photo (:func:`decode_bytes`).
+        Decoding: the frame buffers and the decoder's transient memory.
     file_bytes : int
         The largest compressed file, read whole.
     worker_scratch_bytes : int
@@ -653,9 +733,13 @@ class MemoryModel:
         The interpreter of one worker process (0 for the serial path).
     parent_baseline_bytes : int
         The parent interpreter before any image.
+    kept_segments : int
+        Accumulators still mapped while finishing: all of them when the
+        result is finished band by band from them, else the one it was
+        finished in.
     result_bytes : int
-        Finished mean and variance arrays the parent allocates (0 when the
-        merge finishes them in place).
+        Finished mean and variance the parent holds (the bands a reader
+        keeps; 0 when the merge finishes them in place).
     merge_scratch_bytes : int
         Temporaries of the chunked merge and finalisation.
     detection_bytes : int
@@ -663,8 +747,10 @@ class MemoryModel:
     checkpoint_bytes : int
         A periodic checkpoint's snapshot, merged while the workers wait.
     loaded_bytes : int
-        Statistics loaded from files (``--load-stats``, ``--resume``) and
-        their merge with the new ones.
+        Statistics loaded from files (``--load-stats``, ``--resume``), held
+        from the start.
+    loaded_merge_bytes : int
+        Their merge with the new statistics (at the finish).
     extra_bytes : int
         Anything else the caller asked to count in the parent.
     batch : int
@@ -676,17 +762,20 @@ class MemoryModel:
 
     workers: int
     tier: str
+    bands: int
     segment_bytes: int
     decode_bytes: int
     file_bytes: int
     worker_scratch_bytes: int
     worker_baseline_bytes: int
     parent_baseline_bytes: int
+    kept_segments: int
     result_bytes: int
     merge_scratch_bytes: int
     detection_bytes: int
     checkpoint_bytes: int
     loaded_bytes: int
+    loaded_merge_bytes: int
     extra_bytes: int
     batch: int = 1
     batch_bytes: int = 0
@@ -703,15 +792,27 @@ class MemoryModel:
                 + self.worker_scratch_bytes + self.worker_baseline_bytes)
 
     @property
+    def accumulate_bytes(self) -> int:
+        """The accumulate phase: the workers at work, the parent waiting (and checkpointing)."""
+        return (self.workers * self.bytes_per_worker + self.parent_baseline_bytes
+                + self.checkpoint_bytes + self.loaded_bytes + self.extra_bytes)
+
+    @property
+    def finish_bytes(self) -> int:
+        """The finish phase: accumulators, merge, results, detection, in the parent alone."""
+        return (self.kept_segments * self.segment_bytes + self.parent_baseline_bytes
+                + self.merge_scratch_bytes + self.result_bytes + self.detection_bytes
+                + self.loaded_bytes + self.loaded_merge_bytes + self.extra_bytes)
+
+    @property
     def parent_bytes(self) -> int:
-        """The parent process: interpreter, results, merge, detection, checkpoints, loaded statistics."""
-        return (self.parent_baseline_bytes + self.result_bytes + self.merge_scratch_bytes
-                + self.detection_bytes + self.checkpoint_bytes + self.loaded_bytes + self.extra_bytes)
+        """What the plan leaves for the parent beyond the workers: ``total - workers * per worker``."""
+        return self.total_bytes - self.workers * self.bytes_per_worker
 
     @property
     def total_bytes(self) -> int:
-        """The planned peak: ``workers * bytes_per_worker + parent_bytes``."""
-        return self.workers * self.bytes_per_worker + self.parent_bytes
+        """The planned peak: the larger of the two phases."""
+        return max(self.accumulate_bytes, self.finish_bytes)
 
     def parts(self) -> tuple:
         """The non-zero parts as ``(words, bytes)`` pairs, for ``--plan``."""
@@ -724,11 +825,12 @@ class MemoryModel:
             (f"update scratch ({per})", self.worker_scratch_bytes),
             ("worker interpreter (per worker)", self.worker_baseline_bytes),
             ("main interpreter", self.parent_baseline_bytes),
-            ("finished mean and variance", self.result_bytes),
+            ("finished mean and variance (bands read)", self.result_bytes),
             ("merge scratch", self.merge_scratch_bytes),
             ("detection", self.detection_bytes),
             ("checkpoint snapshot", self.checkpoint_bytes),
-            ("loaded statistics and their merge", self.loaded_bytes),
+            ("loaded statistics", self.loaded_bytes),
+            ("their merge with the new ones", self.loaded_merge_bytes),
             ("other", self.extra_bytes),
         )
         return tuple((words, int(b)) for words, b in rows if b)
@@ -742,12 +844,14 @@ class MemoryModel:
         """
         d = {k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in asdict(self).items()}
         d.update(shm_bytes_per_worker=self.shm_bytes_per_worker, bytes_per_worker=self.bytes_per_worker,
+                 accumulate_bytes=self.accumulate_bytes, finish_bytes=self.finish_bytes,
                  parent_bytes=self.parent_bytes, total_bytes=self.total_bytes)
         return d
 
 
 def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_parent_bytes=0,
-                 detection=False, checkpoints=False, loaded_dtype=None, batch=1) -> MemoryModel:
+                 detection=False, checkpoints=False, loaded_dtype=None, decoder="pillow",
+                 batch=1, bands=1) -> MemoryModel:
     """Planned peak memory of a run, by part: the one place that counts bytes.
 
     Parameters
@@ -772,9 +876,13 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     loaded_dtype : dtype-like, optional
         The dtype of statistics of the same shape loaded from a file
         (``--load-stats``, ``--resume``), None when nothing is loaded.
+    decoder : str, optional
+        See :func:`decoder_for` and :func:`decode_bytes`.
     batch : int, optional
         K, photos decoded per worker before one accumulator pass: K - 1
         decoded arrays beside the one being decoded.
+    bands : int, optional
+        Band passes (see :func:`band_height`).
 
     Returns
     -------
@@ -784,25 +892,32 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     -----
     With ``values = height * width * channels``::
 
-        segment    = accumulator_nbytes(shape, dtype, tier)
-        worker     = segment + WORKER_BASELINE_BYTES + decode_bytes(shape, dtype)
+        segment    = accumulator_nbytes((band rows, width, channels), dtype, tier)
+        worker     = segment + decode_bytes(shape, dtype, decoder)
                      + (batch - 1) * values * itemsize + max_file_bytes
                      + WORKER_SCRATCH_BYTES
-        results    = 0 for float64/float32 (finished in place in worker 0's
-                     segment), else 2 * values * result itemsize
-        detection  = hotpixel_shm.detect.detect_memory_bytes(shape)
-        checkpoint = 2 * values * 8 (a snapshot merged into new float64 arrays)
-        loaded     = 2 * values * loaded itemsize + 2 * values * 8 (the loaded
-                     arrays, and their merge with the new statistics)
-        parent     = PARENT_BASELINE_BYTES + results + MERGE_SCRATCH_BYTES
-                     + detection + checkpoint + loaded + extra_parent_bytes
-        total      = workers * worker + parent
+                     (+ WORKER_BASELINE_BYTES for a worker process)
+        accumulate = workers * worker + PARENT_BASELINE_BYTES
+                     + checkpoint + loaded + extra
+        finish     = kept * segment + PARENT_BASELINE_BYTES + MERGE_SCRATCH_BYTES
+                     + results + detection + loaded + loaded merge + extra
+        total      = max(accumulate, finish)
 
-    The serial path (1 worker) has no second interpreter: it adds
-    ``segment + decode + file + scratch`` to the parent.  Every part is
-    counted at its peak as if all peaks coincided, so the sum is an upper
-    bound of the measured peak (proportional set size, shared memory
-    counted once).
+    ``kept`` is 1 for float64/float32 (the merge finishes in place, in worker
+    0's segment or the serial accumulator) and ``workers`` for exact and
+    float16, whose results are finished band by band from the accumulators
+    as detection, the picture and ``--save-stats`` read them (``results`` is
+    then the bands a reader caches).  ``detection`` is
+    ``hotpixel_shm.detect.detect_memory_bytes(shape)``, ``checkpoint`` the
+    bands a reader keeps (a snapshot is read band by band while the workers
+    wait; twice with loaded statistics, merged band by band), ``loaded`` the
+    loaded arrays and ``loaded merge`` their merge with the new statistics:
+    2 * values * 8 when those are finished in place, else the bands a reader
+    keeps.  With band passes (``bands > 1``) each pass's band is written to a
+    file as it is finished and read back band by band: ``results`` is the
+    bands a reader keeps, whatever the tier.  Decoding is always of whole
+    frames.  Within a phase every part is counted at its peak as if all peaks
+    coincided.
     """
     h, w, c = _shape3(shape)
     dt = _sample_dtype(sample_dtype)
@@ -814,31 +929,59 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         raise HotPixelError("max_file_bytes and extra_parent_bytes must not be negative")
     if not 1 <= int(batch) <= MAX_BATCH:
         raise HotPixelError(f"batch must be 1 to {MAX_BATCH} photos, got {batch}")
+    bands = int(bands)
+    if not 1 <= bands <= h:
+        raise HotPixelError(f"bands must be 1 to {h} (the rows), got {bands}")
     values = h * w * c
     float64_pair = 2 * values * 8
     detect_bytes = 0
     if detection:
         from .detect import detect_memory_bytes   # scipy: only when asked
         detect_bytes = detect_memory_bytes((h, w, c))
-    loaded = 0
+    loaded = 0 if loaded_dtype is None else 2 * values * np.dtype(loaded_dtype).itemsize
+    from .bands import reader_cache_bytes
+    bands_read = reader_cache_bytes((h, w, c), tiers.result_dtype(tier))
+    # a checkpoint's snapshot is read band by band while the workers wait
+    # (and merged band by band with loaded statistics)
+    checkpoint = 0 if not checkpoints else bands_read * (2 if loaded_dtype is not None else 1)
+    # loaded statistics merged with statistics read band by band are merged
+    # band by band; with a result finished in place, into new float64 arrays
+    loaded_merge = 0
     if loaded_dtype is not None:
-        loaded = 2 * values * np.dtype(loaded_dtype).itemsize + float64_pair
+        loaded_merge = _LOADED_MERGE_SCRATCH + (float64_pair if tiers.finishes_in_place(tier)
+                                                else bands_read)
     return MemoryModel(
-        workers=workers, tier=tier,
-        segment_bytes=accumulator_nbytes((h, w, c), dt, tier),
-        decode_bytes=decode_bytes((h, w, c), dt),
+        workers=workers, tier=tier, bands=bands,
+        segment_bytes=accumulator_nbytes((band_height(h, bands), w, c), dt, tier),
+        decode_bytes=decode_bytes((h, w, c), dt, decoder),
         file_bytes=int(max_file_bytes),
         worker_scratch_bytes=WORKER_SCRATCH_BYTES,
         worker_baseline_bytes=WORKER_BASELINE_BYTES if workers > 1 else 0,
         parent_baseline_bytes=PARENT_BASELINE_BYTES,
-        result_bytes=_result_bytes(values, tier),
+        kept_segments=1 if tiers.finishes_in_place(tier) else workers,
+        result_bytes=_result_bytes((h, w, c), tier) if bands == 1 else bands_read,
         merge_scratch_bytes=MERGE_SCRATCH_BYTES,
         detection_bytes=detect_bytes,
-        checkpoint_bytes=float64_pair if checkpoints else 0,
+        checkpoint_bytes=checkpoint,
         loaded_bytes=loaded,
+        loaded_merge_bytes=loaded_merge,
         extra_bytes=int(extra_parent_bytes),
         batch=int(batch),
         batch_bytes=(int(batch) - 1) * values * dt.itemsize)
+
+
+#: The smallest band a pass accumulates: one row of detection's tiles.
+MIN_BAND_ROWS = 32
+
+
+def band_height(height, bands) -> int:
+    """Rows of the tallest band when a frame of ``height`` rows is split in ``bands`` passes."""
+    return -(-int(height) // int(bands))
+
+
+def max_bands(height) -> int:
+    """Most band passes the planner considers: bands of ``MIN_BAND_ROWS`` rows."""
+    return max(1, -(-int(height) // MIN_BAND_ROWS))
 
 
 def run_budget(resources, memory_budget=None) -> int:
@@ -893,6 +1036,7 @@ class Candidate:
     tier: str
     total_bytes: int
     verdict: str
+    bands: int = 1
 
 
 @dataclass(frozen=True)
@@ -925,6 +1069,9 @@ class Plan:
     candidates : tuple of Candidate
         The plans considered, most preferred first, up to the chosen one
         (when a forced plan exceeds the budget: all of them).
+    bands : int
+        Passes over the photos, each accumulating one horizontal band of
+        rows (1: one pass).
     batch : int
         K: photos each worker decodes and folds per accumulator pass.
     """
@@ -943,6 +1090,7 @@ class Plan:
     reasons: tuple
     memory: MemoryModel = field(default=None, compare=False, repr=False)
     candidates: tuple = field(default=(), compare=False, repr=False)
+    bands: int = 1
     batch: int = 1
 
     @property
@@ -960,9 +1108,10 @@ class Plan:
         h, w, c = self.shape
         bits = 8 if self.sample_dtype == "uint8" else 16
         procs = "serial, in this process" if self.workers == 1 else f"{self.workers} worker processes"
+        passes = "" if self.bands == 1 else f"; {self.bands} band passes"
         lines = [
             f"Plan: {self.n_files} photo(s) of {w} x {h} pixels, {c} channel(s), {bits}-bit; "
-            f"{procs}; {_TIER_WORDS[self.tier]} accumulators; "
+            f"{procs}; {_TIER_WORDS[self.tier]} accumulators{passes}; "
             f"{self.batch} photo(s) folded per accumulator pass",
         ]
         if self.workers > 1:
@@ -983,10 +1132,11 @@ class Plan:
             lines += [f"  {words:<40s} {format_bytes(b):>10s}" for words, b in self.memory.parts()]
         if len(self.candidates) > 1:
             lines.append("Plans considered (most preferred first):")
-            lines.append(f"  {'workers':>7s}  {'tier':<8s} {'planned':>10s}  verdict")
+            lines.append(f"  {'workers':>7s}  {'tier':<8s} {'bands':>5s} {'planned':>10s}  verdict")
             for cand in self.candidates:
                 planned = format_bytes(cand.total_bytes) if cand.total_bytes else "-"
-                lines.append(f"  {cand.workers:>7d}  {cand.tier:<8s} {planned:>10s}  {cand.verdict}")
+                lines.append(f"  {cand.workers:>7d}  {cand.tier:<8s} {cand.bands:>5d} {planned:>10s}  "
+                             f"{cand.verdict}")
         lines.append("Why:")
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
@@ -1008,6 +1158,7 @@ class Plan:
             "reasons": list(self.reasons),
             "memory": None if self.memory is None else self.memory.to_dict(),
             "candidates": [asdict(cand) for cand in self.candidates],
+            "bands": self.bands,
             "batch": self.batch,
         }
 
@@ -1112,10 +1263,12 @@ def _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs)
     return out
 
 
-def _choose(options, dt, n_files, budget, force, shm_free_bytes):
+def _choose(options, dt, n_files, budget, force, shm_free_bytes, more_bands=None, max_b=1):
     """The first option that is accurate, fits the shared memory and the budget.
 
-    Returns ``(chosen, usable, over)``; raises PlanError when none may run.
+    ``more_bands(b)``, when given, makes the options of ``b`` band passes,
+    tried for ``b = 2 .. max_b`` when nothing fits in one pass.  Returns
+    ``(chosen, usable, over, considered)``; raises PlanError when none may run.
     """
     valid = [o for o in options if o.model is not None
              and o.per_worker_images <= tiers.max_images(o.tier, dt)]
@@ -1135,16 +1288,31 @@ def _choose(options, dt, n_files, budget, force, shm_free_bytes):
             f"{format_bytes(shm_free_bytes)} free; use fewer workers, or enlarge /dev/shm")
     fitting = [o for o in usable if o.total <= budget]
     if fitting:
-        return fitting[0], usable, False
+        return fitting[0], usable, False, options
+    tried = options
+    if more_bands is not None:
+        # nothing fits in one pass: the fewest band passes that fit
+        for b in range(2, max_b + 1):
+            opts = [o for o in more_bands(b)]
+            fit = [o for o in opts if o.model is not None and o.shm_ok
+                   and o.per_worker_images <= tiers.max_images(o.tier, dt) and o.total <= budget]
+            if fit:
+                return fit[0], usable, False, options + opts
+            tried = opts
+        usable = [o for o in tried if o.model is not None and o.shm_ok
+                  and o.per_worker_images <= tiers.max_images(o.tier, dt)] or usable
     smallest = min(usable, key=lambda o: o.total)
     if force:
-        return smallest, usable, True
+        return smallest, usable, True, options
+    bands = smallest.model.bands
+    how = (f"even in {bands} band passes of {MIN_BAND_ROWS} rows, the smallest plan "
+           if bands > 1 else "the smallest plan ")
     raise PlanError(
-        f"no plan fits the memory budget: the smallest ({smallest.workers} worker(s), "
+        f"no plan fits the memory budget: {how}({smallest.workers} worker(s), "
         f"{smallest.tier} accumulators) needs {format_bytes(smallest.total)} "
         f"({smallest.total} bytes) and the budget is {format_bytes(budget)} ({budget} bytes). "
         f"Raise --memory-budget if the machine has the memory, or use photos of lower "
-        f"resolution or fewer photos per run")
+        f"resolution")
 
 
 def _explain(chosen, options, usable, over, *, dt, budget, counts, workers, tier, shm_free_bytes):
@@ -1174,6 +1342,7 @@ def _explain(chosen, options, usable, over, *, dt, budget, counts, workers, tier
         else:
             order = tiers.ACCURACY_ORDER
             skipped = [o for o in options if o.workers == chosen.workers
+                       and (o.model is None or o.model.bands == chosen.model.bands)
                        and order.index(o.tier) < order.index(chosen.tier)]
             if not skipped:
                 reasons.append(f"{tier_text}: the most accurate tier, and it fits")
@@ -1214,14 +1383,15 @@ def _candidates(options, chosen, dt, budget, shm_free_bytes, chosen_total):
             verdict = "over the budget"
         else:
             verdict = _why_not(o, dt, budget, shm_free_bytes)
-        rows.append(Candidate(o.workers, o.tier, chosen_total if o is chosen else o.total, verdict))
+        rows.append(Candidate(o.workers, o.tier, chosen_total if o is chosen else o.total, verdict,
+                              1 if o.model is None else o.model.bands))
     return tuple(rows)
 
 
 def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None, tier=None, force=False,
               max_file_bytes=0, shm_free_bytes=None, extra_parent_bytes=0, detection=False,
-              checkpoints=False, loaded_dtype=None, batch=None) -> Plan:
-    """Choose the worker count, accumulator tier and batch size that fit the memory budget.
+              checkpoints=False, loaded_dtype=None, decoder="pillow", batch=None, bands=None) -> Plan:
+    """Choose the worker count, accumulator tier, batch size and band passes that fit the memory budget.
 
     Parameters
     ----------
@@ -1242,13 +1412,16 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     force : bool, optional
         Return a plan even when it exceeds ``budget_bytes`` (the smallest
         one that respects the other constraints), with a reason saying so.
-    max_file_bytes, extra_parent_bytes, detection, checkpoints, loaded_dtype : optional
+    max_file_bytes, extra_parent_bytes, detection, checkpoints, loaded_dtype, decoder : optional
         What else the run holds; see :func:`memory_model`.
-    shm_free_bytes : int, optional
-        Free shared memory; the segments of all workers must fit in it.
     batch : int, optional
         K, photos each worker decodes before one accumulator pass; chosen
         when None (see Notes).
+    shm_free_bytes : int, optional
+        Free shared memory; the segments of all workers must fit in it.
+    bands : int, optional
+        Band passes asked for by the user (``--bands``); None: one pass, or
+        the fewest band passes that fit when nothing fits in one.
 
     Returns
     -------
@@ -1278,10 +1451,15 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     the shared-memory space (a worker touching a page beyond it is killed by
     SIGBUS); it only lets a plan exceed the budget.
 
+    When nothing fits in one pass, the same order is tried with 2, 3, ...
+    band passes (each accumulating one horizontal band of the frame; every
+    photo is decoded once per pass), down to bands of ``MIN_BAND_ROWS``
+    rows; the fewest passes that fit win.
+
     The batch K comes last, from what the budget leaves: the largest K up to
     ``DEFAULT_BATCH`` (and up to the photos per worker) whose K - 1 extra
     decoded photos per worker still fit; 1 when nothing is left.  It never
-    costs a worker or a tier.
+    costs a worker, a tier or a band pass.
     """
     dims = _shape3(shape)
     dt = _sample_dtype(sample_dtype)
@@ -1289,25 +1467,39 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     counts, reasons, first_reason = _worker_counts(workers, cpus, n_files)
     tier_list = _tier_list(tier, dt)
     model_kwargs = dict(max_file_bytes=max_file_bytes, extra_parent_bytes=extra_parent_bytes,
-                        detection=detection, checkpoints=checkpoints, loaded_dtype=loaded_dtype)
+                        detection=detection, checkpoints=checkpoints, loaded_dtype=loaded_dtype,
+                        decoder=decoder, bands=1 if bands is None else int(bands))
     options = _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs)
-    chosen, usable, over = _choose(options, dt, n_files, budget, force, shm_free_bytes)
+
+    def more_bands(b):
+        return _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, {**model_kwargs, "bands": b})
+    chosen, usable, over, options = _choose(options, dt, n_files, budget, force, shm_free_bytes,
+                                            more_bands if bands is None else None, max_bands(dims[0]))
     if first_reason is not None:
         reasons.append(first_reason)
     reasons += _explain(chosen, options, usable, over, dt=dt, budget=budget, counts=counts,
                         workers=workers, tier=tier, shm_free_bytes=shm_free_bytes)
-    k = _batch(chosen, batch, budget, over, dims, dt, model_kwargs)
-    m = memory_model(dims, dt, chosen.tier, chosen.workers, batch=k, **model_kwargs)
+    kwargs = {**model_kwargs, "bands": chosen.model.bands}
+    k = _batch(chosen, batch, budget, over, dims, dt, kwargs)
+    m = memory_model(dims, dt, chosen.tier, chosen.workers, batch=k, **kwargs)
     if k > 1:
         reasons.append(f"{k} photos decoded per worker, then folded in one pass over its "
                        f"accumulator ({k - 1} more decoded photo(s) per worker)")
+    if m.bands > 1:
+        rows = band_height(dims[0], m.bands)
+        reasons.insert(len(reasons) - 1, (
+            f"{m.bands} band passes" + (" as asked" if bands is not None else
+                                        ": nothing fits the budget in one pass")
+            + f": each pass reads all {n_files} photo(s) and accumulates a band of {rows} rows "
+            f"({format_bytes(m.segment_bytes)} accumulator); every photo is decoded {m.bands} "
+            f"times, so the run takes about {m.bands} times as long as one pass"))
     return Plan(
         workers=chosen.workers, tier=chosen.tier, sample_dtype=dt.name, shape=dims,
         n_files=n_files, images_per_worker=chosen.per_worker_images,
         shm_bytes_per_worker=m.shm_bytes_per_worker, bytes_per_worker=m.bytes_per_worker,
         parent_bytes=m.parent_bytes, total_bytes=m.total_bytes, budget_bytes=budget,
-        reasons=tuple(reasons), memory=m,
-        candidates=_candidates(options, chosen, dt, budget, shm_free_bytes, m.total_bytes), batch=k)
+        reasons=tuple(reasons), memory=m, bands=m.bands, batch=k,
+        candidates=_candidates(options, chosen, dt, budget, shm_free_bytes, m.total_bytes))
 
 
 def _batch(chosen, batch, budget, over, dims, dt, model_kwargs):

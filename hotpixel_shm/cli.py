@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=int, default=None, metavar="K",
                    help="photos each worker decodes before one pass over its accumulator "
                         "(default: up to 4, as the memory budget allows)")
+    g.add_argument("--bands", type=int, default=None, metavar="N",
+                   help="make N passes over the photos, each accumulating one horizontal band "
+                        "of the frame (default: one pass, or as many as the memory budget needs)")
     g.add_argument("--force", action="store_true",
                    help="run a plan forced by --workers/--dtype even when over budget")
     g.add_argument("--plan", action="store_true",
@@ -224,6 +227,8 @@ def main(argv=None) -> int:
     con = _Console(args.quiet, args.verbose)
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.bands is not None and args.bands < 1:
+        parser.error("--bands must be at least 1")
     if args.min_images < 1:
         parser.error("--min-images must be at least 1")
     if args.top is not None and args.top < 1:
@@ -307,7 +312,7 @@ def _settings(args):
     return Settings(
         workers=workers, tier=None if args.dtype == "auto" else args.dtype,
         memory_budget=args.memory_budget,
-        force=args.force, batch=args.batch, recursive=args.recursive,
+        force=args.force, batch=args.batch, bands=args.bands, recursive=args.recursive,
         max_pixels=args.max_pixels or Settings.max_pixels, min_images=args.min_images,
         detect=opts, load_stats=args.load_stats, resume=args.resume, save_stats=args.save_stats,
         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,

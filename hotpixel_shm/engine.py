@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import multiprocessing as mp
 import os
 import pickle
@@ -37,12 +38,14 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from . import shm as _shm
+from . import tiers
+from .bands import BandArray, BandReader
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
 from .kernels_numpy import MAX_BATCH
 from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum_residuals
-from .welford import Accumulator, merge
+from .welford import Accumulator, finalise_range, finalise_rows, merge
 
 __all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON",
            "segment_parts"]
@@ -98,6 +101,14 @@ class Job:
     #: neighbours this far apart (2 for photos, the CFA period for a raw
     #: mosaic); None: not kept (see hotpixel_shm.residual)
     residual_period: Optional[int] = None
+    #: passes over the files, each accumulating one horizontal band of rows
+    #: (1: the whole frame at once; see ``band_rows``)
+    bands: int = 1
+    #: the rows ``(y0, y1)`` this run accumulates (set by the band passes);
+    #: None: every row
+    rows: Optional[Tuple[int, int]] = None
+    #: where band passes keep the finished rows (default: the temporary directory)
+    scratch_dir: Optional[str] = None
 
     def __post_init__(self):
         self.shape = tuple(int(v) for v in self.shape)
@@ -105,6 +116,30 @@ class Job:
         self.batch = int(self.batch)
         if not 1 <= self.batch <= MAX_BATCH:
             raise HotPixelError(f"batch must be 1 to {MAX_BATCH} images, got {self.batch}")
+        self.bands = int(self.bands)
+        if not 1 <= self.bands <= self.shape[0]:
+            raise HotPixelError(f"bands must be 1 to {self.shape[0]} (the rows), got {self.bands}")
+        if self.bands > 1 and self.residual_period:
+            raise HotPixelError("band passes do not keep residual statistics")
+        if self.rows is not None:
+            y0, y1 = (int(v) for v in self.rows)
+            if not 0 <= y0 < y1 <= self.shape[0]:
+                raise HotPixelError(f"rows {self.rows} are not within the {self.shape[0]} rows")
+            self.rows = (y0, y1)
+
+    @property
+    def acc_shape(self):
+        """Shape of the accumulators: the frame, or the band of :attr:`rows`."""
+        if self.rows is None:
+            return self.shape
+        return (self.rows[1] - self.rows[0],) + self.shape[1:]
+
+
+def band_rows(height, bands):
+    """The ``(y0, y1)`` rows of each band pass: ``bands`` bands of equal height
+    (the last may be shorter), top to bottom."""
+    step = -(-int(height) // int(bands))
+    return [(y0, min(int(height), y0 + step)) for y0 in range(0, int(height), step)]
 
 
 @dataclass
@@ -208,12 +243,16 @@ class Ingest:
     reads the accumulator.
     """
 
-    def __init__(self, acc: Accumulator, max_pixels: int, batch: int = 1, on_batch=()):
+    def __init__(self, acc: Accumulator, max_pixels: int, batch: int = 1, on_batch=(), *,
+                 frame_shape=None, rows=None):
         self.acc = acc
         self.max_pixels = max_pixels
         self.batch = int(batch)
         self.on_batch = list(on_batch)
-        self._bufs = [np.empty(acc.shape, acc.sample_dtype) for _ in range(self.batch)]
+        # band passes: whole frames are decoded, the band of ``rows`` accumulated
+        self.frame_shape = tuple(frame_shape) if frame_shape is not None else acc.shape
+        self.rows = rows
+        self._bufs = [np.empty(self.frame_shape, acc.sample_dtype) for _ in range(self.batch)]
         self._keys = []
 
     @property
@@ -237,7 +276,7 @@ class Ingest:
             self.flush()
         acc = self.acc
         try:
-            decode(path, acc.shape, acc.sample_dtype, out=self._bufs[len(self._keys)],
+            decode(path, self.frame_shape, acc.sample_dtype, out=self._bufs[len(self._keys)],
                    max_pixels=self.max_pixels)
         except SkipFile as exc:
             return str(exc)
@@ -253,6 +292,8 @@ class Ingest:
         keys, self._keys = self._keys, []
         if keys:
             frames = self._bufs[:len(keys)]
+            if self.rows is not None:
+                frames = [f[self.rows[0]:self.rows[1]] for f in frames]   # C-contiguous rows
             self.acc.update_batch(frames)
             for hook in self.on_batch:
                 hook(frames)
@@ -263,7 +304,7 @@ class Ingest:
 
 
 def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixels, crash_on,
-                 batch=1, residual_period=None):
+                 batch=1, residual_period=None, rows=None):
     """Entry point of a worker process (must live in an importable module)."""
     # The parent coordinates Ctrl-C and SIGTERM: a terminal sends SIGINT to
     # the whole group, and a worker dying mid-update would lose its partial.
@@ -280,10 +321,11 @@ def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixe
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         _orphaned(seg_name)
     seg = _shm.Segment.attach(seg_name)
-    acc = Accumulator(tier, shape, sample_dtype, seg.buf)
-    _, offset, layout = segment_parts(tier, shape, sample_dtype, residual_period)
+    acc_shape = shape if rows is None else (rows[1] - rows[0],) + tuple(shape[1:])
+    acc = Accumulator(tier, acc_shape, sample_dtype, seg.buf)
+    _, offset, layout = segment_parts(tier, acc_shape, sample_dtype, residual_period)
     racc = _residuals_in(seg.buf, offset, layout)
-    ingest = Ingest(acc, max_pixels, batch, on_batch=_residual_hook(racc))
+    ingest = Ingest(acc, max_pixels, batch, on_batch=_residual_hook(racc), frame_shape=shape, rows=rows)
     _send(conn, ("ready", os.getpid()))
     try:
         _worker_loop(conn, ingest, seg_name, parent_pid, crash_on)
@@ -384,7 +426,7 @@ class _Slot:
         self.proc = _CTX.Process(
             target=_worker_main,
             args=(child_conn, self.seg.name, j.tier, j.shape, j.sample_dtype, os.getpid(),
-                  j.max_pixels, j.crash_on, j.batch, j.residual_period),
+                  j.max_pixels, j.crash_on, j.batch, j.residual_period, j.rows),
             name=f"hotpixel-worker-{self.index}", daemon=True)
         try:
             self.proc.start()
@@ -403,12 +445,12 @@ class _Slot:
     def accumulator(self):
         """The parent's view of this worker's accumulator (its shared segment)."""
         j = self.job
-        return Accumulator(j.tier, j.shape, j.sample_dtype, self.seg.buf)
+        return Accumulator(j.tier, j.acc_shape, j.sample_dtype, self.seg.buf)
 
     def residuals(self):
         """The parent's view of this worker's residual accumulator (None if not kept)."""
         j = self.job
-        _, offset, layout = segment_parts(j.tier, j.shape, j.sample_dtype, j.residual_period)
+        _, offset, layout = segment_parts(j.tier, j.acc_shape, j.sample_dtype, j.residual_period)
         return _residuals_in(self.seg.buf, offset, layout)
 
     def discard(self):
@@ -462,7 +504,8 @@ class _Checkpointer:
         """Merge (not in place: the workers go on) and hand over a snapshot."""
         live = [a for a in accs if a.n]
         if live:
-            n, mean, var = merge(live, in_place=False)
+            # read band by band while the workers wait: no image-sized copy
+            snapshot = _band_stats(live, job, used)
             residuals = None
             raccs = [r for r in raccs if r is not None and r.n]
             if raccs:
@@ -470,9 +513,9 @@ class _Checkpointer:
                 for r in raccs:
                     copy.add_into(r)
                 residuals = copy.finish(in_place=True)
-            self.callback(Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used),
-                                residuals=residuals))
-            del mean, var, residuals
+            snapshot.residuals = residuals
+            self.callback(snapshot)
+            del snapshot, residuals
         self.last_count = len(used)
         self.last_time = time.monotonic()
 
@@ -506,18 +549,78 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
         When ``should_stop`` asked for it; ``.result`` holds what was done.
     """
     _shm.cleanup_stale()
+    if job.bands > 1 and job.rows is None:
+        return _run_bands(job, progress, should_stop, on_checkpoint)
     ckpt = _Checkpointer(job, on_checkpoint)
     if job.workers <= 1:
         return _run_serial(job, progress, should_stop, ckpt)
     return _run_parallel(job, progress, should_stop, ckpt)
 
 
+def _run_bands(job, progress, should_stop, on_checkpoint):
+    """Band passes: one run over the files per horizontal band of rows, each
+    band finished into a file as soon as its pass ends (issue 9).
+
+    The first pass decides which files are used; every later pass reads the
+    same files (a file that cannot be read again ends the run: its rows
+    would be missing).  Each band's values get the arithmetic of a one-pass
+    run, so the result equals it (the exact tier bit for bit).
+    """
+    if on_checkpoint is not None and (job.checkpoint_every or job.checkpoint_seconds):
+        raise HotPixelError("periodic checkpoints are not taken during band passes; run without "
+                            "--checkpoint-every/--checkpoint-seconds, or with fewer --bands")
+    from .statsio import BandFile
+    t0 = time.perf_counter()
+    passes = band_rows(job.shape[0], job.bands)
+    store = BandFile(job.shape, tiers.result_dtype(job.tier), job.scratch_dir)
+    files = list(job.files)
+    used, skipped, n = None, [], 0
+    deaths = max_msg = 0
+    for p, rows in enumerate(passes):
+        sub = dataclasses.replace(job, files=files, rows=rows, checkpoint_every=0, checkpoint_seconds=0)
+        base = p * len(files)
+
+        def step(done, total, skips, base=base):
+            progress(base + done, len(files) * len(passes), len(skipped) + skips)
+        try:
+            res = run(sub, progress=step if progress else None, should_stop=should_stop)
+        except Interrupted as exc:
+            # a frame only partly accumulated is no result
+            partial = RunResult(None, [], skipped, time.perf_counter() - t0, job.workers,
+                                max_msg, deaths)
+            raise Interrupted(exc.signum, partial) from None
+        deaths += res.worker_deaths
+        max_msg = max(max_msg, res.max_message_bytes)
+        if p == 0:
+            used, skipped = list(res.used), list(res.skipped)
+            files = list(used)
+            n = 0 if res.stats is None else res.stats.n
+            if not used:
+                store.close()
+                return RunResult(None, [], skipped, time.perf_counter() - t0, job.workers, max_msg, deaths)
+        elif set(res.used) != set(used):
+            lost = dict(res.skipped)
+            first = sorted(set(used) - set(res.used))[0]
+            store.close()
+            raise HotPixelError(f"{first}: could not be read again in band pass {p + 1} of "
+                                f"{len(passes)} ({lost.get(first, 'no reason given')}); a file "
+                                f"must not change during the band passes")
+        for y0, _, mean, var in res.stats.bands():
+            store.write_rows(rows[0] + y0, mean, var)
+        res = None          # frees this pass's accumulators before the next pass
+    reader = store.reader()
+    stats = Stats(n=int(n), mean=BandArray(reader, "mean"), var=BandArray(reader, "var"),
+                  tier=job.tier, files=list(used), owner=store)
+    return RunResult(stats, used, skipped, time.perf_counter() - t0, job.workers, max_msg, deaths)
+
+
 def _run_serial(job, progress, should_stop, ckpt):
     t0 = time.perf_counter()
-    acc = Accumulator(job.tier, job.shape, job.sample_dtype)
-    layout = segment_parts(job.tier, job.shape, job.sample_dtype, job.residual_period)[2]
+    acc = Accumulator(job.tier, job.acc_shape, job.sample_dtype)
+    layout = segment_parts(job.tier, job.acc_shape, job.sample_dtype, job.residual_period)[2]
     racc = ResidualAccumulator(layout) if layout is not None else None
-    ingest = Ingest(acc, job.max_pixels, job.batch, on_batch=_residual_hook(racc))
+    ingest = Ingest(acc, job.max_pixels, job.batch, on_batch=_residual_hook(racc),
+                    frame_shape=job.shape, rows=job.rows)
     used, skipped = [], []
     total = len(job.files)
     stop_sig = None
@@ -552,7 +655,8 @@ def _run_serial(job, progress, should_stop, ckpt):
     # results merged in place are views that keep their memory alive; otherwise
     # closing the accumulator frees it before detection needs the room
     stats = _finish([acc], job, used, [racc])
-    acc.close()
+    if stats is None or tiers.finishes_in_place(job.tier):
+        acc.close()     # band-read statistics still read it (stats.owner)
     del acc
     result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1)
     if stop_sig:
@@ -561,13 +665,34 @@ def _run_serial(job, progress, should_stop, ckpt):
 
 
 def _finish(accs, job, used, raccs=()):
-    if not any(a.n for a in accs):
+    live = [a for a in accs if a.n]
+    if not live:
         return None
+    residuals = sum_residuals([r for r in raccs if r is not None])
+    if not tiers.finishes_in_place(job.tier):
+        return _band_stats(live, job, used, residuals)
     # the workers have exited: their CPUs (as many as the plan allowed) merge
     n, mean, var = merge(accs, in_place=True, threads=job.workers)
-    residuals = sum_residuals([r for r in raccs if r is not None])
     return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used),
                  residuals=residuals)
+
+
+def _band_stats(live, job, used, residuals=None):
+    """Statistics finished band by band from the accumulators ``live`` as
+    they are read (issue 9): no image-sized result.  The accumulators must
+    stay unchanged while the statistics are in use."""
+    def finish(y0, y1, out_mean, out_var):
+        finalise_rows(live, y0, y1, out_mean, out_var)
+
+    def gather(flat, out_mean, out_var):
+        parts = [a.as_partial() for a in live]
+        picked = [p._replace(fields=tuple(f[flat] for f in p.fields)) for p in parts]
+        finalise_range(picked, 0, flat.size, out_mean, out_var)
+
+    reader = BandReader(job.acc_shape, tiers.result_dtype(job.tier), finish, gather=gather)
+    return Stats(n=int(sum(a.n for a in live)), mean=BandArray(reader, "mean"),
+                 var=BandArray(reader, "var"), tier=job.tier, files=list(used),
+                 residuals=residuals, owner=live)
 
 
 def _run_parallel(job, progress, should_stop, ckpt):
@@ -583,7 +708,7 @@ class _Parallel:
         self.should_stop = should_stop
         self.ckpt = ckpt
         self.files = list(job.files)
-        self.nbytes = segment_parts(job.tier, job.shape, job.sample_dtype,
+        self.nbytes = segment_parts(job.tier, job.acc_shape, job.sample_dtype,
                                     job.residual_period)[0]
         self.queue = collections.deque(range(len(self.files)))
         self.strikes = collections.Counter()

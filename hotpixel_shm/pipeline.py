@@ -95,6 +95,9 @@ class Settings:
     batch : int or None
         Photos each worker decodes before one pass over its accumulator;
         None lets the planner choose.
+    bands : int or None
+        Passes over the photos, each accumulating one horizontal band of
+        rows; None: one pass, or as many as the memory budget needs.
     recursive : bool
         Descend into sub-directories.
     max_pixels : int
@@ -127,6 +130,7 @@ class Settings:
     memory_budget: Union[int, str, None] = None
     force: bool = False
     batch: Optional[int] = None
+    bands: Optional[int] = None
     recursive: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_images: int = 2
@@ -414,7 +418,9 @@ def plan_group(group: Group, settings: Settings, log):
         max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
         shm_free_bytes=res.shm_free_bytes, detection=True,
         checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
-        loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch)
+        loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch,
+        decoder=budget.decoder_for({h.format for h in group.headers}, group.sample_dtype),
+        bands=settings.bands)
     log.info(plan.describe())
     from .kernels import describe as kernels_in_use
     log.detail(kernels_in_use())
@@ -453,7 +459,7 @@ def run_group(group: Group, plan, settings: Settings, log, *,
                      batch=plan.batch,
                      cap=max_images(plan.tier, group.sample_dtype),
                      checkpoint_every=settings.checkpoint_every,
-                     checkpoint_seconds=settings.checkpoint_seconds)
+                     checkpoint_seconds=settings.checkpoint_seconds, bands=plan.bands)
 
     def with_prior(st):
         if st is not None:

@@ -13,7 +13,7 @@ from .errors import HotPixelError
 from .model import Mosaic, Stats
 from .tiers import TIERS
 
-__all__ = ["save_stats", "load_stats", "STATS_KEYS", "MOSAIC_KEYS", "CAMERA_KEY"]
+__all__ = ["save_stats", "load_stats", "BandFile", "STATS_KEYS", "MOSAIC_KEYS", "CAMERA_KEY"]
 
 #: keys every statistics file holds
 STATS_KEYS = ("n", "mean", "var", "shape", "tier", "dtype", "files", "version")
@@ -181,3 +181,101 @@ def _mosaic(path, data, shape):
         raise HotPixelError(f"{path}: colour filter tile uses colours {desc!r} does not name")
     white = int(white)
     return Mosaic(tile=tile, colour_desc=desc, white_level=None if white < 0 else white)
+
+
+class BandFile:
+    """Finished statistics kept on disk, written and read a band of rows at a time.
+
+    The result store of band passes (``--bands``): each pass writes the rows it
+    finished, and detection, the picture and ``--save-stats`` read them back
+    through :meth:`reader`.  Plain positioned reads and writes (no memory
+    map), so the rows live in the page cache, which the kernel reclaims,
+    and not in the process's memory.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width, channels)``.
+    dtype : dtype-like
+        float32 or float64.
+    directory : str, optional
+        Where the (unnamed once created) file lives; default the temporary
+        directory.
+
+    Notes
+    -----
+    The file is unlinked as soon as it is opened: nothing is left behind
+    whatever way the run ends.  Layout: the mean plane, then the variance
+    plane, each C-ordered.
+    """
+
+    def __init__(self, shape, dtype, directory=None):
+        import tempfile
+        self.shape = tuple(int(v) for v in shape)
+        self.dtype = np.dtype(dtype)
+        h, w, c = self.shape
+        self._row_bytes = w * c * self.dtype.itemsize
+        self._plane_bytes = h * self._row_bytes
+        fd, path = tempfile.mkstemp(prefix="hotpixel-bands-", suffix=".bin", dir=directory)
+        try:
+            os.unlink(path)
+            os.ftruncate(fd, 2 * self._plane_bytes)
+        except OSError as exc:
+            os.close(fd)
+            raise HotPixelError(f"cannot make a {2 * self._plane_bytes} byte file for the band "
+                                f"passes in {os.path.dirname(path)}: {exc}") from None
+        self._fd = fd
+
+    def _io(self, plane, y0, arr, write):
+        arr = np.ascontiguousarray(arr, dtype=self.dtype) if write else arr
+        view = memoryview(arr).cast("B")
+        offset = plane * self._plane_bytes + int(y0) * self._row_bytes
+        done = 0
+        while done < len(view):
+            if write:
+                k = os.pwrite(self._fd, view[done:], offset + done)
+            else:
+                k = os.preadv(self._fd, [view[done:]], offset + done)
+            if k <= 0:
+                raise HotPixelError("the band-pass file was cut short")
+            done += k
+
+    def write_rows(self, y0, mean, var) -> None:
+        """Store finished rows starting at row ``y0``."""
+        try:
+            self._io(0, y0, mean, True)
+            self._io(1, y0, var, True)
+        except OSError as exc:
+            raise HotPixelError(f"cannot write the band-pass file: {exc}") from None
+
+    def read_rows(self, y0, y1, out_mean, out_var) -> None:
+        """Read rows ``y0 <= y < y1`` into two C-contiguous arrays of :attr:`dtype`."""
+        self._io(0, y0, out_mean, False)
+        self._io(1, y0, out_var, False)
+
+    def reader(self):
+        """A :class:`hotpixel_shm.bands.BandReader` over the file."""
+        from .bands import BandReader
+
+        def finish(y0, y1, om, ov):
+            if om.dtype == self.dtype and ov.dtype == self.dtype:
+                self.read_rows(y0, y1, om, ov)
+            else:
+                m = np.empty(om.shape, self.dtype)
+                v = np.empty(ov.shape, self.dtype)
+                self.read_rows(y0, y1, m, v)
+                np.copyto(om, m, casting="unsafe")
+                np.copyto(ov, v, casting="unsafe")
+        return BandReader(self.shape, self.dtype, finish)
+
+    def close(self) -> None:
+        """Close the file (it has no name: its space is freed)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

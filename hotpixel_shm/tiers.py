@@ -11,6 +11,7 @@ import numpy as np
 __all__ = [
     "TIERS", "ACCURACY_ORDER", "fields", "bytes_per_value", "result_dtype",
     "max_images", "supports", "HEADER_BYTES", "SEGMENT_ALIGN", "layout", "segment_nbytes",
+    "finishes_in_place",
 ]
 
 #: Every tier, most accurate first.
@@ -111,6 +112,16 @@ def result_dtype(tier: str):
     if tier in ("float32", "float16"):
         return np.dtype(np.float32)
     raise ValueError(f"unknown tier {tier!r}")
+
+
+def finishes_in_place(tier: str) -> bool:
+    """Whether a run's merged result overwrites its accumulator (float64 and
+    float32: the result's itemsizes are the fields').  The other tiers'
+    results are finished band by band from the accumulators as they are read
+    (:mod:`hotpixel_shm.bands`), never as whole-frame arrays."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}")
+    return tier in ("float64", "float32")
 
 
 def supports(tier: str, sample_dtype) -> bool:

@@ -51,6 +51,7 @@ import numpy as np
 from . import kernels, kernels_numpy, tiers
 from .errors import HotPixelError
 from .kernels_numpy import MEAN_UNITS as _MEAN_UNITS, Partial, chan_step
+from .bands import BandArray, BandReader
 from .model import Stats, merged_metadata
 
 __all__ = ["Accumulator", "Partial", "merge", "finalise_range", "finalise_rows", "combine",
@@ -615,11 +616,31 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
         raise HotPixelError(f"cannot merge statistics of {pa.n} and {pb.n} images")
     tier = max(a.tier, b.tier, key=tiers.ACCURACY_ORDER.index)
     rdt = tiers.result_dtype(tier)
+    if isinstance(a.mean, BandArray) or isinstance(b.mean, BandArray):
+        # statistics read band by band stay so: merged band by band as read (issue 9)
+        return _merged_bands(a, b, pa.n, pb.n, tier, rdt, meta)
     mean = np.empty(a.shape, rdt)
     var = np.empty(a.shape, rdt)
     n = finalise_range([pa, pb], 0, mean.size, mean, var, block_values=1 << 20)
     return Stats(n=n, mean=mean, var=var, tier=tier, files=list(a.files) + list(b.files),
                  **meta)
+
+
+def _merged_bands(a, b, na, nb, tier, rdt, meta):
+    """:func:`merge_stats` of band-read statistics, itself read band by band."""
+    ra, rb = a.reader(), b.reader()
+
+    def finish(y0, y1, out_mean, out_var):
+        parts = []
+        for reader, n in ((ra, na), (rb, nb)):
+            m, v = reader.rows(y0, y1)
+            parts.append(Partial(int(n), kernels_numpy.FINISHED, None,
+                                 (np.ascontiguousarray(m).reshape(-1), np.ascontiguousarray(v).reshape(-1))))
+        finalise_range(parts, 0, out_mean.size, out_mean, out_var)
+
+    reader = BandReader(a.shape, rdt, finish)
+    return Stats(n=na + nb, mean=BandArray(reader, "mean"), var=BandArray(reader, "var"), tier=tier,
+                 files=list(a.files) + list(b.files), owner=(a, b), **meta)
 
 
 def accuracy_bound(tier: str, sample_dtype, n_images: int) -> dict:

@@ -35,6 +35,13 @@ the merge of two accumulators.
 ``--profile``: where the time of one hotpixel_shm run goes (cProfile of the
 in-process serial path, and of the parent of a parallel run), by phase.
 
+``--memory``: the memory ladder.  For each tier, worker count
+(``--memory-workers``, default 1,2) and band count (``--memory-bands``,
+default 1), one run of ``python -m hotpixel_shm FILES --workers W --dtype T
+--bands B -q --json out.json`` on the set (default 12 images); prints the
+table tier, workers, bands, planned bytes (from the report), measured peak of
+the process tree, and planned / peak.
+
 Examples::
 
     python scripts/bench.py                       # 40 x 24 MP, 3 rounds, 2 workers
@@ -42,6 +49,7 @@ Examples::
     python scripts/bench.py --scaling --width 3000 --height 2000
     python scripts/bench.py --kernels
     python scripts/bench.py --profile --count 20
+    python scripts/bench.py --memory --count 12
 """
 from __future__ import annotations
 
@@ -1120,13 +1128,99 @@ def _build_parser():
                       help="update kernel of each tier vs a memory copy of the same size")
     mode.add_argument("--profile", action="store_true",
                       help="cProfile of a hotpixel_shm run, by phase")
+    mode.add_argument("--memory", action="store_true",
+                      help="the memory ladder: planned and measured peak per tier, workers, bands")
     mode.add_argument("--decode-only", choices=sorted(_DECODERS), help=argparse.SUPPRESS)
+    p.add_argument("--memory-workers", default="1,2",
+                   help="worker counts for --memory (default 1,2)")
+    p.add_argument("--memory-bands", default="1",
+                   help="band counts for --memory (default 1)")
+    p.add_argument("--memory-tiers", default=",".join(TIERS),
+                   help="tiers for --memory (default all)")
     p.add_argument("--scaling-counts", default="10,40,160",
                    help="set sizes for --scaling (default 10,40,160)")
     p.add_argument("--profile-tier", default="auto", choices=("auto", *TIERS),
                    help="tier for --profile (default: what --dtype auto picks)")
     p.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     return p
+
+
+def _int_list(text, name):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--{name} must be a comma-separated list of integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise SystemExit(f"--{name} must list positive integers, got {text!r}")
+    return values
+
+
+def memory_ladder(args) -> int:
+    """``--memory``: planned bytes and measured peak for each tier, worker and band count.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (the set, ``memory_workers``,
+        ``memory_bands``, ``memory_tiers``, ``out``, ``interval``).
+
+    Returns
+    -------
+    int
+        0, or 1 when a run failed or a measured peak exceeded its plan.
+    """
+    files, info = _prepare_set(args, args.count or 12)
+    workers = _int_list(args.memory_workers, "memory-workers")
+    bands = _int_list(args.memory_bands, "memory-bands")
+    tiers_ = [t for t in args.memory_tiers.split(",") if t]
+    unknown = set(tiers_) - set(TIERS)
+    if unknown:
+        raise SystemExit(f"unknown tier(s) {sorted(unknown)}; known: {list(TIERS)}")
+    runs_dir = os.path.join(args.out, "memory")
+    os.makedirs(runs_dir, exist_ok=True)
+    print(f"memory ladder: {info['count']} images of {info['width']}x{info['height']}", flush=True)
+    rows = []
+    for t in tiers_:
+        for w in workers:
+            for b in bands:
+                jp = os.path.join(runs_dir, f"{t}-w{w}-b{b}.json")
+                argv = [sys.executable, "-m", "hotpixel_shm", *files, "--workers", str(w),
+                        "--dtype", t, "-q", "--json", jp]
+                if b > 1:
+                    argv += ["--bands", str(b)]
+                run = measure(argv, os.path.join(runs_dir, f"{t}-w{w}-b{b}.log"), args.interval)
+                row = {"tier": t, "workers": w, "bands": b, "peak_bytes": run["peak_bytes"],
+                       "seconds": run["seconds"], "returncode": run["returncode"], "planned_bytes": None}
+                if run["returncode"] == 0:
+                    with open(jp, encoding="utf-8") as fh:
+                        eng = json.load(fh)["engine"]
+                    row["planned_bytes"] = eng["planned_bytes"]
+                    row["bands"] = eng.get("bands", b)
+                rows.append(row)
+                print(_ladder_line(row), flush=True)
+    result = {"machine": machine_info(), "set": info, "ladder": rows}
+    with open(os.path.join(args.out, "memory.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+    lines = ["| tier | workers | bands | planned MiB | peak MiB | planned / peak | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = _ratio(r["planned_bytes"], r["peak_bytes"]) if r["planned_bytes"] else None
+        lines.append(f"| {r['tier']} | {r['workers']} | {r['bands']} | {_fmt(_mib(r['planned_bytes']), '.0f')} "
+                     f"| {_fmt(_mib(r['peak_bytes']), '.0f')} | {_fmt(ratio, '.2f')} "
+                     f"| {_fmt(r['seconds'], '.1f')} |")
+    with open(os.path.join(args.out, "memory.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print()
+    print("\n".join(lines))
+    bad = [r for r in rows if r["returncode"] != 0 or r["planned_bytes"] is None
+           or r["peak_bytes"] > r["planned_bytes"]]
+    return 1 if bad else 0
+
+
+def _ladder_line(r):
+    planned = "failed" if r["planned_bytes"] is None else f"{r['planned_bytes'] / 2**20:.0f} MiB"
+    return (f"  {r['tier']:8s} workers {r['workers']} bands {r['bands']}: planned {planned}, "
+            f"peak {r['peak_bytes'] / 2**20:.0f} MiB, {r['seconds']:.1f} s")
 
 
 def main(argv=None) -> int:
@@ -1167,6 +1261,8 @@ def main(argv=None) -> int:
         return scaling(args)
     if args.profile:
         return profile(args)
+    if args.memory:
+        return memory_ladder(args)
     return _bench(args)
 
 

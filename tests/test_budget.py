@@ -322,7 +322,11 @@ def test_detect_resources_on_fake_tree(tmp_path):
     assert res.cpus == AFFINITY
     assert res.shm_free_bytes == pytest.approx(shm_free(str(shm_dir)), rel=0.01)
     assert len(res.notes) == 3 and all(isinstance(n, str) and n for n in res.notes)
-    assert res.default_budget() == int(200 * MiB * DEFAULT_BUDGET_FRACTION)
+    # the cgroup is the bound: its exact limit allows the larger fraction
+    assert res.cgroup_limited
+    assert res.default_budget() == int(200 * MiB * budget.CGROUP_BUDGET_FRACTION)
+    machine = Resources(res.cpus, res.available_bytes, res.shm_free_bytes, res.notes)
+    assert machine.default_budget() == int(200 * MiB * DEFAULT_BUDGET_FRACTION)
     with pytest.raises(TypeError):
         detect_resources(proc=str(tmp_path))
 
@@ -378,28 +382,39 @@ def test_decode_bytes():
     assert decode_bytes((10, 10, 3), "uint16") == 100 * 8 + 2 * 300 * 2
 
 
-@pytest.mark.parametrize("tier, results", [
-    ("exact", 2 * 72_000_000 * 8),
-    ("float64", 0),
-    ("float32", 0),
-    ("float16", 2 * 72_000_000 * 4),
-])
+@pytest.mark.parametrize("tier, kept", [("exact", "all"), ("float64", 1), ("float32", 1), ("float16", "all")])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_memory_model_formula(tier, results, workers):
+def test_memory_model_formula(tier, kept, workers):
+    from hotpixel_shm.bands import reader_cache_bytes
     seg = accumulator_nbytes(RGB24, "uint8", tier)
     work = seg + decode_bytes(RGB24, "uint8") + 5 * MiB + WORKER_SCRATCH_BYTES
-    parent = PARENT_BASELINE_BYTES + results + MERGE_SCRATCH_BYTES + 7 * MiB
+    if workers > 1:
+        work += WORKER_BASELINE_BYTES
+    results = 0 if kept == 1 else reader_cache_bytes(RGB24, tiers.result_dtype(tier))
+    kept = workers if kept == "all" else 1
+    accumulate = workers * work + PARENT_BASELINE_BYTES + 7 * MiB
+    finish = kept * seg + PARENT_BASELINE_BYTES + MERGE_SCRATCH_BYTES + results + 7 * MiB
     got = memory_model(RGB24, "uint8", tier, workers, max_file_bytes=5 * MiB, extra_parent_bytes=7 * MiB)
-    parts = (got.shm_bytes_per_worker, got.bytes_per_worker, got.parent_bytes, got.total_bytes)
-    if workers == 1:
-        assert parts == (0, work, parent, work + parent)
-    else:
-        per = work + WORKER_BASELINE_BYTES
-        assert parts == (seg, per, parent, workers * per + parent)
+    assert (got.accumulate_bytes, got.finish_bytes) == (accumulate, finish)
+    assert got.total_bytes == max(accumulate, finish)
+    assert got.bytes_per_worker == work and got.shm_bytes_per_worker == (seg if workers > 1 else 0)
+    assert got.total_bytes == workers * got.bytes_per_worker + got.parent_bytes
     assert got.segment_bytes == seg and got.result_bytes == results
-    assert sum(b for _, b in got.parts()) == got.bytes_per_worker + got.parent_bytes
+    # no image-sized result: the finished statistics are a few bands at most
+    assert results < 64 * MiB
     d = got.to_dict()
     assert json.loads(json.dumps(d)) == d and d["total_bytes"] == got.total_bytes
+
+
+def test_decoders():
+    frame = 4000 * 6000 * 3
+    assert decode_bytes(RGB24, "uint8", "simplejpeg") == frame + 2 * MiB
+    assert decode_bytes(RGB24, "uint8", "simplejpeg") < decode_bytes(RGB24, "uint8", "pillow")
+    assert budget.decoder_for(["PNG"], "uint8") == "pillow"
+    assert budget.decoder_for(["JPEG", "PNG"], "uint8") == "pillow"
+    assert budget.decoder_for(["RAW"], "uint16") == "raw"
+    with pytest.raises(HotPixelError):
+        decode_bytes(RGB24, "uint8", "gif")
 
 
 def test_memory_model_counts_detection_checkpoints_and_loaded_statistics():
@@ -410,10 +425,14 @@ def test_memory_model_counts_detection_checkpoints_and_loaded_statistics():
     full = memory_model(RGB24, "uint8", "float32", 2, detection=True, checkpoints=True,
                         loaded_dtype="float32")
     assert full.detection_bytes == detect_memory_bytes(RGB24)
-    assert full.checkpoint_bytes == 2 * values * 8          # a float64 snapshot
-    assert full.loaded_bytes == 2 * values * 4 + 2 * values * 8   # loaded, and merged into float64
-    assert full.total_bytes - base.total_bytes == (full.detection_bytes + full.checkpoint_bytes
-                                                   + full.loaded_bytes)
+    from hotpixel_shm.bands import reader_cache_bytes
+    cache = reader_cache_bytes(RGB24, "float32")
+    assert full.checkpoint_bytes == 2 * cache      # snapshot read band by band, merged with the loaded
+    assert full.loaded_bytes == 2 * values * 4               # loaded
+    assert full.loaded_merge_bytes == 2 * values * 8 + 40 * MiB   # merged into float64, in blocks
+    assert full.accumulate_bytes - base.accumulate_bytes == full.checkpoint_bytes + full.loaded_bytes
+    assert full.finish_bytes - base.finish_bytes == (full.detection_bytes + full.loaded_bytes
+                                                     + full.loaded_merge_bytes)
     # the command line asks the planner for these, it does not add them itself
     plan = make_plan(RGB24, "uint8", 40, 2, parse_size("16G"), detection=True, checkpoints=True,
                      loaded_dtype="float32")
@@ -442,54 +461,52 @@ def test_memory_model_rejects_bad_input():
 
 # ------------------------------------------------------------ plan policy
 
-# (shape, dtype, n_files, cpus, budget, kwargs) -> (workers, tier)
+# (shape, dtype, n_files, cpus, budget, kwargs) -> (workers, tier[, bands])
 PLAN_TABLE = [
-    # 24 MP 8-bit RGB, 40 photos, 2 CPUs: totals 2 workers exact 2.89 GiB,
-    # float32 1.82 GiB; 1 worker exact 1.99 GiB, float64 1.45 GiB, float32 938 MiB;
-    # 3 workers float32 2.65 GiB, float16 2.59 GiB; 8 workers exact 7.92 GiB,
-    # float32 6.85 GiB, float16 5.77 GiB.
+    # 24 MP 8-bit RGB, Pillow decoding, no detection: totals 1 worker exact
+    # and float32 866 MiB, float64 1.38 GiB, float16 660 MiB; 2 workers exact
+    # 1.69 GiB, float16 1.29 GiB; 3 workers exact 2.50 GiB, float16 1.90 GiB;
+    # 8 workers exact 6.53 GiB, float16 4.92 GiB.  Exact costs what float32 does (its result
+    # is read band by band), so float32 is taken only past exact's image limit.
     (RGB24, "uint8", 40, 2, "16G", {}, (2, "exact")),
-    (RGB24, "uint8", 40, 2, "4G", {}, (2, "exact")),
-    (RGB24, "uint8", 40, 2, "2.5G", {}, (2, "float32")),
-    (RGB24, "uint8", 40, 2, "2G", {}, (2, "float32")),
-    (RGB24, "uint8", 40, 2, "1.5G", {}, (1, "float64")),
-    (RGB24, "uint8", 40, 2, "1G", {}, (1, "float32")),
+    (RGB24, "uint8", 40, 2, "2G", {}, (2, "exact")),
+    (RGB24, "uint8", 40, 2, "1.5G", {}, (2, "float16")),
+    (RGB24, "uint8", 40, 2, "1G", {}, (1, "exact")),
+    (RGB24, "uint8", 40, 2, "800M", {}, (1, "float16")),
     (RGB24, "uint8", 40, 1, "2G", {}, (1, "exact")),
-    (RGB24, "uint8", 40, 1, "1.5G", {}, (1, "float64")),
     (RGB24, "uint8", 40, 8, "16G", {}, (8, "exact")),
-    (RGB24, "uint8", 40, 8, "7G", {}, (8, "float32")),
     (RGB24, "uint8", 40, 8, "6G", {}, (8, "float16")),
+    # nothing fits in one pass: the fewest band passes that fit
+    (RGB24, "uint8", 40, 2, "600M", {}, (1, "exact", 2)),
+    (RGB24, "uint8", 40, 2, "400M", {}, (1, "float16", 5)),
+    (MONO24, "uint16", 40, 2, "300M", {}, (1, "float32", 7)),
     # few photos: never more workers than photos
     (RGB24, "uint8", 1, 8, "16G", {}, (1, "exact")),
     (RGB24, "uint8", 3, 8, "16G", {}, (3, "exact")),
-    (RGB24, "uint8", 3, 8, "3G", {}, (3, "float32")),
-    (RGB24, "uint8", 3, 8, "2.6G", {}, (3, "float16")),
+    (RGB24, "uint8", 3, 8, "2.2G", {}, (3, "float16")),
     (RGB24, "uint8", 3, 2, "16G", {}, (2, "exact")),
-    # very many photos: exact holds for 66052 per worker, float16 for 2000
+    # very many photos: exact holds for 66052 per worker, float16 for 4900
     (RGB24, "uint8", 100000, 1, "16G", {}, (1, "float64")),
     (RGB24, "uint8", 100000, 2, "16G", {}, (2, "exact")),
     (RGB24, "uint8", 100000, 8, "16G", {}, (8, "exact")),
-    # 16-bit mono 24 MP: 2 workers exact 1.55 GiB, float64 1.37 GiB, float32 1.01 GiB;
-    # 1 worker exact 984 MiB, float64 709 MiB, float32 526 MiB; float16 never.
+    # 16-bit mono 24 MP: 2 workers exact 1.07 GiB, float64 1.24 GiB, float32 908 MiB;
+    # 1 worker exact 546 MiB, float64 637 MiB, float32 454 MiB; float16 never.
     (MONO24, "uint16", 40, 2, "16G", {}, (2, "exact")),
-    (MONO24, "uint16", 40, 2, "1.4G", {}, (2, "float64")),
-    (MONO24, "uint16", 40, 2, "1.1G", {}, (2, "float32")),
-    (MONO24, "uint16", 40, 2, "1000M", {}, (1, "exact")),
-    (MONO24, "uint16", 40, 2, "750M", {}, (1, "float64")),
-    (MONO24, "uint16", 40, 2, "600M", {}, (1, "float32")),
+    (MONO24, "uint16", 40, 2, "1G", {}, (2, "float32")),
+    (MONO24, "uint16", 40, 2, "900M", {}, (1, "exact")),
+    (MONO24, "uint16", 40, 2, "500M", {}, (1, "float32")),
     (MONO24, "uint16", 100000, 1, "16G", {}, (1, "float64")),
     (MONO24, "uint16", 100000, 2, "16G", {}, (2, "exact")),
     (MONO24, "uint16", 3, 8, "16G", {}, (3, "exact")),
-    # forced worker counts and tiers
+    # forced worker counts, tiers and bands
     (RGB24, "uint8", 40, 2, "16G", {"workers": 1}, (1, "exact")),
-    (RGB24, "uint8", 40, 2, "1.5G", {"workers": 1}, (1, "float64")),
     (RGB24, "uint8", 40, 2, "16G", {"workers": 3}, (3, "exact")),
-    (RGB24, "uint8", 40, 2, "3G", {"workers": 3}, (3, "float32")),
-    (RGB24, "uint8", 40, 2, "2.6G", {"workers": 3}, (3, "float16")),
+    (RGB24, "uint8", 40, 2, "2.2G", {"workers": 3}, (3, "float16")),
     (RGB24, "uint8", 2, 8, "16G", {"workers": 5}, (2, "exact")),
     (RGB24, "uint8", 40, 2, "16G", {"tier": "float16"}, (2, "float16")),
     (RGB24, "uint8", 40, 2, "16G", {"tier": "float32", "workers": 1}, (1, "float32")),
-    (RGB24, "uint8", 40, 2, "2.5G", {"tier": "exact"}, (1, "exact")),   # fewer workers keep the tier
+    (RGB24, "uint8", 40, 2, "1.5G", {"tier": "exact"}, (1, "exact")),   # fewer workers keep the tier
+    (RGB24, "uint8", 40, 2, "16G", {"workers": 1, "bands": 4}, (1, "exact", 4)),
     (MONO24, "uint16", 40, 8, "16G", {"tier": "float64"}, (8, "float64")),
     (MONO24, "uint16", 40, 2, "16G", {"tier": "exact", "workers": 2}, (2, "exact")),
 ]
@@ -499,7 +516,7 @@ PLAN_TABLE = [
 def test_plan_table(shape, dtype, n_files, cpus, budget_text, kwargs, expected):
     b = parse_size(budget_text)
     plan = make_plan(shape, dtype, n_files, cpus, b, **kwargs)
-    assert (plan.workers, plan.tier) == expected
+    assert (plan.workers, plan.tier, plan.bands) == tuple(expected) + (1,) * (3 - len(expected))
     _check_plan_invariants(plan, shape, dtype, n_files, b)
     assert plan.fits
 
@@ -512,7 +529,7 @@ def _check_plan_invariants(plan, shape, dtype, n_files, b):
     assert plan.images_per_worker == math.ceil(n_files / plan.workers)
     assert plan.images_per_worker <= tiers.max_images(plan.tier, dtype)
     assert tiers.supports(plan.tier, dtype)
-    model = memory_model(shape, dtype, plan.tier, plan.workers, batch=plan.batch)
+    model = memory_model(shape, dtype, plan.tier, plan.workers, batch=plan.batch, bands=plan.bands)
     assert plan.memory == model
     # the batch's decoded photos fit in what the budget left
     assert 1 <= plan.batch <= max(1, plan.images_per_worker)
@@ -535,18 +552,19 @@ def _check_plan_invariants(plan, shape, dtype, n_files, b):
 
 
 def test_auto_plan_takes_most_accurate_fitting_tier_and_says_why():
-    b = parse_size("2G")
+    b = parse_size("1.5G")
     plan = make_plan(RGB24, "uint8", 40, 2, b)
+    assert (plan.workers, plan.tier) == (2, "float16")
     # Every more accurate tier at this worker count must be over the budget...
-    for tier in ("exact", "float64"):
+    for tier in ("exact", "float64", "float32"):
         assert memory_model(RGB24, "uint8", tier, 2).total_bytes > b
     text = " ".join(plan.reasons)
-    assert "not exact" in text and "not float64" in text
+    assert "not exact" in text and "not float64" in text and "not float32" in text
     assert format_bytes(b) in text
 
 
 def test_auto_plan_explains_fewer_workers():
-    plan = make_plan(RGB24, "uint8", 40, 2, parse_size("1.5G"))
+    plan = make_plan(RGB24, "uint8", 40, 2, parse_size("1G"))
     assert plan.workers == 1
     assert any("instead of 2" in r for r in plan.reasons)
 
@@ -558,37 +576,58 @@ def test_plan_reduces_workers_to_file_count_with_reason():
 
 
 @pytest.mark.parametrize("shape, dtype, budget_text", [
-    (RGB24, "uint8", "900M"),
     (RGB24, "uint8", "300M"),
-    (MONO24, "uint16", "500M"),
-    ((8000, 12000, 3), "uint8", "2G"),
+    (MONO24, "uint16", "150M"),
+    ((8000, 12000, 3), "uint8", "500M"),
 ])
-def test_no_plan_fits(shape, dtype, budget_text):
+def test_no_plan_fits_even_in_bands(shape, dtype, budget_text):
     b = parse_size(budget_text)
-    smallest = min(memory_model(shape, dtype, t, 1).total_bytes for t in tiers.TIERS if tiers.supports(t, dtype))
+    most = budget.max_bands(shape[0])
+    smallest = min(memory_model(shape, dtype, t, 1, bands=most).total_bytes
+                   for t in tiers.TIERS if tiers.supports(t, dtype))
     with pytest.raises(PlanError) as info:
         make_plan(shape, dtype, 40, 2, b)
     msg = str(info.value)
-    assert format_bytes(smallest) in msg
+    assert format_bytes(smallest) in msg and f"{most} band passes" in msg
     assert format_bytes(b) in msg
     assert "--memory-budget" in msg
 
 
+def test_band_passes_are_the_last_resort_and_say_so():
+    b = parse_size("600M")
+    plan = make_plan(RGB24, "uint8", 40, 2, b)
+    assert plan.bands == 2 and plan.fits
+    # nothing fits in one pass, whatever the workers and tier
+    for w in (1, 2):
+        for t in tiers.TIERS:
+            assert memory_model(RGB24, "uint8", t, w).total_bytes > b
+    assert memory_model(RGB24, "uint8", plan.tier, 1, bands=2).segment_bytes == \
+        accumulator_nbytes((2000, 6000, 3), "uint8", plan.tier)
+    text = " ".join(plan.reasons)
+    assert "2 band passes" in text and "decoded 2 times" in text
+    assert {c.bands for c in plan.candidates} == {1, 2}
+    assert "bands" in plan.describe() and plan.to_dict()["bands"] == 2
+    # asked for, they are used even when one pass would fit
+    assert make_plan(RGB24, "uint8", 40, 2, parse_size("16G"), bands=3).bands == 3
+
+
 def test_forced_plan_over_budget():
-    b = parse_size("2G")
+    b = parse_size("1.5G")
     needed = memory_model(RGB24, "uint8", "float64", 2).total_bytes
     with pytest.raises(PlanError) as info:
-        make_plan(RGB24, "uint8", 40, 2, b, workers=2, tier="float64")
+        make_plan(RGB24, "uint8", 40, 2, b, workers=2, tier="float64", bands=1)
     assert format_bytes(needed) in str(info.value) and format_bytes(b) in str(info.value)
-    plan = make_plan(RGB24, "uint8", 40, 2, b, workers=2, tier="float64", force=True)
+    plan = make_plan(RGB24, "uint8", 40, 2, b, workers=2, tier="float64", force=True, bands=1)
     assert (plan.workers, plan.tier, plan.total_bytes) == (2, "float64", needed)
     assert not plan.fits
     assert any("EXCEEDS THE BUDGET" in r for r in plan.reasons)
 
 
 def test_forced_auto_plan_over_budget_is_the_smallest():
-    plan = make_plan(RGB24, "uint8", 40, 2, parse_size("300M"), force=True)
-    smallest = min(memory_model(RGB24, "uint8", t, w).total_bytes for t in tiers.TIERS for w in (1, 2))
+    plan = make_plan(RGB24, "uint8", 40, 2, parse_size("100M"), force=True)
+    most = budget.max_bands(RGB24[0])
+    smallest = min(memory_model(RGB24, "uint8", t, w, bands=most).total_bytes
+                   for t in tiers.TIERS for w in (1, 2))
     assert plan.total_bytes == smallest
     assert any("EXCEEDS THE BUDGET" in r for r in plan.reasons)
 
@@ -629,9 +668,9 @@ def test_float_tier_limit_per_worker(tier):
 
 
 def test_many_photos_give_up_workers_before_accuracy():
-    # 100000 photos on 8 CPUs with 7 GiB: the compact tiers would be cheap
+    # 100000 photos on 8 CPUs with 5.5 GiB: the compact tiers would be cheap
     # enough for 8 workers but cannot stay accurate for 12500 photos each.
-    b = parse_size("7G")
+    b = parse_size("5.5G")
     plan = make_plan(RGB24, "uint8", 100000, 8, b)
     assert plan.fits and plan.images_per_worker <= tiers.max_images(plan.tier, "uint8")
     for k in range(plan.workers + 1, 9):
@@ -666,8 +705,8 @@ def test_file_and_extra_parent_bytes_are_planned():
     assert (more.workers, more.tier) == (base.workers, base.tier)
     assert more.total_bytes == base.total_bytes + base.workers * 20 * MiB + 300 * MiB
     # The working set can push a plan to a smaller tier.
-    tight = make_plan(RGB24, "uint8", 40, 2, parse_size("2G"), extra_parent_bytes=300 * MiB)
-    assert (tight.workers, tight.tier) == (1, "float64")
+    tight = make_plan(RGB24, "uint8", 40, 2, parse_size("1.9G"), extra_parent_bytes=300 * MiB)
+    assert (tight.workers, tight.tier) == (2, "float16")
 
 
 @pytest.mark.parametrize("args, kwargs", [

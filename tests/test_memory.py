@@ -48,6 +48,38 @@ def test_peak_memory_within_plan(big_jpegs, tmp_path, args):
     assert eng["planned_bytes"] < 3 * peak
 
 
+@pytest.fixture(scope="module")
+def ladder(big_jpegs, tmp_path_factory):
+    """Peak and plan of one-worker runs of each tier on the 12 MP frames."""
+    tmp = tmp_path_factory.mktemp("ladder")
+    out = {}
+    for tier in ("float16", "float32", "exact", "float64"):
+        d = tmp / tier
+        d.mkdir()
+        peak, eng = _measured_run(["--workers", "1", "--dtype", tier, big_jpegs], d)
+        out[tier] = (peak, eng["planned_bytes"])
+        print(f"{tier}: peak {peak / 2**20:.0f} MiB, planned {eng['planned_bytes'] / 2**20:.0f} MiB")
+    return out
+
+
+def test_the_ladder_descends(ladder):
+    from hotpixel_shm.budget import accumulator_nbytes
+    peak = {t: p for t, (p, _) in ladder.items()}
+    acc = {t: accumulator_nbytes((3000, 4000, 3), "uint8", t) for t in ladder}
+    assert peak["float16"] < peak["float32"] <= peak["exact"] < peak["float64"] or \
+        peak["float16"] < peak["exact"] <= peak["float32"] < peak["float64"]
+    # each step down saves at least 80 % of what its accumulator saves
+    assert peak["float32"] - peak["float16"] >= 0.8 * (acc["float32"] - acc["float16"])
+    assert peak["float64"] - peak["float32"] >= 0.8 * (acc["float64"] - acc["float32"])
+    # exact costs what float32 does: its result is read band by band
+    assert peak["exact"] <= 1.1 * peak["float32"]
+
+
+def test_the_plan_is_tight(ladder):
+    for tier, (peak, planned) in ladder.items():
+        assert peak <= planned <= 1.15 * peak, (tier, peak, planned)
+
+
 def _own_memory_cgroup():
     """Directory of this process's memory cgroup if we may create a child in it."""
     try:
@@ -90,9 +122,16 @@ def memory_cgroup():
                 time.sleep(0.1)
 
 
-def test_auto_workers_fits_under_a_real_cgroup_limit(big_jpegs, tmp_path, memory_cgroup):
-    group, version = memory_cgroup
-    limit = 1100 * 2**20  # an unplanned exact/2-worker run of these frames peaks above 1.2 GB
+@pytest.fixture(scope="module")
+def photos24(tmp_path_factory):
+    """Three 24 MP JPEGs (6000 x 4000)."""
+    d = tmp_path_factory.mktemp("p24")
+    for i in range(3):
+        Image.fromarray(make_photo_like(4000, 6000, seed=10 + i)).save(str(d / f"p{i}.jpg"), quality=90)
+    return str(d)
+
+
+def _limit_group(group, version, limit):
     try:
         if version == "v1":
             with open(os.path.join(group, "memory.limit_in_bytes"), "w") as fh:
@@ -104,8 +143,15 @@ def test_auto_workers_fits_under_a_real_cgroup_limit(big_jpegs, tmp_path, memory
         else:
             with open(os.path.join(group, "memory.max"), "w") as fh:
                 fh.write(str(limit))
+            swap = os.path.join(group, "memory.swap.max")
+            if os.path.exists(swap):
+                with open(swap, "w") as fh:
+                    fh.write("0")
     except OSError as exc:
         pytest.skip(f"cannot set a memory limit here: {exc}")
+
+
+def _run_in_group(group, args, tmp_path):
     procs = os.path.join(group, "cgroup.procs")
 
     def enter():
@@ -113,17 +159,52 @@ def test_auto_workers_fits_under_a_real_cgroup_limit(big_jpegs, tmp_path, memory
             fh.write(str(os.getpid()))
 
     js = str(tmp_path / "r.json")
-    r = subprocess.run([sys.executable, "-m", "hotpixel_shm", "-q", "-v", "--auto-workers",
-                        "--json", js, big_jpegs], preexec_fn=enter, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "hotpixel_shm", "-q", "-v", "--json", js, *args],
+                       preexec_fn=enter, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"rc {r.returncode}: {r.stderr[-2000:]}"  # -9 would be the OOM killer
-    with open(js) as fh:
-        eng = json.load(fh)["engine"]
     print(r.stderr)
+    with open(js) as fh:
+        return json.load(fh)["engine"]
+
+
+def _group_peak(group, version):
+    name = "memory.max_usage_in_bytes" if version == "v1" else "memory.peak"
+    try:
+        with open(os.path.join(group, name)) as fh:
+            return int(fh.read())
+    except OSError:
+        return None
+
+
+def test_auto_workers_fits_under_a_real_cgroup_limit(photos24, tmp_path, memory_cgroup):
+    group, version = memory_cgroup
+    limit = 1100 * 2**20
+    _limit_group(group, version, limit)
+    eng = _run_in_group(group, ["--auto-workers", photos24], tmp_path)
     assert eng["budget_bytes"] < limit  # the planner saw the cgroup, not the machine's 24 GiB
     assert eng["planned_bytes"] <= eng["budget_bytes"]
-    if version == "v1":
-        with open(os.path.join(group, "memory.max_usage_in_bytes")) as fh:
-            assert int(fh.read()) <= limit
-        with open(os.path.join(group, "memory.failcnt")) as fh:
-            print("failcnt", fh.read().strip())
+    peak = _group_peak(group, version)
+    assert peak is None or peak <= limit
+
+
+def test_band_passes_finish_in_a_600_mib_cgroup(photos24, tmp_path, memory_cgroup):
+    import numpy as np
+    from hotpixel_shm.inputs import decode
+    group, version = memory_cgroup
+    limit = 600 * 2**20
+    _limit_group(group, version, limit)
+    npz = str(tmp_path / "s.npz")
+    eng = _run_in_group(group, ["--auto-workers", "--dtype", "exact", "--save-stats", npz, photos24],
+                        tmp_path)
+    assert eng["bands"] > 1 and eng["planned_bytes"] <= eng["budget_bytes"] < limit
+    # the statistics equal numpy's float64 ones, band by band
+    paths = sorted(os.path.join(photos24, f) for f in os.listdir(photos24))
+    frames = [decode(p, (4000, 6000, 3), "uint8") for p in paths]
+    with np.load(npz) as z:
+        for key in ("mean", "var"):
+            got = z[key]
+            for y0 in range(0, 4000, 500):
+                stack = np.stack([f[y0:y0 + 500].astype(np.float64) for f in frames])
+                ref = stack.mean(axis=0) if key == "mean" else stack.var(axis=0)
+                assert np.allclose(got[y0:y0 + 500], ref, rtol=1e-12, atol=1e-9), (key, y0)
+            del got
