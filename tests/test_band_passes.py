@@ -79,7 +79,7 @@ def test_a_worker_killed_in_the_second_pass(tmp_path):
     def killer():
         import psutil
         me = psutil.Process()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
             if seen and seen[-1] >= len(paths) + 3:          # inside the second pass
                 kids = [c for c in me.children() if "spawn_main" in " ".join(c.cmdline())]
@@ -91,7 +91,7 @@ def test_a_worker_killed_in_the_second_pass(tmp_path):
     def progress(done, total, skipped):
         assert total == 2 * len(paths)
         seen.append(done)
-        time.sleep(0.02)
+        time.sleep(0.05)        # keep the run going long enough to be hit
 
     t = threading.Thread(target=killer)
     t.start()
