@@ -262,3 +262,27 @@ def test_iter_analyses_yields_one_body_at_a_time(folder):
     assert [a.camera for a in it] == [BODY_B]
     with pytest.raises(hotpixel_shm.HotPixelError, match="all_cameras cannot be combined"):
         hotpixel_shm.iter_analyses(root, all_cameras=True, load_stats="x.npz")
+
+
+def test_compare_raw_defects_by_photosite(tmp_path, capsys):
+    pytest.importorskip("rawpy")
+    from hotpixel_shm.dng import write_raw_set
+    d = tmp_path / "raw"
+    write_raw_set(str(d), n=8, width=96, height=64, seed=5)
+    first = str(tmp_path / "first.json")
+    assert main(["-q", str(d), "--json", first]) == 0
+    old = _load(first)
+    assert old["camera"] == {"make": "Hotpixel", "model": "Simulated", "serial": None}
+    assert set(old["counts"]["colour"]) <= {"R", "G", "B"} and old["counts"]["colour"]
+    # a defect one photosite away from one of OLD's is another photosite: new, and OLD's is gone
+    moved = dict(old["defects"][0], x=old["defects"][0]["x"] + 1)
+    old["defects"] = [moved] + old["defects"][1:]
+    path = str(tmp_path / "old.json")
+    with open(path, "w") as fh:
+        json.dump(old, fh)
+    js = str(tmp_path / "new.json")
+    assert main(["-q", str(d), "--compare", path, "--json", js]) == 0
+    rep = _load(js)
+    n = len(rep["defects"])
+    assert f"1 new, {n - 1} persisting, 1 gone" in capsys.readouterr().out
+    assert [(g["x"], g["y"]) for g in rep["history"]["gone"]] == [(moved["x"], moved["y"])]
