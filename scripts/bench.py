@@ -1007,7 +1007,7 @@ _PHASES = (
     ("  waiting for workers (connection.wait)", "multiprocessing/connection.py", "wait"),
     ("detect", "hotpixel_shm/detect.py", "detect"),
     ("summary on stdout", "hotpixel_shm/cli.py", "_summary"),
-    ("report (JSON)", "hotpixel_shm/cli.py", "_write_outputs"),
+    ("outputs (Analysis.write)", "hotpixel_shm/analysis.py", "write"),
 )
 
 
