@@ -286,3 +286,17 @@ def test_compare_raw_defects_by_photosite(tmp_path, capsys):
     n = len(rep["defects"])
     assert f"1 new, {n - 1} persisting, 1 gone" in capsys.readouterr().out
     assert [(g["x"], g["y"]) for g in rep["history"]["gone"]] == [(moved["x"], moved["y"])]
+
+
+def test_compare_with_all_cameras_compares_the_reports_body_only(folder, tmp_path, capsys):
+    root, _, _ = folder
+    a = str(tmp_path / "a.json")
+    assert main(["-q", "--camera", "3012345", str(root), "--json", a]) == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["-q", "--all-cameras", "--camera", "nikon", str(root), "--compare", a,
+                 "--json", str(out / "r.json")]) == 0
+    cap = capsys.readouterr()
+    assert "persisting, 0 gone" in cap.out
+    assert _load(out / "r.NIKON_D750_3012345.json")["history"]["new"] == 0
+    assert "history" not in _load(out / "r.NIKON_D750_3099999.json")
