@@ -275,6 +275,8 @@ def probe_raw(path) -> RawInfo:
         raise SkipFile("LibRaw found no image in this raw file")
     cam, shot = _header_camera(path)
     desc = desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)
+    if not _valid_tile(tile, desc.rstrip("\0")):
+        tile = _dng_tile(path, *margins)
     return RawInfo(path=path, shape=shape, dtype="uint16", make=cam.make, model=cam.model,
                    colour_desc=desc.rstrip("\0"), _tile=tile, _white=white,
                    top_margin=margins[0], left_margin=margins[1],
@@ -315,6 +317,30 @@ def _layout_at_open(raw, sizes):
     return np.ascontiguousarray(tile), white
 
 
+def _dng_tile(path: str, top: int, left: int) -> Optional[np.ndarray]:
+    """The CFA tile at the visible top-left from a DNG's own CFAPattern
+    (LibRaw's indices: 0 red, 1 green, 2 blue), or None.
+
+    rawpy's ``raw_pattern``/``raw_colors`` hold indices beyond the colour
+    description for X-Trans DNGs of makers other than Fujifilm (seen with
+    LibRaw 0.22); the file's own pattern is the one every developer reads.
+    """
+    from .frames import active_area
+    from .tiffmeta import dng_cfa_letters
+    letters = dng_cfa_letters(path)
+    area = active_area(path)
+    if letters is None or area is None:
+        return None
+    period = int(round(len(letters) ** 0.5))
+    tile = np.array(["RGB".index(c) for c in letters], dtype=np.uint8).reshape(period, period)
+    return np.ascontiguousarray(np.roll(tile, (area[0] - top, area[1] - left), axis=(0, 1)))
+
+
+def _valid_tile(tile, desc: str) -> bool:
+    """False when LibRaw's colour indices go beyond its colour description."""
+    return tile is None or int(np.max(tile)) < max(len(desc), 3)
+
+
 def _tile_of(cfa: np.ndarray, period: int) -> np.ndarray:
     """The top-left ``period`` x ``period`` tile of a full CFA map."""
     return np.ascontiguousarray(cfa[:period, :period], dtype=np.uint8)
@@ -333,8 +359,18 @@ def _read_detail(path: str, shape) -> dict:
             raise SkipFile("unsupported colour filter layout (LibRaw filters code)") from None
         black = [int(v) for v in raw.black_level_per_channel]
         white = int(raw.white_level)
+        desc = raw.color_desc
+        top, left = int(raw.sizes.top_margin), int(raw.sizes.left_margin)
     finally:
         raw.close()
+    desc = (desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc)).rstrip("\0")
+    if cfa.size and not _valid_tile(cfa, desc):
+        tile = _dng_tile(path, top, left)
+        if tile is not None:
+            p = tile.shape[0]
+            reps = (-(-cfa.shape[0] // p), -(-cfa.shape[1] // p))
+            cfa = np.tile(tile, reps)[:cfa.shape[0], :cfa.shape[1]].copy()
+            pattern = np.ascontiguousarray(np.roll(tile, (top % p, left % p), axis=(0, 1)))
     if tuple(cfa.shape) != tuple(shape[:2]):
         raise SkipFile(f"CFA size {cfa.shape} differs from the image size {tuple(shape[:2])}")
     return {"cfa": cfa, "pattern": pattern, "black_level": black, "white_level": white}

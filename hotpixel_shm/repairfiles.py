@@ -364,23 +364,8 @@ def _repair_raw(path, target, defects) -> RepairResult:
 
 
 def _dng_cfa_letters(path) -> Optional[str]:
-    """The CFA tile of a DNG's raw IFD as letters (``"RGGB"``...), or None."""
-    from .tiffmeta import TAG, raw_ifd, read_ifds
-    ifds = read_ifds(path)
-    if not ifds or TAG["DNGVersion"] not in ifds[0]:
-        return None
-    tags = raw_ifd(ifds)
-    if tags is None:
-        return None
-    dim, codes = tags.get(TAG["CFARepeatPatternDim"]), tags.get(TAG["CFAPattern"])
-    if not dim or not codes or isinstance(codes, str) or len(codes) != dim[0] * dim[1] \
-            or dim[0] != dim[1] or dim[0] not in (2, 6):
-        return None
-    plane = tags.get(50710, (0, 1, 2))         # CFAPlaneColor
-    try:
-        return "".join("RGB"[plane[c]] for c in codes)
-    except (IndexError, TypeError):
-        return None
+    from .tiffmeta import dng_cfa_letters
+    return dng_cfa_letters(path)
 
 
 def _dng_black(path, tile_size):

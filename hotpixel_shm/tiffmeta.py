@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional
 
-__all__ = ["read_ifds", "raw_ifd", "TAG"]
+__all__ = ["read_ifds", "raw_ifd", "dng_cfa_letters", "TAG"]
 
 #: Tag numbers used elsewhere in the package, by name.
 TAG = {
@@ -136,3 +136,28 @@ def raw_ifd(ifds: List[Dict[int, object]]) -> Optional[Dict[int, object]]:
         if sub[0] == 0 and photometric[0] in (32803, 34892):
             return tags
     return None
+
+
+def dng_cfa_letters(path) -> Optional[str]:
+    """A DNG's CFA tile as letters, row-major (``"RGGB"``, 36 for X-Trans), or None.
+
+    The tile is anchored at the DNG's ActiveArea top-left (DNG specification).
+    None for files that are not DNGs or whose raw IFD has no usable
+    CFARepeatPatternDim/CFAPattern.
+    """
+    ifds = read_ifds(path)
+    if not ifds or TAG["DNGVersion"] not in ifds[0]:
+        return None
+    tags = raw_ifd(ifds)
+    if tags is None:
+        return None
+    dim, codes = tags.get(TAG["CFARepeatPatternDim"]), tags.get(TAG["CFAPattern"])
+    if not dim or not codes or isinstance(codes, str) or isinstance(dim, str) \
+            or len(dim) != 2 or dim[0] != dim[1] or dim[0] not in (2, 6) \
+            or len(codes) != dim[0] * dim[1]:
+        return None
+    plane = tags.get(50710, (0, 1, 2))         # CFAPlaneColor
+    try:
+        return "".join("RGB"[plane[c]] for c in codes)
+    except (IndexError, TypeError):
+        return None
