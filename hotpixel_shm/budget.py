@@ -779,6 +779,8 @@ class MemoryModel:
     extra_bytes: int
     batch: int = 1
     batch_bytes: int = 0
+    #: of ``segment_bytes``: the temporal residual statistics (0 when not kept)
+    residual_bytes: int = 0
 
     @property
     def shm_bytes_per_worker(self) -> int:
@@ -818,7 +820,8 @@ class MemoryModel:
         """The non-zero parts as ``(words, bytes)`` pairs, for ``--plan``."""
         per = "per worker" if self.workers > 1 else "in this process"
         rows = (
-            (f"accumulator ({per})", self.segment_bytes),
+            (f"accumulator ({per})", self.segment_bytes - self.residual_bytes),
+            (f"temporal residual statistics ({per})", self.residual_bytes),
             (f"decoding one photo ({per})", self.decode_bytes),
             (f"{self.batch - 1} more decoded photo(s) of a batch ({per})", self.batch_bytes),
             (f"largest file read whole ({per})", self.file_bytes),
@@ -851,7 +854,7 @@ class MemoryModel:
 
 def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_parent_bytes=0,
                  detection=False, checkpoints=False, loaded_dtype=None, decoder="pillow",
-                 batch=1, bands=1) -> MemoryModel:
+                 batch=1, bands=1, residual_bytes=0) -> MemoryModel:
     """Planned peak memory of a run, by part: the one place that counts bytes.
 
     Parameters
@@ -883,6 +886,11 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         decoded arrays beside the one being decoded.
     bands : int, optional
         Band passes (see :func:`band_height`).
+    residual_bytes : int, optional
+        The temporal residual accumulator (``hotpixel_shm.residual``) kept
+        in each segment after the accumulator (0: none; not with band
+        passes).  It is summed in place in one kept segment at the end; a
+        checkpoint's snapshot copies it once.
 
     Returns
     -------
@@ -952,7 +960,8 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
                                                 else bands_read)
     return MemoryModel(
         workers=workers, tier=tier, bands=bands,
-        segment_bytes=accumulator_nbytes((band_height(h, bands), w, c), dt, tier),
+        segment_bytes=accumulator_nbytes((band_height(h, bands), w, c), dt, tier)
+        + int(residual_bytes),
         decode_bytes=decode_bytes((h, w, c), dt, decoder),
         file_bytes=int(max_file_bytes),
         worker_scratch_bytes=WORKER_SCRATCH_BYTES,
@@ -962,12 +971,13 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         result_bytes=_result_bytes((h, w, c), tier) if bands == 1 else bands_read,
         merge_scratch_bytes=MERGE_SCRATCH_BYTES,
         detection_bytes=detect_bytes,
-        checkpoint_bytes=checkpoint,
+        checkpoint_bytes=checkpoint + (int(residual_bytes) if checkpoints else 0),
         loaded_bytes=loaded,
         loaded_merge_bytes=loaded_merge,
         extra_bytes=int(extra_parent_bytes),
         batch=int(batch),
-        batch_bytes=(int(batch) - 1) * values * dt.itemsize)
+        batch_bytes=(int(batch) - 1) * values * dt.itemsize,
+        residual_bytes=int(residual_bytes))
 
 
 #: The smallest band a pass accumulates: one row of detection's tiles.
@@ -1092,6 +1102,9 @@ class Plan:
     candidates: tuple = field(default=(), compare=False, repr=False)
     bands: int = 1
     batch: int = 1
+    #: neighbour distance of the temporal residual statistics the run keeps
+    #: (``engine.Job.residual_period``); None: not kept
+    residual_period: Optional[int] = None
 
     @property
     def fits(self) -> bool:
@@ -1390,7 +1403,8 @@ def _candidates(options, chosen, dt, budget, shm_free_bytes, chosen_total):
 
 def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None, tier=None, force=False,
               max_file_bytes=0, shm_free_bytes=None, extra_parent_bytes=0, detection=False,
-              checkpoints=False, loaded_dtype=None, decoder="pillow", batch=None, bands=None) -> Plan:
+              checkpoints=False, loaded_dtype=None, decoder="pillow", batch=None, bands=None,
+              residual_bytes=0) -> Plan:
     """Choose the worker count, accumulator tier, batch size and band passes that fit the memory budget.
 
     Parameters
@@ -1422,6 +1436,11 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     bands : int, optional
         Band passes asked for by the user (``--bands``); None: one pass, or
         the fewest band passes that fit when nothing fits in one.
+    residual_bytes : int, optional
+        The temporal residual accumulator in each segment (see
+        :func:`memory_model`); whether to keep it is the caller's choice
+        (``pipeline.plan_group`` keeps it only when it costs no worker, no
+        tier and no band pass).
 
     Returns
     -------
@@ -1468,7 +1487,8 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     tier_list = _tier_list(tier, dt)
     model_kwargs = dict(max_file_bytes=max_file_bytes, extra_parent_bytes=extra_parent_bytes,
                         detection=detection, checkpoints=checkpoints, loaded_dtype=loaded_dtype,
-                        decoder=decoder, bands=1 if bands is None else int(bands))
+                        decoder=decoder, bands=1 if bands is None else int(bands),
+                        residual_bytes=residual_bytes)
     options = _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs)
 
     def more_bands(b):

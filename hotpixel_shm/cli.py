@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from its checkpoint")
     g = p.add_argument_group("detection")
     g.add_argument("--top", type=int, default=None, metavar="N", help="keep the N worst defects")
+    g.add_argument("--no-residuals", action="store_true",
+                   help="do not keep temporal residual statistics (less memory and time; "
+                        "warm photosites under scene texture are then missed)")
     g.add_argument("--hot-sigma", type=float, default=None, metavar="K",
                    help="hot: mean this many robust sigmas above the neighbours")
     g.add_argument("--stuck-sigma", type=float, default=None, metavar="K",
@@ -317,7 +320,7 @@ def _settings(args):
         detect=opts, load_stats=args.load_stats, resume=args.resume, save_stats=args.save_stats,
         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
         checkpoint_seconds=args.checkpoint_seconds, camera=args.camera,
-        all_cameras=args.all_cameras)
+        all_cameras=args.all_cameras, residuals=not args.no_residuals)
 
 
 def _outputs(args):

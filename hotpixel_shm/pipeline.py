@@ -123,6 +123,10 @@ class Settings:
     all_cameras : bool
         Analyse every body with at least ``min_images`` photos, each on its
         own; otherwise only the body with the most usable photos.
+    residuals : bool
+        Keep temporal residual statistics for detection when the budget
+        allows them without costing a worker or the accuracy tier (see
+        ``hotpixel_shm.residual``); never for dark frames.
     """
 
     workers: Optional[int] = None
@@ -143,6 +147,7 @@ class Settings:
     checkpoint_seconds: float = 0.0
     camera: Optional[str] = None
     all_cameras: bool = False
+    residuals: bool = True
 
 
 @dataclass
@@ -411,20 +416,74 @@ def plan_group(group: Group, settings: Settings, log):
     tier = settings.tier
     if prior is not None and tier is None:
         tier = prior.tier
-    plan = budget.make_plan(
-        group.shape, group.sample_dtype, max(1, len(group.headers)), res.cpus,
-        budget.run_budget(res, settings.memory_budget),
-        workers=settings.workers, tier=tier, force=settings.force,
-        max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
-        shm_free_bytes=res.shm_free_bytes, detection=True,
-        checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
-        loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch,
-        decoder=budget.decoder_for({h.format for h in group.headers}, group.sample_dtype),
-        bands=settings.bands)
+
+    def plan_for(residual_bytes):
+        return budget.make_plan(
+            group.shape, group.sample_dtype, max(1, len(group.headers)), res.cpus,
+            budget.run_budget(res, settings.memory_budget),
+            workers=settings.workers, tier=tier, force=settings.force,
+            max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
+            shm_free_bytes=res.shm_free_bytes, detection=True,
+            checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
+            loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch,
+            decoder=budget.decoder_for({h.format for h in group.headers}, group.sample_dtype),
+            bands=settings.bands, residual_bytes=residual_bytes)
+
+    plan = plan_for(0)
+    period, why_not = _residual_period(group, settings, prior)
+    if period is not None and plan.bands > 1:
+        period, why_not = None, ("no temporal residual statistics: they are not kept "
+                                 "with band passes")
+    if period is not None:
+        plan, why_not = _with_residuals(plan, plan_for, group, period)
+    if why_not:
+        plan = replace(plan, reasons=plan.reasons + (why_not,))
     log.info(plan.describe())
     from .kernels import describe as kernels_in_use
     log.detail(kernels_in_use())
     return plan
+
+
+def _residual_period(group: Group, settings: Settings, prior):
+    """Neighbour distance of the residual statistics this group would keep,
+    or ``(None, why not)``."""
+    if not settings.residuals:
+        return None, "no temporal residual statistics (turned off)"
+    if settings.detect.darks:
+        return None, "no temporal residual statistics: dark frames have no scene to see through"
+    if prior is not None and prior.residuals is None:
+        return None, ("no temporal residual statistics: the loaded statistics have none, "
+                      "and a merge keeps them only when both sides do")
+    mosaic = group.mosaic()
+    if mosaic is not None:
+        from .detect import cfa_period
+        return cfa_period(mosaic.cfa(group.shape)), None
+    return 2, None
+
+
+def _with_residuals(plan, plan_for, group, period):
+    """The plan with the residual accumulator, if it costs no worker and no
+    accuracy tier; else the plan without it and the reason."""
+    from . import budget
+    from .errors import PlanError
+    from .residual import residual_layout, residual_nbytes
+
+    extra = residual_nbytes(residual_layout(group.shape, period)) + 64   # + segment alignment
+    try:
+        full = plan_for(extra)
+    except PlanError:
+        full = None
+    same = full is not None and (full.workers, full.tier, full.bands) == \
+        (plan.workers, plan.tier, plan.bands) and (full.fits or not plan.fits)
+    if not same:
+        return plan, (f"no temporal residual statistics: their {budget.format_bytes(extra)} "
+                      f"per accumulator would cost a worker, the accuracy tier or band passes "
+                      f"within the budget; detection uses the mean and variance tests only")
+    full = replace(full, residual_period=period,
+                   reasons=full.reasons + (f"temporal residual statistics kept beside each "
+                                           f"accumulator ({budget.format_bytes(extra)}): "
+                                           f"warm photosites are judged frame by frame",))
+    return full, None
 
 
 # --------------------------------------------------------------------------- step 3: run
@@ -459,7 +518,8 @@ def run_group(group: Group, plan, settings: Settings, log, *,
                      batch=plan.batch,
                      cap=max_images(plan.tier, group.sample_dtype),
                      checkpoint_every=settings.checkpoint_every,
-                     checkpoint_seconds=settings.checkpoint_seconds, bands=plan.bands)
+                     checkpoint_seconds=settings.checkpoint_seconds, bands=plan.bands,
+                     residual_period=getattr(plan, "residual_period", None))
 
     def with_prior(st):
         if st is not None:
@@ -512,8 +572,9 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None) -> Lis
         from .rawdetect import detect_raw
         m = stats.mosaic
         return detect_raw(stats.mean, stats.var, stats.n, m.cfa(stats.shape), options,
-                          colour_desc=m.colour_desc, white=m.white_level)
-    return detect(stats.mean, stats.var, stats.n, options)
+                          colour_desc=m.colour_desc, white=m.white_level,
+                          residuals=stats.residuals)
+    return detect(stats.mean, stats.var, stats.n, options, residuals=stats.residuals)
 
 
 def detect_lines(stats: Stats) -> list:

@@ -172,3 +172,54 @@ def test_merge_residuals_equals_one_pass():
     assert both.n == 9
     for a, b in zip(both.mean + both.var, whole.mean + whole.var):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2)
+
+
+def _warm_png_set(tmp_path, n=12):
+    """PNG photos of varied scenes with warm photosites too weak for the mean test alone."""
+    from PIL import Image
+
+    from hotpixel_shm.synth import Planted, simulate_frames
+
+    planted = [Planted(x, y, "hot", "G", True, 15.0)
+               for x, y in ((41, 40), (101, 62), (151, 90), (61, 110))]
+    frames, truth = simulate_frames(n, 128, 192, seed=21, defects=planted, stamp=False)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"f{i:02d}.png")
+    return truth
+
+
+def test_a_run_keeps_residuals_and_finds_warm_photosites(tmp_path):
+    from hotpixel_shm.pipeline import analyse
+
+    truth = _warm_png_set(tmp_path)
+    (a,) = analyse([str(tmp_path)], workers=2, tier="float32")
+    assert a.plan.residual_period == 2
+    assert a.stats.residuals is not None and a.stats.residuals.n == a.stats.n
+    found = {(d.x, d.y) for d in a.defects}
+    # (+15 of 255 on green photosites, 12 frames: the mean test alone sees none)
+    assert len(found) >= 2 and found <= {(p.x, p.y) for p in truth}
+    (b,) = analyse([str(tmp_path)], workers=2, tier="float32",
+                   detect_options=DetectOptions(temporal=False))
+    assert {(d.x, d.y) for d in b.defects} < found
+
+
+def test_the_plan_drops_residuals_before_a_worker(tmp_path):
+    from hotpixel_shm import pipeline
+
+    _warm_png_set(tmp_path, n=4)
+    log = pipeline.LogToLogging()
+    settings = pipeline.Settings(workers=2, tier="float64", memory_budget=1 << 40)
+    (group,) = pipeline.prepare([str(tmp_path)], settings, log)
+    full = pipeline.plan_group(group, settings, log)
+    assert full.residual_period == 2 and full.memory.residual_bytes > 0
+    assert any("temporal residual statistics kept" in r for r in full.reasons)
+    # a budget that holds the plan without them, not with them: they go, the workers stay
+    settings.memory_budget = full.total_bytes - full.memory.residual_bytes
+    short = pipeline.plan_group(group, settings, log)
+    assert short.residual_period is None and short.memory.residual_bytes == 0
+    assert (short.workers, short.tier) == (2, "float64")
+    assert any("no temporal residual statistics" in r for r in short.reasons)
+    assert "no temporal residual statistics" in short.describe()
+    # off when asked, and for dark frames
+    settings.memory_budget, settings.residuals = 1 << 40, False
+    assert pipeline.plan_group(group, settings, log).residual_period is None
