@@ -16,17 +16,16 @@ The Python API, one camera body at a time::
 
 __version__ = "0.1.0"
 
-from .camera import Camera  # noqa: E402
 from .errors import HotPixelError, PlanError, SkipFile  # noqa: E402
-from .model import Defect, Stats  # noqa: E402
 
 __all__ = ["__version__", "HotPixelError", "PlanError", "SkipFile", "Defect", "Stats",
            "Camera", "analyse", "iter_analyses", "Analysis", "TooFewImages"]
 
 # The pipeline (and detection's scipy) load on first use: worker processes
 # import this package too, and need none of it.
+# numpy too: the command installs its signal handlers before it loads.
 _LAZY = {"analyse": "api", "iter_analyses": "api", "Analysis": "analysis",
-         "TooFewImages": "pipeline"}
+         "TooFewImages": "pipeline", "Camera": "camera", "Defect": "model", "Stats": "model"}
 
 
 def __getattr__(name):

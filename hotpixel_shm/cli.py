@@ -191,14 +191,34 @@ class _Console:
         print(f"hotpixel-shm: error: {text}", file=sys.stderr, flush=True)
 
 
+class _Interrupt(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is (``signum`` tells which)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
 class _Stopper:
-    """SIGINT/SIGTERM set a flag the engine polls; a second one stops at once."""
+    """What SIGINT and SIGTERM do, for the whole command.
+
+    By default a signal raises :class:`_Interrupt` at once, wherever the
+    program is: nothing is kept, and ``finally`` blocks end the workers and
+    remove the shared memory, so the program is gone within a fraction of a
+    second (a 24 MP merge alone would take seconds).  Inside
+    :meth:`graceful` (a run whose partial work is to be saved in a
+    checkpoint, or whose tasks on a Dask cluster are to be cancelled) the
+    first signal only sets a flag the engine polls -- it stops the workers,
+    merges and saves, or cancels -- and a second one raises.
+    """
 
     def __init__(self):
         self.signum = None
+        self._graceful = False
         self._old = {}
 
     def __enter__(self):
+        self.signum = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -207,16 +227,30 @@ class _Stopper:
         return self
 
     def _handler(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
+        if not self._graceful or self.signum is not None:
+            raise _Interrupt(signum)
         self.signum = signum
 
     def __call__(self):
         return self.signum
 
+    @contextlib.contextmanager
+    def graceful(self, on=True):
+        """Within: the first signal sets the flag (if ``on``) instead of raising."""
+        self._graceful = bool(on)
+        try:
+            yield self
+        finally:
+            self._graceful = False
+
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old = {}
+
+
+#: The command's signal handling (one per process: signals go to the main thread).
+_STOPPER = _Stopper()
 
 
 def _exit_code_for(signum):
@@ -254,18 +288,19 @@ def main(argv=None) -> int:
     if args.dask:
         _check_dask_args(parser, args)
     try:
-        if args.apply:
-            return _apply(args, con)
-        return _demo(args, con) if args.demo else _analyse(args, con)
+        with _STOPPER:
+            if args.apply:
+                return _apply(args, con)
+            return _demo(args, con) if args.demo else _analyse(args, con)
     except PlanError as exc:
         con.error(str(exc))
         return EXIT_NO_PLAN
     except HotPixelError as exc:
         con.error(str(exc))
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         con.error("interrupted")
-        return 130
+        return _exit_code_for(getattr(exc, "signum", signal.SIGINT))
     except BrokenPipeError:
         # stdout closed early (e.g. piped into `head`): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -417,7 +452,8 @@ def _one_body(args, con, engine, group, settings, outputs, old, t_start, truth):
         return "plan" if args.all_cameras else None
     bar = _progress(len(group.headers), con)
     try:
-        with _Stopper() as stopper:
+        # a checkpoint to save, or a cluster's tasks to cancel: stop in order
+        with _STOPPER.graceful(bool(settings.checkpoint or args.dask)) as stopper:
             analysis = engine.analyse_group(group, plan, settings, con, started=t_start,
                                             progress=bar.update if bar else None,
                                             should_stop=stopper)

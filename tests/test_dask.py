@@ -56,6 +56,9 @@ def _photos(tmp_path, n=11, shape=SHAPE, dtype=np.uint8, seed=5):
 
 
 def _run(paths, out, *extra):
+    # the Dask path keeps no temporal residual statistics (yet): compare like with like
+    if "--dask" not in extra:
+        extra = extra + ("--no-residuals",)
     os.makedirs(out, exist_ok=True)
     args = ["-q", "--save-stats", os.path.join(out, "s.npz"), "--json", os.path.join(out, "r.json"),
             "--csv", os.path.join(out, "d.csv"), "--dcraw", os.path.join(out, "d.txt"),

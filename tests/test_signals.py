@@ -168,3 +168,46 @@ def test_a_failing_run_cleans_up(photo_dir):
         engine.run(job, progress=boom)
     assert not [k for k in me.children() if "spawn_main" in " ".join(k.cmdline())]
     assert not shm.list_segments(pid=os.getpid())
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_without_checkpoint_it_stops_within_a_second(photo_dir, sig, code):
+    """Nothing to save: the run ends at once, even while every worker is busy
+    with a file (here each file takes 3 s), leaving no process or memory."""
+    d, _, _ = photo_dir
+    proc = _start(["--workers", "2", d], delay="3")
+    workers_seen = _wait_running(proc)
+    t0 = time.monotonic()
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    stopped_in = time.monotonic() - t0
+    assert proc.returncode == code, err
+    assert stopped_in < 1.0, f"took {stopped_in:.2f} s to stop"
+    assert "Traceback" not in err and "leaked" not in err and "resource_tracker" not in err
+    assert _gone([w.pid for w in workers_seen])
+    assert _no_segments_of(proc.pid)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_start_up(photo_dir, sig, code):
+    """While the command loads and looks at its inputs: the same exit code, no traceback."""
+    d, _, _ = photo_dir
+    proc = _start(["--workers", "2", d])
+    # the interpreter itself starts first; from the program's first line on it is ours
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if "hotpixel_shm" in " ".join(psutil.Process(proc.pid).cmdline()) and \
+                    any("numpy" in m.path for m in psutil.Process(proc.pid).memory_maps()):
+                break
+        except psutil.Error:
+            pass
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert _no_segments_of(proc.pid)
