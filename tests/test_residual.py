@@ -189,7 +189,7 @@ def _warm_png_set(tmp_path, n=12):
 
 
 def test_a_run_keeps_residuals_and_finds_warm_photosites(tmp_path):
-    from hotpixel_shm.pipeline import analyse
+    from hotpixel_shm.api import analyse
 
     truth = _warm_png_set(tmp_path)
     (a,) = analyse([str(tmp_path)], workers=2, tier="float32")
