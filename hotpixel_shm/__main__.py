@@ -1,16 +1,11 @@
 """Run the command line: ``python -m hotpixel_shm``."""
-import signal
 import sys
 
+from . import _early
 
-def _early(signum, frame):
-    # Ctrl-C or SIGTERM before the command has set up its own handling
-    # (while numpy and the rest load): nothing has started, leave at once.
-    raise SystemExit(128 + signum)
-
-
-signal.signal(signal.SIGINT, _early)
-signal.signal(signal.SIGTERM, _early)
+# Ctrl-C or SIGTERM while numpy and the rest load is recorded, and the
+# command stops at its first safe point with the signal's exit code.
+_early.install()
 
 from .cli import main  # noqa: E402
 

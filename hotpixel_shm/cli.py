@@ -218,12 +218,18 @@ class _Stopper:
         self._old = {}
 
     def __enter__(self):
+        from . import _early
+
         self.signum = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread
                 pass
+        early = _early.pending()
+        if early is not None:          # arrived while the command was loading
+            self.__exit__(None, None, None)
+            raise _Interrupt(early)
         return self
 
     def _handler(self, signum, frame):
