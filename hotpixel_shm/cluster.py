@@ -155,7 +155,9 @@ def combine_partials(parts, tier):
         Exact accumulators: the tier ``"exact"`` with the integer sums added
         exactly, each field in its own type while the total cannot overflow
         it, else in uint64 (so finishing it gives the bits a local run
-        gives).  Anything else: finished mean and population variance
+        gives), as long as the variance can be finished from integers
+        (``(peak * n)**2 < 2**64``: about 65,000 16-bit or 16 million 8-bit
+        images).  Anything else: finished mean and population variance
         (``kernels_numpy.FINISHED``), combined with Chan's formula in
         float64 by ``welford.finalise_range``.
 
@@ -179,7 +181,10 @@ def combine_partials(parts, tier):
     if len(live) == 1:
         return live[0]
     total = sum(p.n for p in live)
-    if all(p.tier == "exact" and p.sample_dtype == live[0].sample_dtype for p in live):
+    same = all(p.tier == "exact" and p.sample_dtype == live[0].sample_dtype for p in live)
+    # finished from integers only while n * sumsq - sum**2 fits uint64 (as
+    # kernels_numpy's block loop requires); beyond, Chan's formula in float64
+    if same and (_peak(live[0].sample_dtype) * total) ** 2 < 2 ** 64:
         peak = _peak(live[0].sample_dtype)
         bounds = (total * peak, total * peak * peak)
         fields = []

@@ -356,6 +356,19 @@ def test_exact_partials_add_exactly_and_widen_before_they_overflow():
     assert small.fields[0].tolist() == [4, 5] and small.fields[1].tolist() == [6, 9]
 
 
+def test_exact_partials_past_the_integer_finish_are_combined_in_float64():
+    # 16-bit: n * sumsq - sum**2 would pass 2**64 beyond 65,536 images
+    n = 40000
+    a = Partial(n, "exact", np.dtype(np.uint16), (np.full(2, 1000 * n, np.uint32),
+                                                  np.full(2, 1000 ** 2 * n, np.uint64)))
+    b = Partial(n, "exact", np.dtype(np.uint16), (np.full(2, 3000 * n, np.uint32),
+                                                  np.full(2, 3000 ** 2 * n, np.uint64)))
+    c = cluster.combine_partials([a, b], "exact")
+    assert c.n == 2 * n and c.tier == "finished" and c.fields[0].dtype == np.float64
+    np.testing.assert_allclose(c.fields[0], 2000.0, rtol=1e-15)
+    np.testing.assert_allclose(c.fields[1], 1000.0 ** 2, rtol=1e-12)
+
+
 def test_float_partials_combine_to_the_numpy_statistics():
     from hotpixel_shm.welford import Accumulator
     rng = np.random.default_rng(0)
