@@ -70,10 +70,14 @@ CGROUP_BUDGET_FRACTION = 0.85
 #: leaves a little room for other library versions.
 WORKER_BASELINE_BYTES = 40 * _MIB
 
-#: The parent interpreter before any image: numpy, scipy, Pillow, psutil and
-#: every module of this package measured 71 MiB PSS (107 MiB RSS); 80 MiB
-#: leaves room for the list of files and the report.
-PARENT_BASELINE_BYTES = 80 * _MIB
+#: The parent interpreter while the photos are read: numpy, Pillow,
+#: simplejpeg, psutil and the command line, planner and engine measured
+#: 41 MiB RSS (24 MiB PSS); 48 MiB leaves room for the list of files.
+PARENT_BASELINE_BYTES = 48 * _MIB
+
+#: What the finish imports on top (scipy, detection, lines, picture,
+#: exports): measured 23 MiB more RSS; counted with detection.
+_FINISH_IMPORTS_BYTES = 24 * _MIB
 
 #: Temporaries of a worker's accumulator update, which works in blocks of
 #: 65536 values (a few float64 blocks: under 4 MiB), plus slack.
@@ -743,7 +747,8 @@ class MemoryModel:
     merge_scratch_bytes : int
         Temporaries of the chunked merge and finalisation.
     detection_bytes : int
-        Working set of defect detection (0 when the run does not detect).
+        Working set of defect detection and the modules it imports (0 when
+        the run does not detect).
     checkpoint_bytes : int
         A periodic checkpoint's snapshot, merged while the workers wait.
     loaded_bytes : int
@@ -945,7 +950,7 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     detect_bytes = 0
     if detection:
         from .detect import detect_memory_bytes   # scipy: only when asked
-        detect_bytes = detect_memory_bytes((h, w, c))
+        detect_bytes = detect_memory_bytes((h, w, c)) + _FINISH_IMPORTS_BYTES
     loaded = 0 if loaded_dtype is None else 2 * values * np.dtype(loaded_dtype).itemsize
     from .bands import reader_cache_bytes
     bands_read = reader_cache_bytes((h, w, c), tiers.result_dtype(tier))
