@@ -427,7 +427,10 @@ def plan_group(group: Group, settings: Settings, log):
             checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
             loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch,
             decoder=budget.decoder_for({h.format for h in group.headers}, group.sample_dtype),
-            bands=settings.bands, residual_bytes=residual_bytes)
+            bands=settings.bands, residual_bytes=residual_bytes,
+            # loaded residual statistics, and their merge with the new ones
+            extra_parent_bytes=3 * prior.residuals.nbytes if prior is not None
+            and prior.residuals is not None else 0)
 
     plan = plan_for(0)
     period, why_not = _residual_period(group, settings, prior)
@@ -454,11 +457,15 @@ def _residual_period(group: Group, settings: Settings, prior):
     if prior is not None and prior.residuals is None:
         return None, ("no temporal residual statistics: the loaded statistics have none, "
                       "and a merge keeps them only when both sides do")
+    period = 2
     mosaic = group.mosaic()
     if mosaic is not None:
         from .detect import cfa_period
-        return cfa_period(mosaic.cfa(group.shape)), None
-    return 2, None
+        period = cfa_period(mosaic.cfa(group.shape))
+    if prior is not None and prior.residuals.layout.reach != period:
+        return None, ("no temporal residual statistics: the loaded ones were taken "
+                      "with other neighbours")
+    return period, None
 
 
 def _with_residuals(plan, plan_for, group, period):

@@ -13,7 +13,8 @@ from .errors import HotPixelError
 from .model import Mosaic, Stats
 from .tiers import TIERS
 
-__all__ = ["save_stats", "load_stats", "BandFile", "STATS_KEYS", "MOSAIC_KEYS", "CAMERA_KEY"]
+__all__ = ["save_stats", "load_stats", "BandFile", "STATS_KEYS", "MOSAIC_KEYS", "CAMERA_KEY",
+           "RESIDUAL_KEY"]
 
 #: keys every statistics file holds
 STATS_KEYS = ("n", "mean", "var", "shape", "tier", "dtype", "files", "version")
@@ -22,6 +23,9 @@ STATS_KEYS = ("n", "mean", "var", "shape", "tier", "dtype", "files", "version")
 MOSAIC_KEYS = ("cfa_tile", "colour_desc", "white_level")
 #: the camera body: make, model, serial ("" when unknown; absent in older files)
 CAMERA_KEY = "camera"
+#: present when the file holds temporal residual statistics: their neighbour
+#: distance; the planes are ``residual_mean_K`` and ``residual_var_K`` (float32)
+RESIDUAL_KEY = "residual_period"
 
 
 def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) -> None:
@@ -35,7 +39,11 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
     used) and ``version``; for a raw mosaic also ``cfa_tile`` (uint8 colour
     indices of the repeating tile), ``colour_desc`` and ``white_level`` (-1
     when unknown); ``camera`` (make, model, serial; "" for unknown) when the
-    body is known.  It loads with ``numpy.load(path, allow_pickle=False)``.
+    body is known; ``residual_period`` and the float32 planes
+    ``residual_mean_K``, ``residual_var_K`` when the statistics carry
+    temporal residual statistics (files without them load, and detect with
+    the mean/variance tests only).  It loads with ``numpy.load(path,
+    allow_pickle=False)``.
 
     Notes
     -----
@@ -63,6 +71,12 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
     if stats.camera is not None:
         small[CAMERA_KEY] = np.asarray([stats.camera.make or "", stats.camera.model or "",
                                          stats.camera.serial or ""])
+    res = getattr(stats, "residuals", None)
+    if res is not None and res.n == stats.n:
+        small[RESIDUAL_KEY] = np.asarray(res.layout.reach, dtype=np.int64)
+        for k, (m, v) in enumerate(zip(res.mean, res.var)):
+            small[f"residual_mean_{k}"] = np.asarray(m, dtype=np.float32)
+            small[f"residual_var_{k}"] = np.asarray(v, dtype=np.float32)
     if stats.mosaic is not None:
         m = stats.mosaic
         small["cfa_tile"] = np.asarray(m.tile, dtype=np.uint8)
@@ -118,6 +132,8 @@ def load_stats(path):
                 raise HotPixelError(f"{path}: not a hotpixel_shm statistics file "
                                     f"(missing {', '.join(missing)})")
             data = {k: z[k] for k in STATS_KEYS + MOSAIC_KEYS + (CAMERA_KEY,) if k in z.files}
+            residual_keys = [k for k in z.files if k == RESIDUAL_KEY or k.startswith("residual_")]
+            data.update({k: z[k] for k in residual_keys})
     except HotPixelError:
         raise
     except FileNotFoundError:
@@ -149,7 +165,32 @@ def load_stats(path):
     stats = Stats(n=int(n), mean=data["mean"], var=data["var"], tier=tier,
                   files=[str(f) for f in files], sample_dtype=dtype,
                   mosaic=_mosaic(path, data, shape), camera=_camera(path, data))
+    stats.residuals = _residuals(path, data, shape, int(n))
     return stats, dtype
+
+
+def _residuals(path, data, shape, n):
+    """The file's temporal residual statistics, validated, or None (older files)."""
+    if RESIDUAL_KEY not in data:
+        return None
+    from .residual import Residuals, residual_layout
+
+    period = data[RESIDUAL_KEY]
+    if period.shape != () or period.dtype.kind not in "iu" or not 1 <= int(period) <= 16:
+        raise HotPixelError(f"{path}: invalid residual_period")
+    layout = residual_layout(shape, int(period))
+    means, variances = [], []
+    for k, plane in enumerate(layout.planes):
+        m, v = data.get(f"residual_mean_{k}"), data.get(f"residual_var_{k}")
+        if m is None or v is None or m.shape != plane or v.shape != plane \
+                or m.dtype != np.float32 or v.dtype != np.float32:
+            raise HotPixelError(f"{path}: residual statistics of plane {k} are missing or "
+                                f"not {plane} float32")
+        if not (np.all(np.isfinite(m)) and np.all(v >= 0)):
+            raise HotPixelError(f"{path}: residual statistics hold invalid values")
+        means.append(m)
+        variances.append(v)
+    return Residuals(n=n, layout=layout, mean=means, var=variances)
 
 
 def _camera(path, data):

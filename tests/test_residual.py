@@ -223,3 +223,30 @@ def test_the_plan_drops_residuals_before_a_worker(tmp_path):
     # off when asked, and for dark frames
     settings.memory_budget, settings.residuals = 1 << 40, False
     assert pipeline.plan_group(group, settings, log).residual_period is None
+
+
+def test_statistics_files_keep_residuals_and_old_files_still_load(tmp_path):
+    from hotpixel_shm import statsio
+    from hotpixel_shm.model import Stats
+
+    rng = np.random.default_rng(9)
+    frames = [rng.integers(0, 256, (20, 24, 3)).astype(np.uint8) for _ in range(5)]
+    a = np.stack(frames).astype(np.float64)
+    res = residuals_of_frames(frames, (20, 24, 3), 2)
+    st = Stats(n=5, mean=a.mean(0), var=a.var(0), tier="float64", sample_dtype="uint8",
+               residuals=res)
+    statsio.save_stats(tmp_path / "r.npz", st)
+    back, _ = statsio.load_stats(tmp_path / "r.npz")
+    assert back.residuals is not None and back.residuals.layout == res.layout
+    for x, y in zip(back.residuals.mean + back.residuals.var, res.mean + res.var):
+        np.testing.assert_array_equal(x, y)
+    st.residuals = None
+    statsio.save_stats(tmp_path / "plain.npz", st)
+    assert statsio.load_stats(tmp_path / "plain.npz")[0].residuals is None
+    # a damaged plane is a clear error
+    with np.load(tmp_path / "r.npz") as z:
+        parts = {k: z[k] for k in z.files}
+    parts["residual_var_1"] = parts["residual_var_1"][:-1]
+    np.savez(tmp_path / "bad.npz", **parts)
+    with pytest.raises(HotPixelError, match="residual"):
+        statsio.load_stats(tmp_path / "bad.npz")
