@@ -17,9 +17,10 @@ says what the tasks are:
   machine holds more than a few at once;
 * a last task finishes the statistics (``welford.finalise_range``, merged
   with loaded statistics as a local run does) and keeps them on the cluster;
-  detection, the picture and the statistics file are computed from them
-  there, and only the defects, the summary, the picture's and the statistics
-  file's bytes come back.
+  detection (defects and line defects), the picture and the statistics
+  file are computed from them there, and only the defects, the line
+  defects, the summary, the picture's and the statistics file's bytes come
+  back.
 
 The exact tier's partials stay integer sums all the way up the tree (widened
 to 64 bits where a sum could overflow), so the result equals a local run bit
@@ -334,25 +335,29 @@ def _finish_task(root: Optional[Shard], tier, shape, meta: dict, prior=None) -> 
 
 @dataclass
 class _Summary:
-    """What comes back to the client: counts, defects and the summary lines."""
+    """What comes back to the client: counts, defects, line defects and the
+    summary lines."""
 
     stats: "ClusterStats"
     defects: list
     skipped: list
+    lines: list = field(default_factory=list)
 
 
 def _detect_task(finished: _Finished, options, lowest: int = 10) -> _Summary:
-    """Detection on the worker that holds the statistics."""
-    from .pipeline import detect_defects
+    """Detection (defects and line defects, by the pipeline's own functions)
+    on the worker that holds the statistics."""
+    from .pipeline import detect_defects, detect_lines
     st = finished.stats
     if st is None:
         return _Summary(None, [], finished.skipped)
     defects = detect_defects(st, options)
+    lines = detect_lines(st)
     summary = ClusterStats(n=st.n, tier=st.tier, shape=tuple(st.shape),
                            sample_dtype=st.sample_dtype, mosaic=st.mosaic, files=list(st.files),
                            camera=st.camera,
                            _range=st.variance_range(), _lowest=st.lowest_variance(lowest))
-    return _Summary(summary, defects, finished.skipped)
+    return _Summary(summary, defects, finished.skipped, lines)
 
 
 def _file_bytes(name, write):
@@ -753,7 +758,7 @@ class Session:
         for path, reason in summary.skipped:
             log.skip(path, reason)
         analysis = ClusterAnalysis(
-            plan=plan, stats=summary.stats, defects=summary.defects,
+            plan=plan, stats=summary.stats, defects=summary.defects, lines=summary.lines,
             skipped=list(group.skipped) + list(summary.skipped), workers=plan.threads,
             seconds=time.perf_counter() - started,
             **_group_fields(group, summary.stats.files))

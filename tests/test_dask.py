@@ -22,7 +22,8 @@ from hotpixel_shm.welford import accuracy_bound
 distributed = pytest.importorskip("distributed")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPE = (16, 20, 3)
+SHAPE = (40, 40, 3)      # room for a line defect (lines are judged 8 pixels from the edges)
+LINE_X = 17
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +47,12 @@ def address(dask_cluster):
 
 def _photos(tmp_path, n=11, shape=SHAPE, dtype=np.uint8, seed=5):
     os.makedirs(tmp_path, exist_ok=True)
-    frames = make_frames(n, shape, dtype=dtype, seed=seed)
     hi = 255 if dtype == np.uint8 else 65535
-    for f in frames:          # a hot pixel and a dead one, in every photo
+    frames = make_frames(n, shape, dtype=dtype, seed=seed, base=np.full(shape, 0.47 * hi))
+    for f in frames:          # a hot pixel, a dead one and a bright column, in every photo
         f[3, 4, 0] = hi * 0.96
         f[9, 12, 1] = 0
+        f[:, LINE_X] = np.clip(f[:, LINE_X].astype(np.int64) + hi * 20 // 255, 0, hi)
     paths, decoded = write_images(tmp_path, frames)
     return paths, decoded
 
@@ -62,7 +64,8 @@ def _run(paths, out, *extra):
     os.makedirs(out, exist_ok=True)
     args = ["-q", "--save-stats", os.path.join(out, "s.npz"), "--json", os.path.join(out, "r.json"),
             "--csv", os.path.join(out, "d.csv"), "--dcraw", os.path.join(out, "d.txt"),
-            "--mask", os.path.join(out, "m.png"), "--picture", os.path.join(out, "p.png")]
+            "--mask", os.path.join(out, "m.png"), "--picture", os.path.join(out, "p.png"),
+            "--siril", os.path.join(out, "s.txt")]
     code = main(args + list(extra) + list(paths))
     return code
 
@@ -78,10 +81,10 @@ def _stats(out):
 
 
 def _same_outputs(a, b):
-    for name in ("d.csv", "d.txt", "m.png", "p.png"):
+    for name in ("d.csv", "d.txt", "m.png", "p.png", "s.txt"):
         assert _read(a, name) == _read(b, name), name
     ra, rb = (json.loads(_read(d, "r.json")) for d in (a, b))
-    for key in ("shape", "images", "defects"):
+    for key in ("shape", "images", "defects", "lines"):
         assert ra[key] == rb[key], key
     assert ra["engine"]["tier"] == rb["engine"]["tier"]
 
@@ -111,6 +114,8 @@ def test_exact_tier_equals_the_local_run_bit_for_bit(tmp_path, address, capsys):
     np.testing.assert_allclose(st["var"], var, rtol=1e-12, atol=1e-9)
     report = json.loads(_read(remote, "r.json"))
     assert {(d["x"], d["y"]) for d in report["defects"]} >= {(12, 9)}
+    assert [(ln["kind"], ln["x"]) for ln in report["lines"]] == [("column", LINE_X)]
+    assert f"C {LINE_X} 0" in _read(remote, "s.txt").decode()
 
 
 def test_raw_files_and_loaded_statistics_give_the_local_result(tmp_path, address, capsys):
