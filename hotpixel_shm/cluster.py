@@ -122,11 +122,16 @@ class Shard:
         ``(index, path)`` of the files in it, in input order.
     skipped : list of (int, str, str)
         ``(index, path, reason)`` of the files a worker could not read.
+    residuals : (residual.ResidualLayout, numpy.ndarray) or None
+        The temporal residual accumulator of the same files, as its layout
+        and its own flat buffer (``residual.residual_nbytes`` bytes); None
+        when the run keeps none.
     """
 
     partial: object
     used: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    residuals: Optional[tuple] = None
 
 
 def _peak(sample_dtype):
@@ -205,13 +210,15 @@ def combine_partials(parts, tier):
     return Partial(total, FINISHED, None, (mean, var))
 
 
-def merge_task_bytes(shape, sample_dtype, tier, n_images, split_every) -> int:
+def merge_task_bytes(shape, sample_dtype, tier, n_images, split_every,
+                     residual_bytes=0) -> int:
     """Bytes a merge task of the tree holds: ``split_every`` partials in and one out.
 
     A shard's partial is the accumulator's fields; a merged one is, for the
     exact tier, the integer sums in the types :func:`combine_partials` widens
     them to for ``n_images`` images, and for the others finished mean and
-    variance in the tier's result type.
+    variance in the tier's result type.  Each partial also carries its
+    temporal residual accumulator (``residual_bytes``, 0 when not kept).
     """
     values = math.prod(shape)
     dt = np.dtype(sample_dtype)
@@ -223,7 +230,8 @@ def merge_task_bytes(shape, sample_dtype, tier, n_images, split_every) -> int:
                         + _integer_dtype(f_sq, n_images * peak * peak).itemsize)
     else:
         out = 2 * values * tiers.result_dtype(tier).itemsize
-    return int(split_every) * max(leaf, out) + out
+    return (int(split_every) * max(leaf, out) + out
+            + (int(split_every) + 1) * int(residual_bytes))
 
 
 # --------------------------------------------------------------------------- tasks (run on workers)
@@ -237,6 +245,8 @@ class _Spec:
     sample_dtype: str
     max_pixels: int
     batch: int = 1
+    #: neighbour distance of the temporal residual statistics (``engine.Job``); None: none kept
+    residual_period: Optional[int] = None
 
 
 def _worker_address():
@@ -259,17 +269,25 @@ def _event(topic, msg):
 
 
 def _shard_task(spec: _Spec, files, topic=None, delay=0.0) -> Shard:
-    """One shard's partial statistics, with the engine's own ingest step.
+    """One shard's partial statistics, with the engine's own ingest step
+    (and its per-frame residual hook when the run keeps residuals).
 
     ``files`` is a list of ``(index, path)``.  A file this worker cannot read
     is skipped with its reason and the worker's address.
     """
-    from .engine import Ingest
+    from .engine import Ingest, _residual_hook, segment_parts
+    from .residual import ResidualAccumulator, residual_nbytes
     from .welford import Accumulator
 
     where = _worker_address()
     acc = Accumulator(spec.tier, spec.shape, spec.sample_dtype)
-    ingest = Ingest(acc, spec.max_pixels, spec.batch)
+    layout = segment_parts(spec.tier, spec.shape, spec.sample_dtype, spec.residual_period)[2]
+    residuals = racc = None
+    if layout is not None:
+        # the accumulator in a buffer of its own: the partial carries it as it is
+        residuals = (layout, np.zeros(residual_nbytes(layout), np.uint8))
+        racc = ResidualAccumulator(layout, residuals[1])
+    ingest = Ingest(acc, spec.max_pixels, spec.batch, on_batch=_residual_hook(racc))
     path_of = dict(files)
     used, skipped = [], []
 
@@ -294,7 +312,33 @@ def _shard_task(spec: _Spec, files, topic=None, delay=0.0) -> Shard:
     finally:
         ingest.close()
     used.sort()
-    return Shard(acc.as_partial(), used, skipped)
+    return Shard(acc.as_partial(), used, skipped, residuals)
+
+
+def _residual_accumulators(parts, writable_first=False):
+    """``(layout, buffer)`` partials as ``residual.ResidualAccumulator`` views
+    (the first on a copy when it is to be written: buffers that came over
+    the network may be read-only)."""
+    from .residual import ResidualAccumulator
+    out = []
+    for k, (layout, buf) in enumerate(parts):
+        if k == 0 and writable_first:
+            buf = np.array(buf, dtype=np.uint8, copy=True)
+        out.append((ResidualAccumulator(layout, buf), buf))
+    return out
+
+
+def _combine_residuals(parts):
+    """Residual partials added as the local merge adds them
+    (``ResidualAccumulator.add_into``); None when the run keeps none."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    accs = _residual_accumulators(parts, writable_first=True)
+    first, buf = accs[0]
+    for other, _ in accs[1:]:
+        first.add_into(other)
+    return (first.layout, buf)
 
 
 def _combine_task(tier, *shards: Shard) -> Shard:
@@ -302,7 +346,7 @@ def _combine_task(tier, *shards: Shard) -> Shard:
     part = combine_partials([s.partial for s in shards], tier)
     used = sorted(u for s in shards for u in s.used)
     skipped = sorted(k for s in shards for k in s.skipped)
-    return Shard(part, used, skipped)
+    return Shard(part, used, skipped, _combine_residuals([s.residuals for s in shards]))
 
 
 @dataclass
@@ -314,8 +358,11 @@ class _Finished:
 
 
 def _finish_task(root: Optional[Shard], tier, shape, meta: dict, prior=None) -> _Finished:
-    """Finish the tree's root into Stats (merged with loaded ones, if any)."""
+    """Finish the tree's root into Stats (merged with loaded ones, if any),
+    with its residual statistics finished as the local run finishes them
+    (``residual.sum_residuals``)."""
     from .model import Stats
+    from .residual import sum_residuals
     from .welford import finalise_range, merge_stats
 
     stats, skipped = None, []
@@ -324,8 +371,12 @@ def _finish_task(root: Optional[Shard], tier, shape, meta: dict, prior=None) -> 
         mean = np.empty(shape, rdt)
         var = np.empty(shape, rdt)
         n = finalise_range([root.partial], 0, mean.size, mean.reshape(-1), var.reshape(-1))
+        residuals = None
+        if root.residuals is not None:
+            residuals = sum_residuals([a for a, _ in _residual_accumulators(
+                [root.residuals], writable_first=True)])
         stats = Stats(n=int(n), mean=mean, var=var, tier=tier,
-                      files=[p for _, p in root.used], **meta)
+                      files=[p for _, p in root.used], residuals=residuals, **meta)
     if prior is not None:
         stats = prior if stats is None else merge_stats(prior, stats)
     if root is not None:
@@ -637,14 +688,17 @@ class Session:
         Each task is planned by ``budget.make_plan`` as the serial path on one
         shard, with the smallest worker memory limit per thread as budget
         (times Dask's pause fraction: a worker stops taking tasks above it);
-        the partials a merge task holds are counted too.
+        the partials a merge task holds are counted too.  Temporal residual
+        statistics are kept, or not, by the pipeline's rules (``--no-residuals``,
+        dark frames, loaded statistics without them, or when they would cost
+        the tier or band passes), and the plan says why.
 
         Raises
         ------
         PlanError
             Nothing fits a worker's memory.
         """
-        from . import budget
+        from . import budget, pipeline
         workers = self.workers()
         if not workers:
             raise HotPixelError(f"the Dask scheduler at {self.address} has no workers")
@@ -660,28 +714,39 @@ class Session:
         n = len(group.headers)
         cap = tiers.max_images(tier, group.sample_dtype) if tier else None
         sizes = shard_sizes(n, threads, cap)
-        merge_bytes = 0
-        for _ in range(3):  # the merge's bytes depend on the tier the plan chooses
-            plan = budget.make_plan(
-                group.shape, group.sample_dtype, max(1, max(sizes, default=1)), 1, task_budget,
-                workers=1, tier=tier, force=settings.force,
-                max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
-                detection=True, extra_parent_bytes=merge_bytes,
-                loaded_dtype=None if prior is None else prior.mean.dtype)
-            need = self._merge_bytes(group, plan.tier)
-            if need == merge_bytes:
-                break
-            merge_bytes = need
+        merges = {}
+
+        def plan_for(residual_bytes):
+            merge_bytes = 0
+            for _ in range(3):  # the merge's bytes depend on the tier the plan chooses
+                plan = budget.make_plan(
+                    group.shape, group.sample_dtype, max(1, max(sizes, default=1)), 1,
+                    task_budget, workers=1, tier=tier, force=settings.force,
+                    max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
+                    detection=True, extra_parent_bytes=merge_bytes,
+                    loaded_dtype=None if prior is None else prior.mean.dtype,
+                    residual_bytes=residual_bytes)
+                need = self._merge_bytes(group, plan.tier, residual_bytes)
+                if need == merge_bytes:
+                    break
+                merge_bytes = need
+            merges[residual_bytes] = merge_bytes
+            return plan
+
+        # residuals kept as a local run keeps them: when they cost no tier and no
+        # band pass within a worker's memory (the pipeline's own rules and reasons)
+        plan = pipeline._keep_residuals(plan_for(0), plan_for, group, settings, prior)
+        merge_bytes = merges[max(merges)] if plan.residual_period else merges[0]
         if tier is None:
             sizes = shard_sizes(n, threads, tiers.max_images(plan.tier, group.sample_dtype))
         cplan = ClusterPlan(self.address, workers, plan, sizes, self.split_every, merge_bytes)
         log.info(cplan.describe())
         return cplan
 
-    def _merge_bytes(self, group, tier):
+    def _merge_bytes(self, group, tier, residual_bytes=0):
         """A merge task holds ``split_every`` partials and makes one."""
         return merge_task_bytes(group.shape, group.sample_dtype, tier, len(group.headers),
-                                self.split_every)
+                                self.split_every, residual_bytes)
 
     # ------------------------------------------------------------------ run
     def analyse_group(self, group, plan: ClusterPlan, settings, log, *, started=None,
@@ -704,7 +769,7 @@ class Session:
         run = uuid.uuid4().hex[:12]
         files = list(enumerate(group.paths))
         spec = _Spec(plan.tier, tuple(group.shape), group.sample_dtype, settings.max_pixels,
-                     plan.task_plan.batch)
+                     plan.task_plan.batch, getattr(plan.task_plan, "residual_period", None))
         delay = float(os.environ.get(_DELAY_ENV) or 0)
         topic = f"hotpixel-shm-{run}"
         counter = _Progress(len(files), progress)

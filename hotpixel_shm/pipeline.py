@@ -432,7 +432,21 @@ def plan_group(group: Group, settings: Settings, log):
             extra_parent_bytes=3 * prior.residuals.nbytes if prior is not None
             and prior.residuals is not None else 0)
 
-    plan = plan_for(0)
+    plan = _keep_residuals(plan_for(0), plan_for, group, settings, prior)
+    log.info(plan.describe())
+    from .kernels import describe as kernels_in_use
+    log.detail(kernels_in_use())
+    return plan
+
+
+def _keep_residuals(plan, plan_for, group: Group, settings: Settings, prior):
+    """``plan`` (made by ``plan_for(0)``) with the temporal residual
+    statistics when the run keeps them, else with the reason it does not.
+
+    ``plan_for(residual_bytes)`` plans the same run with a residual
+    accumulator of that size beside each accumulator (also used by the Dask
+    path, whose tasks are planned with a worker's memory).
+    """
     period, why_not = _residual_period(group, settings, prior)
     if period is not None and plan.bands > 1:
         period, why_not = None, ("no temporal residual statistics: they are not kept "
@@ -441,9 +455,6 @@ def plan_group(group: Group, settings: Settings, log):
         plan, why_not = _with_residuals(plan, plan_for, group, period)
     if why_not:
         plan = replace(plan, reasons=plan.reasons + (why_not,))
-    log.info(plan.describe())
-    from .kernels import describe as kernels_in_use
-    log.detail(kernels_in_use())
     return plan
 
 

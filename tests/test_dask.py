@@ -17,6 +17,7 @@ from conftest import make_frames, reference_stats, write_images
 from hotpixel_shm import cluster
 from hotpixel_shm.cli import main
 from hotpixel_shm.kernels_numpy import Partial
+from hotpixel_shm.residual import residuals_of_frames
 from hotpixel_shm.welford import accuracy_bound
 
 distributed = pytest.importorskip("distributed")
@@ -58,9 +59,6 @@ def _photos(tmp_path, n=11, shape=SHAPE, dtype=np.uint8, seed=5):
 
 
 def _run(paths, out, *extra):
-    # the Dask path keeps no temporal residual statistics (yet): compare like with like
-    if "--dask" not in extra:
-        extra = extra + ("--no-residuals",)
     os.makedirs(out, exist_ok=True)
     args = ["-q", "--save-stats", os.path.join(out, "s.npz"), "--json", os.path.join(out, "r.json"),
             "--csv", os.path.join(out, "d.csv"), "--dcraw", os.path.join(out, "d.txt"),
@@ -172,9 +170,19 @@ def test_a_file_a_worker_cannot_read_is_skipped_with_its_reason(tmp_path, addres
         plan = session.plan_group(group, settings, log)
         assert plan.shards == [3, 3]
         plan.shards = [2, 1, 1, 2]                      # a tree of two levels
+        assert plan.task_plan.residual_period == 2
         analysis = session.analyse_group(group, plan, settings, log,
                                          progress=lambda *a: calls.append(a))
+        # the residual statistics the detection on the cluster used
+        residuals = session.client.submit(lambda f: f.stats.residuals, analysis._finished).result()
         analysis.release()
+        off = cluster_settings(residuals=False)
+        plan = session.plan_group(group, off, log)
+        assert plan.task_plan.residual_period is None
+        assert any("turned off" in r for r in plan.task_plan.reasons)
+        plain = session.analyse_group(group, plan, off, log)
+        assert session.client.submit(lambda f: f.stats.residuals, plain._finished).result() is None
+        plain.release()
     assert analysis.stats.n == 5
     (path, reason), = analysis.skipped
     assert path == paths[2]
@@ -188,6 +196,12 @@ def test_a_file_a_worker_cannot_read_is_skipped_with_its_reason(tmp_path, addres
     assert abs(analysis.stats.variance_range()[2] - float(np.var(np.stack(keep).astype(float),
                                                                  axis=0).mean())) < 1e-9
     assert mean.shape == analysis.stats.shape
+    # the per-frame residuals of the frames used, accumulated shard by shard
+    # and added up the tree: those of a local run (float32 sums in another order)
+    ref = residuals_of_frames(keep, SHAPE, 2)
+    assert residuals.n == 5 and residuals.layout == ref.layout
+    for got, want in zip(residuals.mean + residuals.var, ref.mean + ref.var):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
 
 
 def cluster_settings(**kw):
@@ -215,6 +229,9 @@ def test_plan_lists_the_workers_their_memory_and_the_shard_size(tmp_path, addres
     assert "Shards: 2 of up to 3 file(s) (5 in all)" in err
     assert "planned with a worker's memory limit" in err
     assert "of a 819 MiB budget" in err                   # 80 % of 1 GiB: Dask's pause level
+    assert "temporal residual statistics kept beside each accumulator" in err
+    assert main(["--plan", "--no-residuals", "--dask", address] + paths) == 0
+    assert "no temporal residual statistics (turned off)" in capsys.readouterr().err
 
 
 def test_a_worker_killed_mid_run_changes_nothing(tmp_path, address, dask_cluster, capsys,
@@ -401,3 +418,32 @@ def test_shard_sizes_are_even_and_respect_the_cap():
     sizes = cluster.shard_sizes(1000, 3)
     assert sum(sizes) == 1000 and max(sizes) <= cluster.MAX_SHARD_FILES
     assert len(sizes) == -(-1000 // cluster.MAX_SHARD_FILES)
+
+
+def test_residual_partials_add_up_the_tree_as_the_local_merge_adds_them(tmp_path):
+    from hotpixel_shm.residual import ResidualAccumulator, residual_layout, sum_residuals
+    frames = make_frames(7, (12, 14, 3), seed=2)
+    paths, decoded = write_images(tmp_path, frames)
+    spec = cluster._Spec("exact", (12, 14, 3), "uint8", 10 ** 8, 1, residual_period=2)
+    files = list(enumerate(paths))
+    shards = [cluster._shard_task(spec, files[a:b]) for a, b in ((0, 3), (3, 5), (5, 7))]
+    before = [s.residuals[1].copy() for s in shards]
+    for s in shards:                  # as they may arrive from another process
+        s.residuals[1].flags.writeable = False
+    root = cluster._combine_task("exact", cluster._combine_task("exact", *shards[:2]), shards[2])
+    got = cluster._finish_task(root, "exact", (12, 14, 3), {}).stats.residuals
+    # the local merge: one accumulator per worker, added in order and finished
+    layout = residual_layout((12, 14, 3), 2)
+    accs = []
+    for a, b in ((0, 3), (3, 5), (5, 7)):
+        acc = ResidualAccumulator(layout)
+        for f in decoded[a:b]:
+            acc.update(f)
+        accs.append(acc)
+    want = sum_residuals(accs)
+    assert got.n == want.n == 7
+    for g, w in zip(got.mean + got.var, want.mean + want.var):
+        assert g.dtype == np.float32 and np.array_equal(g, w)
+    assert all(np.array_equal(s.residuals[1], b) for s, b in zip(shards, before))
+    plain = cluster._Spec("exact", (12, 14, 3), "uint8", 10 ** 8, 1)
+    assert cluster._shard_task(plain, files[:2]).residuals is None
