@@ -828,7 +828,7 @@ class MemoryModel:
             (f"accumulator ({per})", self.segment_bytes - self.residual_bytes),
             (f"temporal residual statistics ({per})", self.residual_bytes),
             (f"decoding one photo ({per})", self.decode_bytes),
-            (f"{self.batch - 1} more decoded photo(s) of a batch ({per})", self.batch_bytes),
+            (f"{self.batch - 1} more photo(s) of a batch ({per})", self.batch_bytes),
             (f"largest file read whole ({per})", self.file_bytes),
             (f"update scratch ({per})", self.worker_scratch_bytes),
             ("worker interpreter (per worker)", self.worker_baseline_bytes),
