@@ -49,8 +49,12 @@ _GIB = 1024 ** 3
 DEFAULT_BUDGET_FRACTION = 0.75
 #: Photos a worker decodes before one pass over its accumulator, when the
 #: budget allows (the accumulator, 5-16 bytes a value, is then read and
-#: written once per K photos; beyond 4 the measured gain is small).
-DEFAULT_BATCH = 4
+#: written once per K photos).  Measured on a 24 MP frame (bench.py
+#: --kernels): the compiled exact update takes 0.126 s per photo with K = 1
+#: and 0.068 s with K = 4; but each extra photo held costs a decoded frame
+#: per worker (72 MB at 24 MP), which with K = 4 put the float32 tier's peak
+#: over a quarter of the article's, so 2 is the default.
+DEFAULT_BATCH = 2
 
 #: Default ``--memory-budget`` when a memory cgroup's limit is the bound.
 #: There the available memory is exact (limit minus what the group uses,

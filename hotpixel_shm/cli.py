@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "75%% of the memory available now, cgroup limits included)")
     g.add_argument("--batch", type=int, default=None, metavar="K",
                    help="photos each worker decodes before one pass over its accumulator "
-                        "(default: up to 4, as the memory budget allows)")
+                        "(default: up to 2, as the memory budget allows)")
     g.add_argument("--bands", type=int, default=None, metavar="N",
                    help="make N passes over the photos, each accumulating one horizontal band "
                         "of the frame (default: one pass, or as many as the memory budget needs)")

@@ -437,8 +437,13 @@ def build_commands(files: List[str], workers: int, out_dir: str, *,
             add("hps-auto-k1", "hotpixel_shm --auto-workers --batch 1", ["--auto-workers", "--batch", "1"],
                 None, None)
         if compare_with:
-            add("hps-auto-before", f"hotpixel_shm --auto-workers, from {os.path.basename(os.path.normpath(compare_with))}",
-                ["--auto-workers"], None, None, {"PYTHONPATH": os.path.abspath(compare_with)})
+            # -P: the current directory must not shadow the other checkout
+            before = os.path.basename(os.path.normpath(compare_with))
+            jp = os.path.join(out_dir, f"run-hps-auto-before{suffix}.json")
+            cmds.append(Command("hps-auto-before", f"hotpixel_shm --auto-workers, from {before}",
+                                "hotpixel", [py, "-P", "-m", "hotpixel_shm", *files, "--auto-workers",
+                                             "-q", "--json", jp], None, None, jp,
+                                env={"PYTHONPATH": os.path.abspath(compare_with)}))
     return cmds
 
 
