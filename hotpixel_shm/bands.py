@@ -251,29 +251,6 @@ class ArrayBands(BandReader):
             return self._mean[y0:y1], self._var[y0:y1]      # views: nothing copied
         return super().rows(y0, y1, out_mean, out_var)
 
-    def gather_view(self, which, rows, cols, chan):
-        """One plane of a strided one-channel view ``(rows, cols)`` as
-        ``(start, step, count)``, finished value by value (both planes at
-        once; the other is kept for the next call with the same view)."""
-        key = (rows, cols, chan)
-        with self._lock:
-            hit = getattr(self, "_view_cache", None)
-            if hit is not None and hit[0] == key and hit[1] == which:
-                self._view_cache = None
-                return hit[2]
-        ys = np.arange(rows[2]) * rows[1] + rows[0]
-        xs = np.arange(cols[2]) * cols[1] + cols[0]
-        _, w, c = self.shape
-        flat = ((ys[:, None] * w + xs[None, :]) * c + chan).reshape(-1)
-        mean = np.empty(flat.size, self.dtype)
-        var = np.empty(flat.size, self.dtype)
-        self._gather(flat, mean, var)
-        shape = (rows[2], cols[2])
-        mine, other = (mean, var) if which == "mean" else (var, mean)
-        with self._lock:
-            self._view_cache = (key, "var" if which == "mean" else "mean", other.reshape(shape))
-        return mine.reshape(shape)
-
     def gather(self, which, ys, xs, cs):
         a = self._mean if which == "mean" else self._var
         return a[np.asarray(ys, np.intp), np.asarray(xs, np.intp), np.asarray(cs, np.intp)]
