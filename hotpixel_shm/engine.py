@@ -779,7 +779,12 @@ class _Parallel:
                 s.send(("pause",))
                 s.pause_sent = True
         if self.stop_sig is None and all(s.paused or not s.ready for s in live):
-            _snapshot(live, self.ckpt, self.job, [self.files[i] for i in sorted(self.done)])
+            # the files in flight when the pause was sent may have been the
+            # last ones: a snapshot of a finished run saves nothing a
+            # checkpoint needs (and costs a merge), so only resume then
+            remains = bool(self.queue) or any(s.inflight for s in live)
+            _snapshot(live, self.ckpt if remains else None, self.job,
+                      [self.files[i] for i in sorted(self.done)])
             self.pausing = False
 
     def _skip_over_cap(self, live):
@@ -853,9 +858,11 @@ class _Parallel:
 
 
 def _snapshot(live, ckpt, job, used):
-    """Every ready worker is paused: merge a consistent snapshot, then resume them."""
+    """Every ready worker is paused: merge a consistent snapshot (unless
+    ``ckpt`` is None), then resume them."""
     paused = [s for s in live if s.paused]
-    ckpt.take([s.accumulator() for s in paused], job, used, [s.residuals() for s in paused])
+    if ckpt is not None:
+        ckpt.take([s.accumulator() for s in paused], job, used, [s.residuals() for s in paused])
     for s in live:
         if s.paused:
             s.send(("resume",))
