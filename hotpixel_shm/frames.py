@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from .tiffmeta import TAG, raw_ifd, read_ifds
+from .tiffmeta import TAG, dng_raw_tags
 
 __all__ = ["Frame", "PROGRAMS", "program_frames", "identity_frames", "active_area",
            "frames_for_inputs"]
@@ -84,10 +84,7 @@ def active_area(path) -> Optional[Tuple[int, int, int, int]]:
         None when the file is not a DNG with a raw IFD; the whole mosaic
         ``(0, 0, height, width)`` when the raw IFD has no ActiveArea tag.
     """
-    ifds = read_ifds(path)
-    if not ifds or TAG["DNGVersion"] not in ifds[0]:
-        return None
-    tags = raw_ifd(ifds)
+    tags = dng_raw_tags(path)
     if tags is None:
         return None
     area = tags.get(TAG["ActiveArea"])

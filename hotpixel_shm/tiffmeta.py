@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional
 
-__all__ = ["read_ifds", "raw_ifd", "dng_cfa_letters", "TAG"]
+__all__ = ["read_ifds", "raw_ifd", "dng_raw_tags", "dng_cfa_letters", "TAG"]
 
 #: Tag numbers used elsewhere in the package, by name.
 TAG = {
@@ -138,6 +138,20 @@ def raw_ifd(ifds: List[Dict[int, object]]) -> Optional[Dict[int, object]]:
     return None
 
 
+def dng_raw_tags(path) -> Optional[Dict[int, object]]:
+    """The tags of a DNG's raw IFD, or None for a file that is not a DNG
+    or has no raw IFD.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    """
+    ifds = read_ifds(path)
+    if not ifds or TAG["DNGVersion"] not in ifds[0]:
+        return None
+    return raw_ifd(ifds)
+
+
 def dng_cfa_letters(path) -> Optional[str]:
     """A DNG's CFA tile as letters, row-major (``"RGGB"``, 36 for X-Trans), or None.
 
@@ -145,10 +159,7 @@ def dng_cfa_letters(path) -> Optional[str]:
     None for files that are not DNGs or whose raw IFD has no usable
     CFARepeatPatternDim/CFAPattern.
     """
-    ifds = read_ifds(path)
-    if not ifds or TAG["DNGVersion"] not in ifds[0]:
-        return None
-    tags = raw_ifd(ifds)
+    tags = dng_raw_tags(path)
     if tags is None:
         return None
     dim, codes = tags.get(TAG["CFARepeatPatternDim"]), tags.get(TAG["CFAPattern"])
