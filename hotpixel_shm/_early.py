@@ -1,15 +1,18 @@
 """Signals that arrive while the command is still loading (no numpy here).
 
 ``python -m hotpixel_shm`` installs :func:`install` before anything heavy is
-imported; a SIGINT or SIGTERM then only records itself -- raising in the
-middle of an import would break it -- and the command's own handling
-(``cli._Stopper``) raises it at its first safe point.
+imported, and :func:`cli.main` does again for the ``hotpixel-shm`` script
+and callers in-process; a SIGINT or SIGTERM then only records itself --
+raising in the middle of an import would break it (numpy turns it into an
+ImportError) -- and the command's own handling (``cli._Stopper``) raises it
+at its first safe point.
 """
 import signal
 
-__all__ = ["install", "pending"]
+__all__ = ["install", "restore", "take"]
 
 _PENDING = []
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _record(signum, frame):
@@ -17,11 +20,28 @@ def _record(signum, frame):
 
 
 def install():
-    """Record SIGINT and SIGTERM from now on (until the command takes over)."""
-    signal.signal(signal.SIGINT, _record)
-    signal.signal(signal.SIGTERM, _record)
+    """Record SIGINT and SIGTERM from now on (until the command takes over).
+
+    Returns the handlers replaced, for :func:`restore`; an empty dict when
+    not in the main thread (where handlers cannot be set).
+    """
+    old = {}
+    for sig in _SIGNALS:
+        try:
+            old[sig] = signal.signal(sig, _record)
+        except ValueError:  # not the main thread
+            break
+    return old
 
 
-def pending():
-    """The first signal recorded, or None."""
-    return _PENDING[0] if _PENDING else None
+def restore(old):
+    """Put back the handlers :func:`install` replaced."""
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+def take():
+    """The first signal recorded, or None; forgets them all."""
+    first = _PENDING[0] if _PENDING else None
+    _PENDING.clear()
+    return first

@@ -226,7 +226,7 @@ class _Stopper:
                 self._old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread
                 pass
-        early = _early.pending()
+        early = _early.take()
         if early is not None:          # arrived while the command was loading
             self.__exit__(None, None, None)
             raise _Interrupt(early)
@@ -265,6 +265,16 @@ def _exit_code_for(signum):
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit code."""
+    from . import _early
+
+    old = _early.install()
+    try:
+        return _main(argv)
+    finally:
+        _early.restore(old)
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     con = _Console(args.quiet, args.verbose)
@@ -294,6 +304,10 @@ def main(argv=None) -> int:
     if args.dask:
         _check_dask_args(parser, args)
     try:
+        # numpy and the rest load while the early handler only records a
+        # signal: an exception raised inside an extension module's import
+        # comes back as an ImportError (numpy's does), not as the signal
+        _load_engine(args)
         with _STOPPER:
             if args.apply:
                 return _apply(args, con)
@@ -307,11 +321,37 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as exc:
         con.error("interrupted")
         return _exit_code_for(getattr(exc, "signum", signal.SIGINT))
+    except ImportError as exc:
+        cause = _interrupt_behind(exc)
+        if cause is None:
+            raise
+        con.error("interrupted")
+        return _exit_code_for(getattr(cause, "signum", signal.SIGINT))
     except BrokenPipeError:
         # stdout closed early (e.g. piped into `head`): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+
+
+def _load_engine(args):
+    """Import the modules the command will run (numpy among them)."""
+    from . import pipeline  # noqa: F401
+    if args.dask:
+        from . import cluster  # noqa: F401
+
+
+def _interrupt_behind(exc):
+    """The KeyboardInterrupt (or :class:`_Interrupt`) an exception was raised
+    from, or None (a signal that lands inside an extension's import is
+    re-raised as an ImportError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _check_dask_args(parser, args):

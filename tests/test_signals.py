@@ -211,3 +211,40 @@ def test_a_signal_during_start_up(photo_dir, sig, code):
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert _no_segments_of(proc.pid)
+
+
+_SIGNAL_IN_IMPORT = """
+import importlib.abc, os, runpy, signal, sys
+
+class SignalWhenImported(importlib.abc.MetaPathFinder):
+    # a signal arriving while numpy's C extension imports datetime
+    # (PyCapsule_Import: an exception there comes back as an ImportError)
+    def find_spec(self, name, path=None, target=None):
+        if name == "datetime" and "numpy._core._multiarray_umath" in sys.modules:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), {sig})
+        return None
+
+sys.meta_path.insert(0, SignalWhenImported())
+sys.argv = ["hotpixel-shm", "-q", "--workers", "2", {d!r}]
+if {script}:   # the console script: cli.main called directly
+    from hotpixel_shm.cli import main
+    sys.exit(main())
+runpy.run_module("hotpixel_shm", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", [False, True], ids=["python-m", "console-script"])
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_inside_numpys_import(photo_dir, sig, code, script):
+    """Deterministic twin of the test above: the signal lands while numpy's
+    extension module is being imported (raising there would come back as an
+    ImportError with a long traceback); the command still ends with the
+    signal's exit code and no traceback."""
+    d, _, _ = photo_dir
+    src = _SIGNAL_IN_IMPORT.format(sig=int(sig), d=d, script=script)
+    proc = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "interrupted" in proc.stderr
