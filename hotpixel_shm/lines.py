@@ -125,6 +125,19 @@ class _Plane:
         return block[self.dy::p, self.dx::p]
 
 
+def _median(a, axis):
+    """``np.median(a, axis)``, bit for bit (for arrays without NaN), by a sort:
+    numpy sorts short float runs with SIMD sorting networks, about ten times
+    faster than the partition ``np.median`` does, and the medians of 32 values
+    were most of a 24 MP photo's detection time."""
+    s = np.sort(a, axis=axis)
+    n = s.shape[axis]
+    hi = np.take(s, n // 2, axis=axis)
+    if n % 2:
+        return hi
+    return (np.take(s, n // 2 - 1, axis=axis) + hi) / 2
+
+
 def _column_offsets(plane, step):
     """Per band of rows and column: medians of the differences to the column
     ``step`` to the left and to the right."""
@@ -136,8 +149,7 @@ def _column_offsets(plane, step):
         return left, right
     for b in range(nb):
         rows = plane.rows(b * _BAND, min(h, (b + 1) * _BAND))
-        diff = rows[:, step:] - rows[:, :-step]
-        left[b, step:] = np.median(diff, axis=0)
+        left[b, step:] = _median(rows[:, step:] - rows[:, :-step], 0)
         right[b, :-step] = -left[b, step:]
     return left, right
 
@@ -152,17 +164,28 @@ def _row_offsets(plane, step):
     down = np.zeros((nb, h), dtype=np.float32)
     if h <= 2 * step:
         return up, down
-    edges = [(b * _BAND, min(w, (b + 1) * _BAND)) for b in range(nb)]
-    for y0 in range(step, h - step, _BAND):
-        y1 = min(h - step, y0 + _BAND)
-        rows = plane.rows(y0 - step, y1 + step)
-        centre = rows[step:step + (y1 - y0)]
-        d_up = centre - rows[:y1 - y0]
-        d_down = centre - rows[2 * step:2 * step + (y1 - y0)]
-        for b, (x0, x1) in enumerate(edges):
-            up[b, y0:y1] = np.median(d_up[:, x0:x1], axis=1)
-            down[b, y0:y1] = np.median(d_down[:, x0:x1], axis=1)
+    # row y against row y - step, for every y >= step; row y against row
+    # y + step is minus that of row y + step
+    for y0 in range(step, h, _BAND):
+        y1 = min(h, y0 + _BAND)
+        rows = plane.rows(y0 - step, y1)
+        up[:, y0:y1] = _band_medians(rows[step:] - rows[:y1 - y0])
+    down[:, step:h - step] = -up[:, 2 * step:]
+    up[:, h - step:] = 0
     return up, down
+
+
+def _band_medians(diff):
+    """``(bands, rows)``: the median of each row of ``diff`` over each band of
+    ``_BAND`` columns (the last band may be narrower), all full bands at once."""
+    r, w = diff.shape
+    full = w // _BAND
+    out = np.empty((-(-w // _BAND), r), dtype=np.float32)
+    if full:
+        out[:full] = _median(diff[:, :full * _BAND].reshape(r, full, _BAND), 2).T
+    if w > full * _BAND:
+        out[full] = _median(diff[:, full * _BAND:], 1)
+    return out
 
 
 def _judge_lines(first, second, length, step, sigma, edge):
