@@ -3,6 +3,7 @@ in one call, made of the same steps (``pipeline``) the command line drives.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ from typing import List
 from .analysis import Analysis
 from .detect import DetectOptions
 from .errors import HotPixelError
-from .pipeline import (LogToLogging, Settings, analyse_group, plan_group, prepare)
+from .pipeline import LogToLogging, Settings, prepare
 
 __all__ = ["analyse", "iter_analyses"]
 
@@ -19,7 +20,8 @@ __all__ = ["analyse", "iter_analyses"]
 def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=False,
             camera=None, all_cameras=False, progress=None, recursive=False, min_images=2,
             detect_options=None, load_stats=None, resume=None, save_stats=None,
-            checkpoint=None, log=None) -> List[Analysis]:
+            checkpoint=None, log=None, dask=None, dask_timeout=None,
+            dask_split_every=None) -> List[Analysis]:
     """Analyse a folder of photos: statistics, defects, one camera body at a time.
 
     This is what the command line does, step by step (the command line
@@ -56,6 +58,20 @@ def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=Fal
         Statistics files, as the command line's options of those names.
     log : object, optional
         ``info``/``detail``/``skip`` receiver (default :class:`LogToLogging`).
+    dask : str, optional
+        Compute on a Dask cluster (the optional ``dask`` extra), as the
+        command line's ``--dask``: a scheduler's address
+        (``"tcp://host:8786"``) or ``"local"`` for a LocalCluster on this
+        machine, started for this call and stopped at its end.  ``workers``
+        must then stay "auto", and ``checkpoint``/``resume`` are not
+        available.  The statistics stay on the cluster: an analysis's
+        ``write`` draws a picture there, so ask for pictures while the
+        session is open -- inside an :func:`iter_analyses` loop; everything
+        else (defects, reports, exports) can be written at any time.
+    dask_timeout : float, optional
+        Seconds to reach the scheduler and its workers (default 10).
+    dask_split_every : int, optional
+        Partials merged per task of the merge tree (default 4).
 
     Returns
     -------
@@ -68,7 +84,8 @@ def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=Fal
         No body has ``min_images`` usable photos.
     HotPixelError
         Bad input that stops the whole analysis (unreadable statistics
-        file, no camera matching ``camera``, nothing fits in memory, ...).
+        file, no camera matching ``camera``, nothing fits in memory, an
+        unreachable Dask scheduler, ...).
 
     Examples
     --------
@@ -81,14 +98,16 @@ def analyse(paths, *, workers="auto", tier="auto", memory_budget=None, darks=Fal
         paths, workers=workers, tier=tier, memory_budget=memory_budget, darks=darks,
         camera=camera, all_cameras=all_cameras, progress=progress, recursive=recursive,
         min_images=min_images, detect_options=detect_options, load_stats=load_stats,
-        resume=resume, save_stats=save_stats, checkpoint=checkpoint, log=log)))
+        resume=resume, save_stats=save_stats, checkpoint=checkpoint, log=log, dask=dask,
+        dask_timeout=dask_timeout, dask_split_every=dask_split_every)))
 
 
 def _settings(paths, *, workers="auto", tier="auto", memory_budget=None, darks=False,
               camera=None, all_cameras=False, progress=None, recursive=False, min_images=2,
               detect_options=None, load_stats=None, resume=None, save_stats=None,
-              checkpoint=None, log=None):
-    """(settings, paths, progress, log) from the API's arguments."""
+              checkpoint=None, log=None, dask=None, dask_timeout=None, dask_split_every=None):
+    """(settings, paths, progress, log, dask) from the API's arguments;
+    ``dask`` is None or (address, timeout, split_every)."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
     paths = [os.path.expanduser(os.fsdecode(p)) for p in paths]
@@ -102,7 +121,35 @@ def _settings(paths, *, workers="auto", tier="auto", memory_budget=None, darks=F
         recursive=recursive, min_images=min_images, detect=opts, load_stats=load_stats,
         resume=resume, save_stats=save_stats, checkpoint=checkpoint, camera=camera,
         all_cameras=all_cameras)
-    return settings, paths, progress, log or LogToLogging()
+    if dask is not None:
+        dask = _dask_options(dask, dask_timeout, dask_split_every, workers=workers,
+                             checkpoint=checkpoint, resume=resume)
+    elif dask_timeout is not None or dask_split_every is not None:
+        raise HotPixelError("dask_timeout and dask_split_every need dask (an address or "
+                            "\"local\")")
+    return settings, paths, progress, log or LogToLogging(), dask
+
+
+def _dask_options(address, timeout, split_every, *, workers, checkpoint, resume):
+    """(address, timeout, split_every), checked as the command line checks them."""
+    from . import cluster
+    cluster.require()
+    if not isinstance(address, str) or not address.strip():
+        raise HotPixelError(f"dask must be a scheduler's address or \"{cluster.LOCAL}\", "
+                            f"got {address!r}")
+    if workers != "auto":
+        raise HotPixelError("workers does not apply with dask (the cluster's workers do "
+                            "the work)")
+    if checkpoint or resume:
+        raise HotPixelError("checkpoint and resume are not available with dask (a lost Dask "
+                            "worker's tasks are recomputed instead)")
+    timeout = cluster.DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    if not timeout > 0:
+        raise HotPixelError(f"dask_timeout must be positive, got {timeout:g}")
+    split_every = cluster.DEFAULT_SPLIT_EVERY if split_every is None else int(split_every)
+    if split_every < 2:
+        raise HotPixelError(f"dask_split_every must be at least 2, got {split_every}")
+    return address.strip(), timeout, split_every
 
 
 def iter_analyses(paths, **options):
@@ -114,7 +161,9 @@ def iter_analyses(paths, **options):
     go before asking for the next (``del a`` at the end of the loop's body:
     the loop variable still holds the previous one while the next is
     computed) keeps one body's in memory at a time, as the command line
-    does.  Parameters are those of :func:`analyse`.
+    does.  Parameters are those of :func:`analyse`; with ``dask``, the
+    cluster session stays open while the loop runs (pictures can be drawn
+    there) and closes when the loop ends.
 
     Examples
     --------
@@ -125,9 +174,22 @@ def iter_analyses(paths, **options):
     return _analyses(*_settings(paths, **options))
 
 
-def _analyses(settings, paths, progress, log):
+def _analyses(settings, paths, progress, log, dask):
     started = time.perf_counter()
-    for group in prepare(paths, settings, log):
-        plan = plan_group(group, settings, log)
-        yield analyse_group(group, plan, settings, log, started=started, progress=progress)
-        started = time.perf_counter()
+    with _steps(settings, log, dask) as steps:
+        for group in prepare(paths, settings, log):
+            plan = steps.plan_group(group, settings, log)
+            yield steps.analyse_group(group, plan, settings, log, started=started,
+                                      progress=progress)
+            started = time.perf_counter()
+
+
+def _steps(settings, log, dask):
+    """The steps that plan and run: the pipeline's own, or a Dask session's."""
+    if dask is None:
+        from . import pipeline
+        return contextlib.nullcontext(pipeline)
+    from . import cluster
+    address, timeout, split_every = dask
+    return cluster.connect(address, timeout, settings=settings, log=log,
+                           split_every=split_every)

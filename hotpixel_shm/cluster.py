@@ -591,6 +591,10 @@ class ClusterAnalysis(Analysis):
     def _write_one(self, export, option, path) -> str:
         if option != "picture":
             return super()._write_one(export, option, path)
+        if self._session is None or self._session.client is None:
+            raise HotPixelError("the picture is drawn on the Dask cluster, whose session is "
+                                "closed: write it while the session is open (inside an "
+                                "iter_analyses loop)")
         base = Analysis(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Analysis)})
         data = self._session.result(self._session.client.submit(
             _picture_task, self._finished, base, pure=False))

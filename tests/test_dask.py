@@ -460,3 +460,47 @@ def test_residual_partials_add_up_the_tree_as_the_local_merge_adds_them(tmp_path
     assert all(np.array_equal(s.residuals[1], b) for s, b in zip(shards, before))
     plain = cluster._Spec("exact", (12, 14, 3), "uint8", 10 ** 8, 1)
     assert cluster._shard_task(plain, files[:2]).residuals is None
+
+
+def test_the_api_runs_on_the_cluster_as_the_command_line_does(tmp_path, address):
+    """``analyse``/``iter_analyses`` with ``dask=``: the same defects, lines and
+    outputs as the API's local run; a picture needs the open session."""
+    import hotpixel_shm
+    from hotpixel_shm.errors import HotPixelError
+
+    paths, _ = _photos(tmp_path / "in")
+    local = hotpixel_shm.analyse(paths, workers=1, tier="exact")[0]
+    local.write(picture=tmp_path / "local.png", csv=tmp_path / "local.csv")
+    seen = []
+    for a in hotpixel_shm.iter_analyses(paths, dask=address, tier="exact", dask_timeout=30):
+        a.write(picture=tmp_path / "dask.png")
+        seen.append(a)
+    (a,) = seen
+    assert a.stats.n == local.stats.n == len(paths)
+    assert a.defects == local.defects and a.lines == local.lines
+    assert any(ln for ln in a.lines)
+    assert _read(tmp_path, "dask.png") == _read(tmp_path, "local.png")
+    a.write(csv=tmp_path / "dask.csv")          # written from the defects: any time
+    assert _read(tmp_path, "dask.csv") == _read(tmp_path, "local.csv")
+    with pytest.raises(HotPixelError, match="session is closed"):
+        a.write(picture=tmp_path / "late.png")
+    assert not os.path.exists(tmp_path / "late.png")
+    (b,) = hotpixel_shm.analyse(paths, dask=address, tier="exact", dask_split_every=2)
+    assert b.defects == local.defects
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"dask": "local", "workers": 2}, "workers does not apply"),
+    ({"dask": "local", "checkpoint": "c.npz"}, "checkpoint and resume"),
+    ({"dask": "local", "resume": "c.npz"}, "checkpoint and resume"),
+    ({"dask": "local", "dask_timeout": 0}, "dask_timeout must be positive"),
+    ({"dask": "local", "dask_split_every": 1}, "at least 2"),
+    ({"dask": ""}, "scheduler's address"),
+    ({"dask_timeout": 5}, "need dask"),
+])
+def test_the_apis_dask_options_are_checked_before_anything_runs(tmp_path, options, message):
+    import hotpixel_shm
+    from hotpixel_shm.errors import HotPixelError
+
+    with pytest.raises(HotPixelError, match=message):
+        hotpixel_shm.analyse([str(tmp_path / "none.png")], **options)
