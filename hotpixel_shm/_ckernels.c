@@ -14,11 +14,15 @@
  *          out_mean, out_var, total)
  *       merge the parts' fields over [start, stop) and finish mean and
  *       variance (the fused merge + finalise)
+ *   residual(images, sample_bytes, sums, ycc, reach, consts)
+ *       add K frames' temporal residuals to their float32 sums and sums of
+ *       squares in one pass (hotpixel_shm.residual)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_BATCH 16
@@ -448,12 +452,414 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- residual */
+
+/* The temporal residual of one frame (see hotpixel_shm.residual): every
+ * element of a residual plane minus the median of its four same-colour
+ * neighbours, added to the plane's float32 sums, its square to the sums of
+ * squares.  One pass over the frame: the plane rows a residual row needs
+ * are converted once into a small ring of rows, never a whole plane. */
+
+typedef struct {
+    const char *base;
+    Py_ssize_t sy, sx, sc; /* byte strides of rows, pixels, channels */
+    int sb;                /* bytes per sample: 1 or 2 */
+    Py_ssize_t h, w, c;
+    float ycc[5];          /* Y's three weights, then the Cb and Cr scales */
+} Frame;
+
+/* A ring of converted rows: row i lives in slot i % slots (tag = i). */
+typedef struct {
+    int slots;
+    Py_ssize_t width; /* floats per slot */
+    float *data;
+    Py_ssize_t *tag;
+} Ring;
+
+/* residual._reflect: beyond an edge -> reach inside it, then clipped */
+static inline Py_ssize_t reflect(Py_ssize_t i, Py_ssize_t size, Py_ssize_t r)
+{
+    if (i < 0)
+        i += 2 * r;
+    if (i >= size)
+        i -= 2 * r;
+    if (i < 0)
+        i = 0;
+    if (i > size - 1)
+        i = size - 1;
+    return i;
+}
+
+/* Every channel of pixel row y as float32 rows, one after another. */
+static void fill_channels(const Frame *f, Py_ssize_t y, float *dst)
+{
+    for (Py_ssize_t k = 0; k < f->c; k++) {
+        const char *p = f->base + y * f->sy + k * f->sc;
+        float *d = dst + k * f->w;
+        if (f->sb == 1)
+            for (Py_ssize_t x = 0; x < f->w; x++)
+                d[x] = (float)*(const uint8_t *)(p + x * f->sx);
+        else
+            for (Py_ssize_t x = 0; x < f->w; x++)
+                d[x] = (float)*(const uint16_t *)(p + x * f->sx);
+    }
+}
+
+/* Pixel row y in JPEG's colour space: Y, Cb, Cr rows (residual._Source). */
+#define YCC_LOOP(T)                                                                \
+    for (Py_ssize_t x = 0; x < w; x++) {                                           \
+        const char *q = p + x * sx;                                                \
+        float r = (float)*(const T *)q, g = (float)*(const T *)(q + sc);          \
+        float b = (float)*(const T *)(q + 2 * sc);                                 \
+        float v = r * c0, t = g * c1;                                              \
+        v = v + t;                                                                 \
+        t = b * c2;                                                                \
+        v = v + t;                                                                 \
+        Y[x] = v;                                                                  \
+        t = b - v;                                                                 \
+        Cb[x] = t * cb;                                                            \
+        t = r - v;                                                                 \
+        Cr[x] = t * cr;                                                            \
+    }
+
+static void fill_ycc(const Frame *f, Py_ssize_t y, float *dst)
+{
+    const Py_ssize_t w = f->w, sc = f->sc;
+    float *restrict Y = dst, *restrict Cb = dst + w, *restrict Cr = dst + 2 * w;
+    const char *p = f->base + y * f->sy;
+    const float c0 = f->ycc[0], c1 = f->ycc[1], c2 = f->ycc[2], cb = f->ycc[3], cr = f->ycc[4];
+    if (f->sb == 1 && f->sx == 3 && sc == 1) {
+        /* packed RGB, a chunk at a time: widen the bytes in one loop, then
+         * the arithmetic on float triples (both loops vectorise) */
+        const uint8_t *u = (const uint8_t *)p;
+        float F[3 * 256];
+        for (Py_ssize_t x0 = 0; x0 < w; x0 += 256) {
+            const Py_ssize_t n = w - x0 < 256 ? w - x0 : 256;
+            for (Py_ssize_t i = 0; i < 3 * n; i++)
+                F[i] = (float)u[3 * x0 + i];
+            float *restrict y_ = Y + x0, *restrict b_ = Cb + x0, *restrict r_ = Cr + x0;
+            for (Py_ssize_t x = 0; x < n; x++) {
+                float r = F[3 * x], g = F[3 * x + 1], b = F[3 * x + 2];
+                float v = r * c0, t = g * c1;
+                v = v + t;
+                t = b * c2;
+                v = v + t;
+                y_[x] = v;
+                t = b - v;
+                b_[x] = t * cb;
+                t = r - v;
+                r_[x] = t * cr;
+            }
+        }
+    } else if (f->sb == 1) {
+        const Py_ssize_t sx = f->sx;
+        YCC_LOOP(uint8_t)
+    } else {
+        const Py_ssize_t sx = f->sx;
+        YCC_LOOP(uint16_t)
+    }
+}
+
+static float *pixel_row(Ring *ring, const Frame *f, Py_ssize_t y, int ycc)
+{
+    int s = (int)(y % ring->slots);
+    float *d = ring->data + s * ring->width;
+    if (ring->tag[s] != y) {
+        if (ycc)
+            fill_ycc(f, y, d);
+        else
+            fill_channels(f, y, d);
+        ring->tag[s] = y;
+    }
+    return d;
+}
+
+/* Chroma row j (residual._Rows, k > 0): for Cb and Cr, the mean over the
+ * 4x4 pixels of rows 2j-1 .. 2j+2 and columns 2i-1 .. 2i+2, clamped. */
+static float *chroma_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py_ssize_t wp,
+                         float *tmp)
+{
+    int s = (int)(j % ring->slots);
+    float *d = ring->data + s * ring->width;
+    if (ring->tag[s] == j)
+        return d;
+    const Py_ssize_t w = f->w;
+    float *tb = tmp, *tr = tmp + w;
+    for (Py_ssize_t x = 0; x < w; x++)
+        tb[x] = tr[x] = 0.0f;
+    for (int dy = -1; dy <= 2; dy++) {
+        Py_ssize_t y = 2 * j + dy;
+        y = y < 0 ? 0 : (y > f->h - 1 ? f->h - 1 : y);
+        const float *row = pixel_row(pix, f, y, 1);
+        const float *cb = row + w, *cr = row + 2 * w;
+        for (Py_ssize_t x = 0; x < w; x++) {
+            tb[x] = tb[x] + cb[x];
+            tr[x] = tr[x] + cr[x];
+        }
+    }
+    for (int p = 0; p < 2; p++) {
+        const float *t = p ? tr : tb;
+        float *o = d + p * wp;
+        for (Py_ssize_t i = 0; i < wp; i++) {
+            Py_ssize_t a = 2 * i - 1, b = 2 * i + 1, c = 2 * i + 2;
+            a = a < 0 ? 0 : a;
+            b = b > w - 1 ? w - 1 : b;
+            c = c > w - 1 ? w - 1 : c;
+            float v = t[a] + t[2 * i];
+            v = v + t[b];
+            v = v + t[c];
+            o[i] = v * 0.0625f;
+        }
+    }
+    ring->tag[s] = j;
+    return d;
+}
+
+/* residual._median4, then the centre minus it */
+static inline float resid(float a, float b, float c, float d, float v)
+{
+    float lo = a < b ? a : b, hi = a < b ? b : a;
+    float lo2 = c < d ? c : d, hi2 = c < d ? d : c;
+    hi = hi2 < hi ? hi2 : hi;
+    lo = lo < lo2 ? lo2 : lo;
+    float m = lo + hi;
+    m = m * 0.5f;
+    return v - m;
+}
+
+/* One row of residuals into out: centre row cen, the rows reach above and
+ * below, the left and right neighbours as residual._residual_band takes
+ * them (reflected, or the element itself where a plane is too narrow). */
+static void residual_row(const float *up, const float *cen, const float *dn, Py_ssize_t w,
+                         Py_ssize_t r, float *restrict out)
+{
+    Py_ssize_t lo = w > r ? r : w, hi = w > r ? (w - r > r ? w - r : r) : w;
+    Py_ssize_t edge = r < w - r ? r : w - r;
+    for (Py_ssize_t x = 0; x < w; x++) {
+        if (x == lo)
+            x = hi;
+        if (x >= w)
+            break;
+        float L, R;
+        if (w <= r) {
+            L = R = cen[x];
+        } else {
+            L = x >= r ? cen[x - r] : (x < edge ? cen[x + r] : cen[x]);
+            R = x >= w - edge ? cen[x - r] : (x < w - r ? cen[x + r] : cen[x]);
+        }
+        out[x] = resid(up[x], dn[x], L, R, cen[x]);
+    }
+    for (Py_ssize_t x = lo; x < hi; x++)
+        out[x] = resid(up[x], dn[x], cen[x - r], cen[x + r], cen[x]);
+}
+
+/* The K frames' residual rows added to the sums and, squared, to the sums of
+ * squares, frame after frame (the order of K separate updates). */
+static void add_rows(float *restrict sum, float *restrict sq, const float *res, int K, Py_ssize_t w,
+                     Py_ssize_t stride)
+{
+    for (int j = 0; j < K; j++) {
+        const float *restrict v = res + j * stride;
+        for (Py_ssize_t x = 0; x < w; x++) {
+            float t = v[x];
+            sum[x] = sum[x] + t;
+            t = t * t;
+            sq[x] = sq[x] + t;
+        }
+    }
+}
+
+typedef struct {
+    Ring pix, chroma;
+} Rings;
+
+static void free_rings(Rings *rg, int K)
+{
+    for (int j = 0; j < K; j++) {
+        free(rg[j].pix.data);
+        free(rg[j].pix.tag);
+        free(rg[j].chroma.data);
+        free(rg[j].chroma.tag);
+    }
+    free(rg);
+}
+
+static int ring_init(Ring *ring, int slots, Py_ssize_t width)
+{
+    ring->slots = slots;
+    ring->width = width;
+    ring->data = malloc(sizeof(float) * (size_t)slots * (size_t)width);
+    ring->tag = malloc(sizeof(Py_ssize_t) * (size_t)slots);
+    if (!ring->data || !ring->tag)
+        return 0;
+    for (int s = 0; s < slots; s++)
+        ring->tag[s] = -1;
+    return 1;
+}
+
+/* Fold K frames of the same shape, row by row: the sums are read and
+ * written once per K frames, and each frame's residuals are added in turn,
+ * as K calls would add them. */
+static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t reach, float *flat,
+                           Py_ssize_t values)
+{
+    const Py_ssize_t h = fr[0].h, w = fr[0].w, c = fr[0].c;
+    const Py_ssize_t hp = (h + 1) / 2, wp = (w + 1) / 2, cr = 2;
+    /* per frame: residual rows of every plane of one step (stride w) */
+    const Py_ssize_t rows = ycc ? 4 : c;
+    Rings *rg = calloc((size_t)K, sizeof(Rings));
+    float *res = malloc(sizeof(float) * (size_t)K * (size_t)rows * (size_t)w);
+    float *tmp = malloc(sizeof(float) * 2 * (size_t)w);
+    int ok = 0;
+    if (!rg || !res || !tmp)
+        goto done;
+    for (int j = 0; j < K; j++) {
+        if (!ring_init(&rg[j].pix, (int)(2 * reach + 10), (ycc ? 3 : c) * w))
+            goto done;
+        if (ycc && !ring_init(&rg[j].chroma, 8, 2 * wp))
+            goto done;
+    }
+    if (!ycc) {
+        for (Py_ssize_t y = 0; y < h; y++) {
+            for (int j = 0; j < K; j++) {
+                const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 0);
+                const float *dn = pixel_row(&rg[j].pix, fr + j, reflect(y + reach, h, reach), 0);
+                const float *cen = pixel_row(&rg[j].pix, fr + j, y, 0);
+                for (Py_ssize_t k = 0; k < c; k++)
+                    residual_row(up + k * w, cen + k * w, dn + k * w, w, reach,
+                                 res + (j * rows + k) * w);
+            }
+            for (Py_ssize_t k = 0; k < c; k++) {
+                float *s = flat + k * h * w + y * w;
+                add_rows(s, s + values, res + k * w, K, w, rows * w);
+            }
+        }
+        ok = 1;
+        goto done;
+    }
+    float *sum_cb = flat + h * w, *sum_cr = sum_cb + hp * wp;
+    for (Py_ssize_t i = 0; i < hp; i++) {
+        Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
+        for (int j = 0; j < K; j++) {
+            float *out = res + j * rows * w;
+            for (Py_ssize_t y = 2 * i; y < y1; y++) {
+                const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 1);
+                const float *dn = pixel_row(&rg[j].pix, fr + j, reflect(y + reach, h, reach), 1);
+                const float *cen = pixel_row(&rg[j].pix, fr + j, y, 1);
+                residual_row(up, cen, dn, w, reach, out + (y - 2 * i) * w);
+            }
+            Ring *ch = &rg[j].chroma, *px = &rg[j].pix;
+            const float *up = chroma_row(ch, px, fr + j, reflect(i - cr, hp, cr), wp, tmp);
+            const float *dn = chroma_row(ch, px, fr + j, reflect(i + cr, hp, cr), wp, tmp);
+            const float *cen = chroma_row(ch, px, fr + j, i, wp, tmp);
+            residual_row(up, cen, dn, wp, cr, out + 2 * w);
+            residual_row(up + wp, cen + wp, dn + wp, wp, cr, out + 3 * w);
+        }
+        for (Py_ssize_t y = 2 * i; y < y1; y++) {
+            float *s = flat + y * w;
+            add_rows(s, s + values, res + (y - 2 * i) * w, K, w, rows * w);
+        }
+        float *s = sum_cb + i * wp;
+        add_rows(s, s + values, res + 2 * w, K, wp, rows * w);
+        s = sum_cr + i * wp;
+        add_rows(s, s + values, res + 3 * w, K, wp, rows * w);
+    }
+    ok = 1;
+done:
+    if (rg)
+        free_rings(rg, K);
+    free(res);
+    free(tmp);
+    return ok;
+}
+
+static PyObject *py_residual(PyObject *self, PyObject *args)
+{
+    PyObject *images, *flat, *consts;
+    int sb, ycc;
+    Py_ssize_t reach;
+    if (!PyArg_ParseTuple(args, "O!iOinO!", &PyTuple_Type, &images, &sb, &flat, &ycc, &reach,
+                          &PyTuple_Type, &consts))
+        return NULL;
+    Py_ssize_t K = PyTuple_GET_SIZE(images);
+    if ((sb != 1 && sb != 2) || reach < 1 || PyTuple_GET_SIZE(consts) != 5 || K < 1 ||
+        K > MAX_BATCH) {
+        PyErr_SetString(PyExc_ValueError, "bad residual arguments");
+        return NULL;
+    }
+    float ycc_c[5];
+    for (int i = 0; i < 5; i++) {
+        ycc_c[i] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(consts, i));
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    Py_buffer img[MAX_BATCH], acc;
+    Frame fr[MAX_BATCH];
+    int got = 0, ok = 0, have_acc = 0;
+    for (; got < K; got++) {
+        Py_buffer *v = &img[got];
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(images, got), v, PyBUF_STRIDED_RO) < 0)
+            goto out;
+        if (v->ndim != 3 || v->itemsize != sb ||
+            (got && (v->shape[0] != fr[0].h || v->shape[1] != fr[0].w || v->shape[2] != fr[0].c))) {
+            PyBuffer_Release(v);
+            PyErr_SetString(PyExc_ValueError, "frames must be 3-D, of one shape and sample size");
+            goto out;
+        }
+        Frame *f = &fr[got];
+        f->base = v->buf;
+        f->h = v->shape[0];
+        f->w = v->shape[1];
+        f->c = v->shape[2];
+        f->sy = v->strides[0];
+        f->sx = v->strides[1];
+        f->sc = v->strides[2];
+        f->sb = sb;
+        memcpy(f->ycc, ycc_c, sizeof ycc_c);
+    }
+    if (PyObject_GetBuffer(flat, &acc, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        goto out;
+    have_acc = 1;
+    const Py_ssize_t h = fr[0].h, w = fr[0].w;
+    if (ycc && fr[0].c != 3) {
+        PyErr_SetString(PyExc_ValueError, "the colour residual needs 3 channels");
+        goto out;
+    }
+    Py_ssize_t values = ycc ? h * w + 2 * ((h + 1) / 2) * ((w + 1) / 2) : h * w * fr[0].c;
+    if (acc.len != (Py_ssize_t)sizeof(float) * 2 * values) {
+        PyErr_SetString(PyExc_ValueError, "residual sums of the wrong length");
+        goto out;
+    }
+    if (values > 0) {
+        int done;
+        Py_BEGIN_ALLOW_THREADS
+        done = residual_frames(fr, (int)K, ycc, reach, (float *)acc.buf, values);
+        Py_END_ALLOW_THREADS
+        if (!done) {
+            PyErr_NoMemory();
+            goto out;
+        }
+    }
+    ok = 1;
+out:
+    for (int j = 0; j < got; j++)
+        PyBuffer_Release(&img[j]);
+    if (have_acc)
+        PyBuffer_Release(&acc);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"update", py_update, METH_VARARGS,
      "update(tier, sample_bytes, fields, images, n, start, consts): fold a batch of images"},
     {"reduce", py_reduce, METH_VARARGS,
      "reduce(mode, sample_bytes, parts, counts, fracs, crosses, start, stop, out_mean, out_var, "
      "total): merge and finish a flat range"},
+    {"residual", py_residual, METH_VARARGS,
+     "residual(images, sample_bytes, sums, ycc, reach, consts): add K frames' temporal "
+     "residuals and their squares to float32 sums, in one pass"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",

@@ -14,7 +14,7 @@ import numpy as np
 from . import _ckernels, kernels_numpy
 from .kernels_numpy import FINISHED, MAX_BATCH, Partial, _integer_merge
 
-__all__ = ["NAME", "MAX_BATCH", "update", "reduce_range"]
+__all__ = ["NAME", "MAX_BATCH", "update", "reduce_range", "residual_update"]
 
 NAME = "compiled"
 _TIER = {"exact": 0, "float64": 1, "float32": 2, "float16": 3}
@@ -47,3 +47,17 @@ def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
     return _ckernels.reduce(_TIER[tier], np.dtype(live[0].sample_dtype).itemsize,
                             tuple(tuple(p.fields) for p in live), tuple(counts), tuple(fracs),
                             tuple(crosses), int(start), int(stop), out_mean, out_var, int(total))
+
+
+def residual_update(images, sums, ycc, reach, consts):
+    """Add frames' temporal residuals, up to ``MAX_BATCH`` per pass (see
+    ``kernels.residual_update``); False for samples other than 8- or 16-bit
+    unsigned integers."""
+    dtype = images[0].dtype
+    if dtype not in (np.uint8, np.uint16) or any(f.dtype != dtype or f.ndim != 3 for f in images):
+        return False
+    consts = tuple(float(c) for c in consts)
+    for i in range(0, len(images), _ckernels.MAX_BATCH):
+        _ckernels.residual(tuple(images[i:i + _ckernels.MAX_BATCH]), dtype.itemsize, sums,
+                           bool(ycc), int(reach), consts)
+    return True

@@ -177,14 +177,10 @@ def _residuals_in(buf, offset, layout):
 
 
 def _residual_hook(racc):
-    """The per-frame kernel that feeds ``racc`` (for :class:`Ingest`'s ``on_batch``)."""
+    """The per-batch kernel that feeds ``racc`` (for :class:`Ingest`'s ``on_batch``)."""
     if racc is None:
         return []
-
-    def hook(frames):
-        for f in frames:
-            racc.update(f)
-    return [hook]
+    return [racc.update_batch]
 
 
 # --------------------------------------------------------------------------- worker side

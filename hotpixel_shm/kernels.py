@@ -12,6 +12,10 @@ Both implementations have the same functions, with the same arguments:
 ``reduce_range(parts, start, stop, out_mean, out_var, block_values)`` (see
 :mod:`hotpixel_shm.kernels_numpy`).  The compiled update rounds exactly as
 the numpy one does, so both give the same bits.
+
+The temporal residual (:mod:`hotpixel_shm.residual`) keeps its numpy loop as
+the reference; :func:`residual_update` runs its compiled twin when the
+compiled kernels are in use and cover the frames, and says whether it did.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import os
 from . import kernels_numpy
 from .errors import HotPixelError
 
-__all__ = ["NAME", "DESCRIPTION", "ENV", "update", "reduce_range", "available", "get", "use",
+__all__ = ["NAME", "DESCRIPTION", "ENV", "update", "reduce_range",
+           "residual_update", "available", "get", "use",
            "describe"]
 
 #: The environment variable that picks the kernels.
@@ -100,6 +105,38 @@ def update(tier, fields, images, n, start=0, block_values=65536, cache=None):
 def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
     """Merge partial results over a flat range and finish (see ``kernels_numpy.reduce_range``)."""
     return _impl.reduce_range(parts, start, stop, out_mean, out_var, block_values)
+
+
+def residual_update(images, sums, ycc, reach, consts) -> bool:
+    """Add frames' temporal residuals with the compiled kernel, if it applies.
+
+    The compiled kernel folds the frames in one pass over the sums, adding
+    each frame's residuals in turn (the bits of one call per frame).
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Frames of one shape ``(height, width, channels)`` and dtype, any
+        strides.
+    sums : numpy.ndarray
+        The accumulator's flat float32 sums then sums of squares
+        (``residual.ResidualAccumulator``), C-contiguous, updated in place.
+    ycc : bool
+        RGB photo: luma and pooled chroma planes; else one plane per channel.
+    reach : int
+        Neighbour distance of the full-resolution planes.
+    consts : tuple of float
+        Y's three weights, then the Cb and Cr scales (float32 values).
+
+    Returns
+    -------
+    bool
+        False when nothing was done: the numpy kernels are in use, or the
+        samples are not 8- or 16-bit unsigned integers; the caller then runs
+        the numpy reference.
+    """
+    fn = getattr(_impl, "residual_update", None)
+    return fn is not None and bool(fn(images, sums, ycc, reach, consts))
 
 
 @contextlib.contextmanager

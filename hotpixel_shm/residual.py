@@ -42,7 +42,9 @@ every plane, then the sums of squares.  Frames are processed in bands of
 ``_BAND`` rows: the working memory is a few band-sized float32 arrays,
 never image-sized.  Partial accumulators combine by adding (``add_into``).
 
-This module is numerics only (numpy).
+This module is numerics only (numpy); its loop is the reference, and
+``kernels.residual_update`` runs the compiled twin (same bits) when the
+compiled kernels are in use.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from . import kernels
 from .errors import HotPixelError
 
 __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
@@ -73,6 +76,8 @@ _FOOTPRINT = (-1, 0, 1, 2)
 #: Names of the residual planes of an RGB photo.
 YCC_NAMES = ("Y", "Cb", "Cr")
 _HEADER = 8   # bytes: the frame count, float64
+# The compiled kernel's constants: Y's weights, then the Cb and Cr scales.
+_KERNEL_CONSTS = tuple(float(c) for c in (*_YCC[0], _CB, _CR))
 
 
 @dataclass(frozen=True)
@@ -323,12 +328,34 @@ class ResidualAccumulator:
 
     def update(self, image: np.ndarray) -> None:
         """Add one frame's residuals (``image`` of ``layout.shape``, or 2-D for one channel)."""
+        self.update_batch([image])
+
+    def update_batch(self, images) -> None:
+        """Add several frames' residuals (each as for :meth:`update`).
+
+        The compiled kernels fold them in one pass over the sums; the bits
+        are those of one :meth:`update` per frame.
+        """
         lay = self.layout
-        img = np.asarray(image)
-        if img.ndim == 2:
-            img = img[:, :, None]
-        if img.shape != lay.shape:
-            raise HotPixelError(f"frame of shape {img.shape}, expected {lay.shape}")
+        frames = []
+        for image in images:
+            img = np.asarray(image)
+            if img.ndim == 2:
+                img = img[:, :, None]
+            if img.shape != lay.shape:
+                raise HotPixelError(f"frame of shape {img.shape}, expected {lay.shape}")
+            frames.append(img)
+        if not frames:
+            return
+        if not kernels.residual_update(frames, self._flat, lay.mode == "ycc", lay.reach,
+                                       _KERNEL_CONSTS):
+            for img in frames:
+                self._update_numpy(img)
+        self._count[0] += len(frames)
+
+    def _update_numpy(self, img) -> None:
+        """The reference loop: band by band, in numpy."""
+        lay = self.layout
         source = _Source(img) if lay.mode == "ycc" else None
         planes = [(_Rows(img, lay, k, source), lay.plane_reach(k), lay.plane_scale(k))
                   for k in range(len(lay.planes))]
@@ -345,7 +372,6 @@ class ResidualAccumulator:
                 self.sums[k][y0:y1] += r
                 r *= r
                 self.squares[k][y0:y1] += r
-        self._count[0] += 1
 
     def add_into(self, other: "ResidualAccumulator") -> None:
         """Add ``other``'s frames to this accumulator (partials combine by adding)."""

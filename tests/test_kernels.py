@@ -116,3 +116,50 @@ def test_version_says_which_kernels(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "kernels: " + kernels.NAME in out
+
+
+# (shape, period): RGB photos (luma and pooled chroma, odd sizes, planes
+# narrower than twice the neighbour distance, one pixel), one-channel mosaics
+# (Bayer, X-Trans, monochrome, planes narrower than the distance) and other
+# channel counts
+_RESIDUAL_CASES = [((37, 50, 3), None), ((1, 1, 3), None), ((5, 2, 3), None), ((9, 11, 3), 6),
+                   ((3, 7, 3), 4), ((30, 31), 2), ((36, 42), 6), ((20, 22, 1), 1), ((5, 5), 6),
+                   ((1, 9), 2), ((11, 8), 7), ((8, 13, 2), 2), ((11, 12, 4), 3)]
+
+
+def _residual_sums(name, lay, frames, batch):
+    from hotpixel_shm.residual import ResidualAccumulator
+    with kernels.use(name):
+        acc = ResidualAccumulator(lay)
+        for i in range(0, len(frames), batch):
+            acc.update_batch(frames[i:i + batch])
+    assert acc.n == len(frames)
+    return acc._flat.view(np.uint32).copy()
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape,period", _RESIDUAL_CASES)
+def test_compiled_residual_gives_the_numpy_bits(shape, period, dtype):
+    from hotpixel_shm.residual import residual_layout
+    rng = np.random.default_rng(sum(shape))
+    frames = list(rng.integers(0, np.iinfo(dtype).max + 1, (9,) + shape, dtype=dtype))
+    lay = residual_layout(shape, period)
+    ref = _residual_sums("numpy", lay, frames, 1)
+    for batch in (1, 2, 7):   # 9 frames: a last batch shorter than K
+        np.testing.assert_array_equal(_residual_sums("compiled", lay, frames, batch), ref,
+                                      err_msg=f"K={batch}")
+
+
+@needs_compiled
+def test_compiled_residual_takes_strided_frames_and_leaves_other_dtypes_to_numpy():
+    from hotpixel_shm.residual import residual_layout
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 256, (4, 21, 30, 3), dtype=np.uint8)
+    frames = [f[::2, 1::3] for f in big]          # rows, pixels and channels strided
+    lay = residual_layout(frames[0].shape)
+    np.testing.assert_array_equal(_residual_sums("compiled", lay, frames, 4),
+                                  _residual_sums("numpy", lay, frames, 1))
+    assert not kernels.get("compiled").residual_update(
+        [f.astype(np.float32) for f in frames], np.zeros(2 * lay.values, np.float32), True, 2,
+        (1.0,) * 5)
