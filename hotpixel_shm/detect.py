@@ -35,7 +35,7 @@ import numpy as np
 
 from .bands import BandArray
 from .errors import HotPixelError
-from .model import Defect
+from .model import KIND_CODES, KINDS, Defect
 
 __all__ = ["DetectOptions", "detect", "detect_memory_bytes", "check_stats", "cfa_period"]
 
@@ -78,9 +78,9 @@ _JPEG_BLOCK = 16
 _RING_RATIO = 2.5
 # JPEG ringing around an overlay reaches this far (pixels): one 8x8 block.
 _RING_RADIUS = 8
-# Numbers of the kinds in the flagged-record arrays.
-_HOT, _STUCK, _DEAD, _NOISY = 1, 2, 3, 4
-_KIND_NAMES = {_HOT: "hot", _STUCK: "stuck", _DEAD: "dead", _NOISY: "noisy"}
+# Numbers of the kinds in the flagged-record arrays (model.KIND_CODES).
+_HOT, _STUCK, _DEAD, _NOISY = (KIND_CODES[k] for k in ("hot", "stuck", "dead", "noisy"))
+_KIND_NAMES = {KIND_CODES[k]: k for k in KINDS}
 # A colour filter array's index -> letter, unless the caller knows better.
 _COLOUR_LETTERS = "RGBG"
 # Longest CFA period looked for (X-Trans is 6).

@@ -12,10 +12,14 @@ import numpy as np
 
 from .errors import HotPixelError
 
-__all__ = ["Defect", "Mosaic", "Stats", "KINDS", "merged_metadata"]
+__all__ = ["Defect", "Mosaic", "Stats", "KINDS", "KIND_CODES", "merged_metadata"]
 
 #: The defect kinds, in the JSON report's spelling.
 KINDS = ("hot", "stuck", "dead", "noisy")
+#: The number of each kind in detection's flagged-record arrays (0: none),
+#: shared by the mean/variance tests (``detect``) and the residual test
+#: (``temporal``).
+KIND_CODES = {kind: i + 1 for i, kind in enumerate(KINDS)}
 
 
 @dataclass

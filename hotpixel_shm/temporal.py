@@ -39,6 +39,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .model import KIND_CODES
 from .residual import Residuals
 
 __all__ = ["thresholds", "FALSE_ALARMS_PER_FRAME", "temporal_records"]
@@ -70,12 +71,11 @@ _BAND = 64
 # and a floor (the directional statistic is never larger than the plain one
 # by more than the neighbours' noise).
 _CANDIDATE_FRACTION = 0.7
-# Quiet-pixel rule next to overlays: see hotpixel_shm.detect.
-_TILE = 32
 # Noisy rather than hot while |z| <= this times sqrt(n) (see _plane_records).
 _TELEGRAPH_Z = 1.5
 _TELEGRAPH_F = 4.0
-_HOT, _STUCK, _DEAD, _NOISY = 1, 2, 3, 4
+# Numbers of the kinds in the flagged-record arrays (shared with detect).
+_HOT, _DEAD, _NOISY = (KIND_CODES[k] for k in ("hot", "dead", "noisy"))
 
 
 def thresholds(n: int, false_alarms: float = FALSE_ALARMS_PER_FRAME,
