@@ -123,7 +123,10 @@ class Analysis:
         dict
             The ``history`` (also kept in :attr:`history` and the report);
             every defect gets ``status`` and ``first_seen``, new ones
-            ``bad_since`` (see ``history.compare``).
+            ``bad_since`` (see ``history.compare``); so does every line
+            defect, and ``history["lines"]`` counts ``new`` and
+            ``persisting`` lines and lists the ``gone`` ones
+            (``history.compare_lines``).
 
         Raises
         ------
@@ -134,9 +137,12 @@ class Analysis:
         if not isinstance(old, dict):
             path, old = os.fsdecode(old), history.load_report(old)
         path = path or "the earlier report"
+        raw = self.stats.mosaic is not None
         self.defects, self.history = history.compare(
             self.defects, old, camera=self.camera, shape=self.stats.shape,
-            raw=self.stats.mosaic is not None, date=self.date, path=path)
+            raw=raw, date=self.date, path=path)
+        self.lines, self.history["lines"] = history.compare_lines(self.lines, old, raw=raw,
+                                                                  date=self.date)
         return self.history
 
     def write(self, *, json=None, csv=None, dcraw=None, libraw=None, rawtherapee=None,
@@ -190,7 +196,7 @@ class Analysis:
             export.write_mask(path, d, self.stats.shape, lines=lines)
         elif option == "picture":
             from .picture import write_picture
-            write_picture(path, self.stats.mean, d, title=self._picture_title())
+            write_picture(path, self.stats.mean, d, title=self._picture_title(), lines=lines)
         return os.fsdecode(path)
 
     def _picture_title(self):

@@ -566,6 +566,10 @@ def _compare_old(con, analysis, old, args):
     h = analysis.compare(old, path=args.compare)
     since = f" since {h['since']}" if h["since"] else ""
     con.out(f"{h['new']} new, {h['persisting']} persisting, {len(h['gone'])} gone{since}")
+    hl = h.get("lines") or {}
+    if hl.get("new") or hl.get("persisting") or hl.get("gone"):
+        con.out(f"bad columns/rows: {hl['new']} new, {hl['persisting']} persisting, "
+                f"{len(hl['gone'])} gone")
 
 
 def _table(con, rows):

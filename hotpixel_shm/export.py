@@ -537,6 +537,10 @@ def _line_entry(line):
     colour = defect_field(line, "colour")
     if colour is not None:
         entry["colour"] = printable(colour)
+    for key in ("status", "first_seen"):
+        value = defect_field(line, key)
+        if value is not None:
+            entry[key] = printable(value)
     return entry
 
 

@@ -14,7 +14,7 @@ from .camera import Camera, capture_unix
 from .errors import HotPixelError
 from .model import Defect
 
-__all__ = ["load_report", "report_date", "check_same_body", "compare", "today"]
+__all__ = ["load_report", "report_date", "check_same_body", "compare", "compare_lines", "today"]
 
 
 def load_report(path) -> dict:
@@ -141,6 +141,64 @@ def compare(defects: List[Defect], old: dict, *, camera: Optional[Camera], shape
                   if k in o} for o in gone],
     }
     return out, history
+
+
+def compare_lines(lines, old: dict, *, raw: bool, date: str) -> Tuple[list, dict]:
+    """Classify bad columns and rows against the earlier report ``old``.
+
+    Parameters
+    ----------
+    lines : list of LineDefect
+        This run's line defects (``lines.find_lines``).
+    old : dict
+        The earlier report; its ``lines`` (absent in reports of older
+        versions: then every line is new).
+    raw : bool
+        Raw mosaics: the same line is the same column (row); photos: within
+        2 pixels (a demosaic spreads a bad sensor column over its neighbours).
+    date : str
+        This run's date: ``first_seen`` of new lines.
+
+    Returns
+    -------
+    lines : list of LineDefect
+        Copies with ``status`` ``"new"`` or ``"persisting"`` and
+        ``first_seen`` (carried over for persisting ones).  A line persists
+        when the old report has a line of the same kind near the same
+        index whose ``from``..``to`` overlaps its own.
+    summary : dict
+        Counts of ``new`` and ``persisting``, and ``gone``: the old report's
+        lines not found now.
+    """
+    from .export import line_fields
+    since = report_date(old)
+    reach = 0 if raw else 2
+    olds = []
+    for entry in old.get("lines") or ():
+        try:
+            olds.append((entry, line_fields(entry)))
+        except HotPixelError:
+            continue                      # a malformed entry of an edited report
+    matched = set()
+    out = []
+    for line in lines:
+        hits = [i for i, (_, (kind, index, start, stop, _o, _s)) in enumerate(olds)
+                if kind == line.kind and abs(index - line.index) <= reach
+                and start <= line.stop and line.start <= stop]
+        if hits:
+            matched.update(hits)
+            firsts = [olds[i][0].get("first_seen") or since for i in hits]
+            firsts = [f for f in firsts if f]
+            out.append(replace(line, status="persisting",
+                               first_seen=min(firsts) if firsts else None))
+        else:
+            out.append(replace(line, status="new", first_seen=date))
+    gone = [entry for i, (entry, _) in enumerate(olds) if i not in matched]
+    summary = {"new": sum(1 for d in out if d.status == "new"),
+               "persisting": sum(1 for d in out if d.status == "persisting"),
+               "gone": [{k: e[k] for k in ("kind", "x", "y", "from", "to", "channels", "colour",
+                                           "first_seen", "score") if k in e} for e in gone]}
+    return out, summary
 
 
 def today() -> str:

@@ -75,6 +75,9 @@ class LineDefect:
     colour : str or None
         CFA colour of a raw mosaic's line (a Bayer column has two colours:
         its letters, e.g. ``"GB"``), else None.
+    status, first_seen : str or None
+        Set by ``--compare`` (``history.compare_lines``): ``"new"`` or
+        ``"persisting"``, and the date the line was first reported.
     """
 
     kind: str
@@ -85,6 +88,8 @@ class LineDefect:
     offset: float = 0.0
     score: float = 0.0
     colour: Optional[str] = None
+    status: Optional[str] = None
+    first_seen: Optional[str] = None
 
     def to_dict(self) -> dict:
         """The JSON report's entry: ``{"kind", "x" or "y", "from", "to", ...}``."""
@@ -93,6 +98,9 @@ class LineDefect:
              "offset": float(self.offset), "score": float(self.score)}
         if self.colour is not None:
             d["colour"] = self.colour
+        for key in ("status", "first_seen"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         return d
 
     def pixels(self):

@@ -9,6 +9,9 @@ Layout, top to bottom, on a dark background:
    position -- max-pooling the defect mask, so a single pixel survives any
    reduction -- and circled by its kind's marker; the worst ones are numbered
    (1 = worst score);
+   a bad column or row (``lines.LineDefect``) is drawn over its extent in
+   ``LINE_COLOUR``, with a tick in the margin beside the frame (a line one
+   pixel wide is easy to miss), before the markers so none is hidden;
 3. a grid of the worst defects, each a ``(2 r + 1)``-pixel square of the mean
    image enlarged with nearest-neighbour sampling, the centre pixel outlined,
    labelled with its number, kind, x, y and score.
@@ -29,10 +32,10 @@ from PIL.PngImagePlugin import PngInfo
 
 from .bands import BandArray
 from .errors import HotPixelError
-from .export import atomic_write, defect_field, defect_xy, printable
+from .export import atomic_write, defect_field, defect_xy, line_fields, printable
 from .model import KINDS
 
-__all__ = ["write_picture", "render_picture", "KIND_COLOURS", "MAX_NUMBERED"]
+__all__ = ["write_picture", "render_picture", "KIND_COLOURS", "LINE_COLOUR", "MAX_NUMBERED"]
 
 #: Marker colour of each kind (RGB), also used to paint the defect pixels.
 KIND_COLOURS = {
@@ -41,6 +44,8 @@ KIND_COLOURS = {
     "dead": (40, 170, 255),
     "noisy": (220, 90, 255),
 }
+#: Colour of bad columns and rows (RGB).
+LINE_COLOUR = (60, 230, 120)
 #: At most this many of the worst defects get their number on the overview
 #: (all are painted and circled); more labels would only cover each other.
 MAX_NUMBERED = 100
@@ -241,7 +246,8 @@ def _geometry(height, width, max_side):
     return 1, max(1, min(max_side, _SMALL_TARGET) // longest)
 
 
-def render_picture(mean, defects, *, max_side=2000, crops=12, crop_radius=8, title=None):
+def render_picture(mean, defects, *, max_side=2000, crops=12, crop_radius=8, title=None,
+                   lines=()):
     """Draw the overview picture (see the module docstring) and return it.
 
     Parameters are those of :func:`write_picture`.
@@ -257,10 +263,13 @@ def render_picture(mean, defects, *, max_side=2000, crops=12, crop_radius=8, tit
         ``(L + (x // F) * K, T + (y // F) * K)``, a ``K`` x ``K`` block), and
         ``hotpixel_shm.crops`` = one ``"n:x,y@left,top,zoom"`` per crop,
         separated by spaces (crop ``n`` shows sensor pixel ``(x, y)`` at its
-        centre; its top-left pixel is ``(x - r, y - r)``).
+        centre; its top-left pixel is ``(x - r, y - r)``), and
+        ``hotpixel_shm.lines`` = one ``"column:x:from-to"`` or
+        ``"row:y:from-to"`` per line defect, separated by spaces.
     """
     mean = _as_hwc(mean)
     ranked, positions = _checked_defects(mean, defects, max_side, crop_radius)
+    bad_lines = _checked_lines(mean.shape, lines)
     reduce, enlarge = _geometry(mean.shape[0], mean.shape[1], max_side)
     overview, lo, hi = _overview(mean, reduce)
     overview_img = Image.fromarray(overview)
@@ -268,14 +277,15 @@ def render_picture(mean, defects, *, max_side=2000, crops=12, crop_radius=8, tit
         ov_h, ov_w = overview.shape[:2]
         overview_img = overview_img.resize((ov_w * enlarge, ov_h * enlarge), Image.Resampling.NEAREST)
     lay = _Layout(mean.shape, ranked, overview_img.size, reduce, enlarge, int(crops),
-                  int(crop_radius), title)
+                  int(crop_radius), title, bad_lines)
     canvas = Image.new("RGB", (lay.canvas_w, lay.canvas_h), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     _draw_header(draw, lay)
     canvas.paste(overview_img, (lay.ov_left, lay.ov_top))
+    _draw_lines(draw, lay, bad_lines)
     _draw_markers(draw, lay, ranked, positions)
     crop_entries = _draw_crops(canvas, draw, lay, mean, ranked, positions, lo, hi)
-    return canvas, _png_info(lay, crop_entries)
+    return canvas, _png_info(lay, crop_entries, bad_lines)
 
 
 def _checked_defects(mean, defects, max_side, crop_radius):
@@ -296,10 +306,25 @@ def _checked_defects(mean, defects, max_side, crop_radius):
     return ranked, positions
 
 
+def _checked_lines(shape, lines):
+    """``(kind, index, start, stop)`` of each line defect, checked against the frame."""
+    height, width = shape[:2]
+    out = []
+    for line in lines or ():
+        kind, index, start, stop = line_fields(line)[:4]
+        across, along = (width, height) if kind == "column" else (height, width)
+        if index >= across or stop >= along:
+            raise HotPixelError(f"{kind} defect at {index} from {start} to {stop} lies outside "
+                                f"the {width}x{height} image")
+        out.append((kind, index, start, stop))
+    return out
+
+
 class _Layout:
     """Fonts, texts and every position of the picture, decided before drawing."""
 
-    def __init__(self, shape, ranked, overview_size, reduce, enlarge, crops, crop_radius, title):
+    def __init__(self, shape, ranked, overview_size, reduce, enlarge, crops, crop_radius, title,
+                 lines=()):
         from . import __version__
         height, width, chans = shape
         self.reduce, self.enlarge, self.crop_radius = reduce, enlarge, crop_radius
@@ -319,6 +344,8 @@ class _Layout:
         self.tile = tile = self.side * self.zoom
         self.tile_h = tile + 4 + 4 * line  # four label lines under each crop
 
+        self.pad = pad
+        self.n_lines = len(lines)
         self._texts(ranked, width, height, chans, title, __version__)
         crops_cols_min = min(self.n_crops, 4)
         number_w = _text_width(self.font, str(self.numbered)) + 4
@@ -342,6 +369,9 @@ class _Layout:
     def _texts(self, ranked, width, height, chans, title, version):
         counts = {k: sum(1 for d in ranked if defect_field(d, "kind") == k) for k in KINDS}
         found = f"{len(ranked)} defect(s) found" if ranked else "no defects found"
+        if self.n_lines:
+            found = (f"{len(ranked)} defect(s) and " if ranked else "") + \
+                f"{self.n_lines} bad column(s)/row(s) found"
         self.title = printable(title) if title else f"hotpixel_shm {version}: {found}"
         if self.reduce > 1:
             scale = f"overview reduced 1:{self.reduce} (area average; defect pixels max-pooled, none lost)"
@@ -353,6 +383,8 @@ class _Layout:
                           "x = column, y = row, 0-based, stored pixel array (EXIF orientation not applied)")
         self.numbered = min(len(ranked), MAX_NUMBERED)
         self.legend = [(k, f"{k} ({counts[k]})") for k in KINDS]
+        if self.n_lines:
+            self.legend.append(("line", f"column/row ({self.n_lines})"))
         self.numbers_note = ("numbers: rank by score, 1 = worst" if self.numbered == len(ranked)
                              else f"numbers on the {self.numbered} worst of {len(ranked)}, 1 = worst")
         self.legend_w = (sum(self.line + 12 + _text_width(self.font, t) + 18 for _, t in self.legend)
@@ -367,10 +399,34 @@ def _draw_header(draw, lay):
     lx, ly = _MARGIN, _MARGIN + lay.title_h + line + 6
     swatch = line // 2 - 1
     for kind, text in lay.legend:
-        _marker(draw, _SHAPES[kind], lx + swatch + 2, ly + line // 2, swatch, KIND_COLOURS[kind])
+        if kind == "line":
+            draw.line([(lx + swatch + 2, ly + 2), (lx + swatch + 2, ly + line - 2)],
+                      fill=LINE_COLOUR, width=3)
+        else:
+            _marker(draw, _SHAPES[kind], lx + swatch + 2, ly + line // 2, swatch, KIND_COLOURS[kind])
         draw.text((lx + 2 * swatch + 10, ly + 2), text, fill=_TEXT, font=lay.font)
         lx += 2 * swatch + 14 + _text_width(lay.font, text) + 18
     draw.text((lx, ly + 2), lay.numbers_note, fill=_DIM_TEXT, font=lay.font)
+
+
+def _draw_lines(draw, lay, lines):
+    """2. Bad columns and rows over their extent, each with a tick in the
+    margin above (column) or left (row) of the frame."""
+    reduce, enlarge = lay.reduce, lay.enlarge
+    width = max(1, enlarge // 2)
+    for kind, index, start, stop in lines:
+        across = (index // reduce) * enlarge + enlarge // 2
+        a, b = (start // reduce) * enlarge, (stop // reduce) * enlarge + enlarge - 1
+        if kind == "column":
+            x = lay.ov_left + across
+            draw.line([(x, lay.ov_top + a), (x, lay.ov_top + b)], fill=LINE_COLOUR, width=width)
+            draw.line([(x, lay.ov_top - lay.pad + 2), (x, lay.ov_top - 3)], fill=LINE_COLOUR,
+                      width=max(2, width))
+        else:
+            y = lay.ov_top + across
+            draw.line([(lay.ov_left + a, y), (lay.ov_left + b, y)], fill=LINE_COLOUR, width=width)
+            draw.line([(lay.ov_left - lay.pad + 2, y), (lay.ov_left - 3, y)], fill=LINE_COLOUR,
+                      width=max(2, width))
 
 
 def _draw_markers(draw, lay, ranked, positions):
@@ -400,7 +456,8 @@ def _draw_crops(canvas, draw, lay, mean, ranked, positions, lo, hi):
     crop_entries = []
     top, line, zoom, tile = lay.y_after_ov, lay.line, lay.zoom, lay.tile
     if not lay.n_crops:
-        message = "no defects found" if not ranked else "no crops requested"
+        message = ("no crops requested" if ranked else
+                   "no pixel defects found" if lay.n_lines else "no defects found")
         draw.text((_MARGIN, top), message, fill=(120, 220, 120), font=lay.title_font)
         return crop_entries
     draw.text((_MARGIN, top), f"The {lay.n_crops} worst defect(s), {lay.side} x {lay.side} px of the "
@@ -426,7 +483,7 @@ def _draw_crops(canvas, draw, lay, mean, ranked, positions, lo, hi):
     return crop_entries
 
 
-def _png_info(lay, crop_entries):
+def _png_info(lay, crop_entries, lines=()):
     """The PNG text chunks: title, software, coordinates and geometry."""
     from . import __version__
     info = PngInfo()
@@ -437,6 +494,7 @@ def _png_info(lay, crop_entries):
     info.add_text("hotpixel_shm.overview", f"left={lay.ov_left} top={lay.ov_top} reduce={lay.reduce} "
                   f"enlarge={lay.enlarge} width={lay.ov_w} height={lay.ov_h}")
     info.add_text("hotpixel_shm.crops", " ".join(crop_entries))
+    info.add_text("hotpixel_shm.lines", " ".join(f"{k}:{i}:{a}-{b}" for k, i, a, b in lines))
     return info
 
 
@@ -468,7 +526,8 @@ def _crop_image(mean, x, y, radius, zoom, lo, hi):
     return Image.fromarray(rgb).resize((side * zoom, side * zoom), Image.Resampling.NEAREST)
 
 
-def write_picture(path, mean, defects, *, max_side=2000, crops=12, crop_radius=8, title=None) -> None:
+def write_picture(path, mean, defects, *, max_side=2000, crops=12, crop_radius=8, title=None,
+                  lines=()) -> None:
     """Write the overview PNG: the frame with every defect marked, and crops of the worst.
 
     Parameters
@@ -496,11 +555,14 @@ def write_picture(path, mean, defects, *, max_side=2000, crops=12, crop_radius=8
         170 picture pixels.
     title : str, optional
         First line of the picture (default: tool, version and defect count).
+    lines : iterable of LineDefect or mapping, optional
+        Bad columns and rows (``lines.find_lines`` or the report's
+        ``lines`` entries), drawn over their extent in ``LINE_COLOUR``.
 
     Raises
     ------
     HotPixelError
-        On a bad shape, a defect outside the frame, or if the file cannot be written.
+        On a bad shape, a defect or line outside the frame, or if the file cannot be written.
 
     Notes
     -----
@@ -509,9 +571,10 @@ def write_picture(path, mean, defects, *, max_side=2000, crops=12, crop_radius=8
     is painted in its kind's colour (the max-pooled defect mask, so single
     pixels survive any reduction) and circled with its kind's marker: hot =
     red circle, stuck = yellow square, dead = blue diamond, noisy = violet
-    triangle; the worst :data:`MAX_NUMBERED` carry their rank.  With no
+    triangle; bad columns and rows are green lines with a tick in the
+    margin; the worst :data:`MAX_NUMBERED` carry their rank.  With no
     defects the picture shows the frame and "no defects found".
     """
     image, info = render_picture(mean, defects, max_side=max_side, crops=crops,
-                                 crop_radius=crop_radius, title=title)
+                                 crop_radius=crop_radius, title=title, lines=lines)
     atomic_write(path, lambda f: image.save(f, format="PNG", pnginfo=info), mode="wb")

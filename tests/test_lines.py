@@ -144,3 +144,31 @@ def test_band_reader_input_gives_the_same_lines():
     got = find_lines(BandArray(reader, "mean"))
     assert [(d.kind, d.index, d.start, d.stop) for d in got] == \
         [(d.kind, d.index, d.start, d.stop) for d in find_lines(mean)]
+
+
+def test_compare_lines_new_persisting_gone():
+    from hotpixel_shm import export
+    from hotpixel_shm.history import compare_lines
+
+    old = {"created": "2026-01-05T10:00:00Z", "lines": [
+        {"kind": "column", "x": 101, "from": 0, "to": 255, "first_seen": "2025-12-01"},
+        {"kind": "row", "y": 40, "from": 0, "to": 99},
+        {"kind": "column", "x": 300, "from": 0, "to": 50}]}
+    now = [LineDefect("column", 102, 10, 255, [1], 5.0, 20.0),   # 1 px off: same line (photo)
+           LineDefect("row", 41, 0, 99, [0], 3.0, 12.0),          # row 41 is not row 40 ...
+           LineDefect("column", 300, 60, 90, [0], 4.0, 11.0)]     # ... nor rows 60-90 rows 0-50
+    got, summary = compare_lines(now, old, raw=False, date="2026-02-01")
+    assert [(d.status, d.first_seen) for d in got] == [
+        ("persisting", "2025-12-01"), ("persisting", "2026-01-05"), ("new", "2026-02-01")]
+    assert (summary["new"], summary["persisting"]) == (1, 2)
+    assert [(g["kind"], g["x"]) for g in summary["gone"]] == [("column", 300)]
+    got, summary = compare_lines(now, old, raw=True, date="2026-02-01")
+    assert [d.status for d in got] == ["new", "new", "new"] and len(summary["gone"]) == 3
+    assert now[0].status is None                   # copies: the caller's lines are unchanged
+    entry = export.build_report(version="x", shape=(256, 400, 3), used=3, skipped=[],
+                                engine={"workers": 1, "dtype": "float32", "budget_bytes": 1,
+                                        "planned_bytes": 1, "seconds": 0.0},
+                                defects=[], lines=got[:1])["lines"][0]
+    assert (entry["status"], entry["first_seen"]) == ("new", "2026-02-01")
+    # a report of an older version has no lines: every line is new
+    assert compare_lines(now, {"defects": []}, raw=False, date="d")[1]["new"] == 3

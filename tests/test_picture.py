@@ -239,3 +239,33 @@ def test_large_float64_frame_without_full_size_copies(tmp_path):
     ov = _overview(text)
     assert (ov["reduce"], ov["width"], ov["height"]) == (3, 800, 500)
     assert tuple(pixels[ov["top"] + 700 // 3, ov["left"] + 1200 // 3]) == KIND_COLOURS["hot"]
+
+
+def test_bad_columns_and_rows_are_drawn(tmp_path):
+    from hotpixel_shm.lines import LineDefect
+    from hotpixel_shm.picture import LINE_COLOUR
+
+    mean = _grey_frame(24, 32)
+    lines = [LineDefect("column", 7, 2, 12, [1], 5.0, 20.0), {"kind": "row", "y": 15, "from": 10,
+                                                             "to": 30, "offset": -4.0}]
+    path = tmp_path / "pic.png"
+    write_picture(path, mean, [Defect(20, 5, [0], "hot", 250, 2, 100, 40.0)], lines=lines)
+    pixels, text = _open(path)
+    ov = _overview(text)
+    k, left, top = ov["enlarge"], ov["left"], ov["top"]
+    colour = np.array(LINE_COLOUR, np.uint8)
+    x = left + 7 * k + k // 2
+    column = np.all(pixels[:, x] == colour, axis=-1)
+    # over rows 2..12 of the frame, not beyond, and a tick above the frame
+    assert column[top + 2 * k:top + 13 * k].all()
+    assert not column[top + 13 * k + 1:top + 24 * k].any() and not column[top:top + 2 * k - 1].any()
+    assert column[top - 6:top - 3].all()
+    y = top + 15 * k + k // 2
+    row = np.all(pixels[y] == colour, axis=-1)
+    assert row[left + 10 * k:left + 31 * k].all() and not row[left:left + 10 * k - 1].any()
+    assert not row[left + 31 * k + 1:left + 32 * k].any()
+    assert row[left - 6:left - 3].all()
+    assert text["hotpixel_shm.lines"] == "column:7:2-12 row:15:10-30"
+    assert text["Title"].endswith("1 defect(s) and 2 bad column(s)/row(s) found")
+    with pytest.raises(HotPixelError, match="outside"):
+        write_picture(tmp_path / "p2.png", mean, [], lines=[LineDefect("column", 32, 0, 3)])
