@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import HotPixelError
 
-__all__ = ["BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "default_band_rows",
+__all__ = ["band_rows", "BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "default_band_rows",
            "reader_cache_bytes", "DEFAULT_BAND_VALUES", "DEFAULT_CACHE_BANDS"]
 
 #: Values per band read at once (per plane): 2**19 float64 values are 4 MiB.
@@ -32,6 +32,13 @@ DEFAULT_BAND_VALUES = 1 << 19
 #: Bands a reader keeps: detection reads a band plus the halo of its window
 #: (and the overlay check up to 8 rows around it), so three suffice.
 DEFAULT_CACHE_BANDS = 3
+
+
+def band_rows(height, bands):
+    """The ``(y0, y1)`` rows of each band pass: ``bands`` bands of equal height
+    (the last may be shorter), top to bottom."""
+    step = -(-int(height) // int(bands))
+    return [(y0, min(int(height), y0 + step)) for y0 in range(0, int(height), step)]
 
 
 def default_band_rows(shape) -> int:

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import shm as _shm
 from . import tiers
-from .bands import BandArray, BandReader
+from .bands import BandArray, BandReader, band_rows, iter_bands
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
@@ -48,7 +48,7 @@ from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum
 from .welford import Accumulator, finalise_range, finalise_rows, merge
 
 __all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON",
-           "segment_parts"]
+           "segment_parts", "band_rows", "BandSnapshot"]
 
 #: Files queued per worker beyond the one being decoded.
 PREFETCH = 1
@@ -109,6 +109,9 @@ class Job:
     rows: Optional[Tuple[int, int]] = None
     #: where band passes keep the finished rows (default: the temporary directory)
     scratch_dir: Optional[str] = None
+    #: band passes continue from this checkpoint (a :class:`BandSnapshot`, or
+    #: what ``statsio.load_band_checkpoint`` read: the same attributes)
+    resume: Optional[object] = None
 
     def __post_init__(self):
         self.shape = tuple(int(v) for v in self.shape)
@@ -121,6 +124,9 @@ class Job:
             raise HotPixelError(f"bands must be 1 to {self.shape[0]} (the rows), got {self.bands}")
         if self.bands > 1 and self.residual_period:
             raise HotPixelError("band passes do not keep residual statistics")
+        if self.resume is not None and (self.resume.bands != self.bands or self.resume.tier != self.tier):
+            raise HotPixelError(f"the checkpoint is of {self.resume.bands} band passes with the "
+                                f"{self.resume.tier} tier, not {self.bands} with {self.tier}")
         if self.rows is not None:
             y0, y1 = (int(v) for v in self.rows)
             if not 0 <= y0 < y1 <= self.shape[0]:
@@ -135,13 +141,6 @@ class Job:
         return (self.rows[1] - self.rows[0],) + self.shape[1:]
 
 
-def band_rows(height, bands):
-    """The ``(y0, y1)`` rows of each band pass: ``bands`` bands of equal height
-    (the last may be shorter), top to bottom."""
-    step = -(-int(height) // int(bands))
-    return [(y0, min(int(height), y0 + step)) for y0 in range(0, int(height), step)]
-
-
 @dataclass
 class RunResult:
     stats: Optional[Stats]
@@ -152,6 +151,82 @@ class RunResult:
     #: the largest message (bytes, pickled) that crossed a process boundary
     max_message_bytes: int = 0
     worker_deaths: int = 0
+    #: a band pass's accumulators holding images (read by the band passes)
+    parts: list = field(default_factory=list, repr=False)
+    #: band passes stopped by a signal: what a checkpoint keeps (or None)
+    snapshot: Optional["BandSnapshot"] = field(default=None, repr=False)
+
+
+@dataclass
+class BandSnapshot:
+    """Where band passes are: what a checkpoint of them keeps (issue 9).
+
+    Attributes
+    ----------
+    shape, tier, sample_dtype, bands
+        Of the run.
+    pass_index : int
+        The band pass under way (0-based); its rows are ``band_rows(height,
+        bands)[pass_index]``.
+    used : list of str
+        The files every pass reads (decided by the first pass: while it is
+        under way, the files accumulated so far).
+    skipped : list of (str, str)
+        Files the first pass left out, with the reason.
+    partial_files : list of str
+        The files in ``parts``.
+    parts : list
+        The pass's partial results over its band of rows, each with ``n``,
+        ``tier``, ``sample_dtype`` and ``chunk(start, stop)`` (a
+        :class:`hotpixel_shm.welford.Partial` of those flat values of the band).
+    finished
+        The rows of the earlier passes: ``read_rows(y0, y1, out_mean, out_var)``.
+    """
+
+    shape: Tuple[int, int, int]
+    tier: str
+    sample_dtype: str
+    bands: int
+    pass_index: int
+    used: List[str]
+    skipped: List[Tuple[str, str]]
+    partial_files: List[str]
+    parts: list
+    finished: object
+
+    @property
+    def rows(self):
+        """The ``(y0, y1)`` rows of the pass under way."""
+        return band_rows(self.shape[0], self.bands)[self.pass_index]
+
+    @property
+    def n(self) -> int:
+        """Images in the partial results of the pass under way."""
+        return sum(int(p.n) for p in self.parts)
+
+
+class _AccPart:
+    """An accumulator as a part of a :class:`BandSnapshot`."""
+
+    def __init__(self, acc):
+        self.acc = acc
+        self.n, self.tier, self.sample_dtype = acc.n, acc.tier, acc.sample_dtype
+
+    def chunk(self, start, stop):
+        p = self.acc.as_partial()
+        return p._replace(fields=tuple(f[start:stop] for f in p.fields))
+
+
+def _parts_reader(parts, shape, dtype):
+    """A :class:`BandReader` that merges ``parts`` (see :class:`BandSnapshot`)
+    over a band of ``shape`` and finishes its rows."""
+    _, w, c = shape
+    live = [p for p in parts if p.n]
+
+    def finish(y0, y1, out_mean, out_var):
+        s, e = y0 * w * c, y1 * w * c
+        finalise_range([p.chunk(s, e) for p in live], 0, e - s, out_mean, out_var)
+    return BandReader(shape, dtype, finish)
 
 
 def segment_parts(tier, shape, sample_dtype, residual_period=None):
@@ -561,53 +636,109 @@ def _run_bands(job, progress, should_stop, on_checkpoint):
     same files (a file that cannot be read again ends the run: its rows
     would be missing).  Each band's values get the arithmetic of a one-pass
     run, so the result equals it (the exact tier bit for bit).
+
+    Checkpoints (``on_checkpoint``, and the :class:`Interrupted` result's
+    ``snapshot``) are :class:`BandSnapshot` objects: the pass under way, the
+    finished rows of the passes before it and the raw partial results of
+    this one, so that ``job.resume`` continues the pass where it stopped
+    (the exact tier's integer sums are kept as they are: bit for bit).
     """
-    if on_checkpoint is not None and (job.checkpoint_every or job.checkpoint_seconds):
-        raise HotPixelError("periodic checkpoints are not taken during band passes; run without "
-                            "--checkpoint-every/--checkpoint-seconds, or with fewer --bands")
     from .statsio import BandFile
     t0 = time.perf_counter()
     passes = band_rows(job.shape[0], job.bands)
-    store = BandFile(job.shape, tiers.result_dtype(job.tier), job.scratch_dir)
-    files = list(job.files)
-    used, skipped, n = None, [], 0
+    rdt = tiers.result_dtype(job.tier)
+    store = BandFile(job.shape, rdt, job.scratch_dir)
+    resume = job.resume
+    first = resume.pass_index if resume is not None else 0
+    if resume is not None:
+        _copy_finished(resume.finished, store, job.shape, passes[first][0])
+        if first > 0:
+            missing = [f for f in resume.used if f not in set(job.files)]
+            if missing:
+                store.close()
+                raise HotPixelError(f"{missing[0]}: used by the checkpointed band passes but "
+                                    f"not among the inputs; give the same photos to --resume")
+    files = list(job.files) if first == 0 else list(resume.used)
+    used = None if first == 0 else list(resume.used)
+    skipped = [] if resume is None else list(resume.skipped)
     deaths = max_msg = 0
-    for p, rows in enumerate(passes):
-        sub = dataclasses.replace(job, files=files, rows=rows, checkpoint_every=0, checkpoint_seconds=0)
-        base = p * len(files)
+    total = len(files) * (len(passes) - first)
+    counted = [0]
+    for p in range(first, len(passes)):
+        rows = passes[p]
+        saved = list(resume.parts) if resume is not None and p == first else []
+        saved_files = list(resume.partial_files) if resume is not None and p == first else []
+        todo = [f for f in files if f not in set(saved_files)]
+        sub = dataclasses.replace(job, files=todo, rows=rows, resume=None)
+        base = counted[0] + len(saved_files)
 
-        def step(done, total, skips, base=base):
-            progress(base + done, len(files) * len(passes), len(skipped) + skips)
+        def step(done, _total, skips, base=base):
+            progress(min(total, base + done), total, len(skipped) + skips)
+
+        def snapshot(res_parts, res_used, p=p, saved=saved, saved_files=saved_files):
+            return BandSnapshot(
+                shape=job.shape, tier=job.tier, sample_dtype=job.sample_dtype, bands=job.bands,
+                pass_index=p, used=list(used) if used is not None else saved_files + list(res_used),
+                skipped=list(skipped) if used is not None else [],
+                partial_files=saved_files + list(res_used),
+                parts=[_AccPart(a) for a in res_parts] + saved, finished=store)
+
+        def take(stats, snapshot=snapshot):
+            # workers paused: stats.owner are their accumulators, stats.files their files
+            on_checkpoint(snapshot(stats.owner, stats.files))
         try:
-            res = run(sub, progress=step if progress else None, should_stop=should_stop)
+            res = run(sub, progress=step if progress else None, should_stop=should_stop,
+                      on_checkpoint=take if on_checkpoint is not None else None) if todo else \
+                RunResult(None, [], [], 0.0, job.workers)
         except Interrupted as exc:
-            # a frame only partly accumulated is no result
-            partial = RunResult(None, [], skipped, time.perf_counter() - t0, job.workers,
-                                max_msg, deaths)
+            r = exc.result
+            deaths += r.worker_deaths if r is not None else 0
+            snap = snapshot(r.parts if r is not None else [], r.used if r is not None else [])
+            if snap.n == 0 and p == 0:
+                snap = None     # nothing done yet
+            partial = RunResult(None, [], skipped + (list(r.skipped) if r is not None else []),
+                                time.perf_counter() - t0, job.workers, max_msg, deaths,
+                                snapshot=snap)
             raise Interrupted(exc.signum, partial) from None
         deaths += res.worker_deaths
         max_msg = max(max_msg, res.max_message_bytes)
-        if p == 0:
-            used, skipped = list(res.used), list(res.skipped)
+        this = saved_files + list(res.used)
+        if used is None:
+            skipped += list(res.skipped)
+            order = {f: i for i, f in enumerate(job.files)}
+            used = sorted(this, key=lambda f: order.get(f, len(order)))
             files = list(used)
-            n = 0 if res.stats is None else res.stats.n
             if not used:
                 store.close()
                 return RunResult(None, [], skipped, time.perf_counter() - t0, job.workers, max_msg, deaths)
-        elif set(res.used) != set(used):
+        elif set(this) != set(used):
             lost = dict(res.skipped)
-            first = sorted(set(used) - set(res.used))[0]
+            gone = sorted(set(used) - set(this))[0]
             store.close()
-            raise HotPixelError(f"{first}: could not be read again in band pass {p + 1} of "
-                                f"{len(passes)} ({lost.get(first, 'no reason given')}); a file "
+            raise HotPixelError(f"{gone}: could not be read again in band pass {p + 1} of "
+                                f"{len(passes)} ({lost.get(gone, 'no reason given')}); a file "
                                 f"must not change during the band passes")
-        for y0, _, mean, var in res.stats.bands():
+        parts = [_AccPart(a) for a in res.parts] + saved
+        for y0, _, mean, var in iter_bands(_parts_reader(parts, sub.acc_shape, rdt)):
             store.write_rows(rows[0] + y0, mean, var)
-        res = None          # frees this pass's accumulators before the next pass
+        counted[0] += len(this)
+        res = parts = saved = None       # frees this pass's accumulators before the next pass
     reader = store.reader()
-    stats = Stats(n=int(n), mean=BandArray(reader, "mean"), var=BandArray(reader, "var"),
+    stats = Stats(n=len(used), mean=BandArray(reader, "mean"), var=BandArray(reader, "var"),
                   tier=job.tier, files=list(used), owner=store)
     return RunResult(stats, used, skipped, time.perf_counter() - t0, job.workers, max_msg, deaths)
+
+
+def _copy_finished(finished, store, shape, y_end):
+    """Rows ``0 <= y < y_end`` of a checkpoint's finished passes into ``store``."""
+    _, w, c = shape
+    step = max(1, (1 << 19) // (w * c))
+    for y0 in range(0, y_end, step):
+        y1 = min(y_end, y0 + step)
+        m = np.empty((y1 - y0, w, c), store.dtype)
+        v = np.empty_like(m)
+        finished.read_rows(y0, y1, m, v)
+        store.write_rows(y0, m, v)
 
 
 def _run_serial(job, progress, should_stop, ckpt):
@@ -651,10 +782,11 @@ def _run_serial(job, progress, should_stop, ckpt):
     # results merged in place are views that keep their memory alive; otherwise
     # closing the accumulator frees it before detection needs the room
     stats = _finish([acc], job, used, [racc])
-    if stats is None or tiers.finishes_in_place(job.tier):
+    if stats is None or _in_place(job):
         acc.close()     # band-read statistics still read it (stats.owner)
+    parts = [acc] if stats is not None and job.rows is not None else []
     del acc
-    result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1)
+    result = RunResult(stats, used, skipped, time.perf_counter() - t0, 1, parts=parts)
     if stop_sig:
         raise Interrupted(stop_sig, result)
     return result
@@ -665,12 +797,18 @@ def _finish(accs, job, used, raccs=()):
     if not live:
         return None
     residuals = sum_residuals([r for r in raccs if r is not None])
-    if not tiers.finishes_in_place(job.tier):
+    if not _in_place(job):
         return _band_stats(live, job, used, residuals)
     # the workers have exited: their CPUs (as many as the plan allowed) merge
     n, mean, var = merge(accs, in_place=True, threads=job.workers)
     return Stats(n=int(n), mean=mean, var=var, tier=job.tier, files=list(used),
                  residuals=residuals)
+
+
+def _in_place(job):
+    """Whether the run's result is merged in place over its accumulators (never
+    in a band pass: a checkpoint of it keeps the accumulators themselves)."""
+    return tiers.finishes_in_place(job.tier) and job.rows is None
 
 
 def _band_stats(live, job, used, residuals=None):
@@ -827,6 +965,7 @@ class _Parallel:
         raccs = [s.residuals() for s in self.slots if s.seg is not None]
         used = [self.files[i] for i in sorted(self.done)]
         stats = _finish(accs, self.job, used, raccs)
+        parts = [a for a in accs if a.n] if stats is not None and self.job.rows is not None else []
         del accs, raccs
         keep = []
         for s in self.slots:  # unmap every segment the results do not live in
@@ -835,7 +974,8 @@ class _Parallel:
         if stats is not None:
             stats.owner = keep
         skipped = [(self.files[i], r) for i, r in sorted(self.skipped.items())]
-        return RunResult(stats, used, skipped, seconds, self.job.workers, self.max_msg, self.deaths)
+        return RunResult(stats, used, skipped, seconds, self.job.workers, self.max_msg, self.deaths,
+                         parts=parts)
 
     def _release(self, finished_ok):
         """Whatever happened: no process, pipe or segment name left behind."""

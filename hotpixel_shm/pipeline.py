@@ -65,9 +65,9 @@ class Stopped(HotPixelError):
         The checkpoint file.
     """
 
-    def __init__(self, signum, saved=None, checkpoint=None):
+    def __init__(self, signum, saved=None, checkpoint=None, where=""):
         if saved is not None:
-            text = (f"interrupted; {saved} images saved to checkpoint {checkpoint}; "
+            text = (f"interrupted{where}; {saved} images saved to checkpoint {checkpoint}; "
                     f"continue with --resume {checkpoint}")
         else:
             text = "interrupted; nothing saved (use --checkpoint FILE to keep partial work)"
@@ -157,6 +157,9 @@ class Prior:
 
     stats: Stats
     done: frozenset = frozenset()
+    #: a checkpoint of band passes to continue (``statsio.BandCheckpoint``);
+    #: ``stats`` are then the ``--load-stats`` ones, or none (``n == 0``)
+    band: Optional[object] = None
 
 
 @dataclass
@@ -223,9 +226,14 @@ def load_prior(settings: Settings, log) -> Optional[Prior]:
     """
     from . import statsio
     from .welford import merge_stats
-    stats, done = None, set()
+    stats, done, band = None, set(), None
     for label, path in (("--load-stats", settings.load_stats), ("--resume", settings.resume)):
         if not path:
+            continue
+        if label == "--resume" and statsio.is_band_checkpoint(path):
+            band = statsio.load_band_checkpoint(path)
+            log.info(f"--resume: band pass {band.pass_index + 1} of {band.bands} from {path} "
+                     f"({band.n} images of the pass done, {band.tier})")
             continue
         st, _ = statsio.load_stats(path)
         if stats is None:
@@ -237,12 +245,40 @@ def load_prior(settings: Settings, log) -> Optional[Prior]:
         if label == "--resume":
             done |= {os.path.realpath(f) for f in st.files}
         log.info(f"{label}: {st.n} images from {path} ({st.tier})")
+    if band is not None:
+        return _band_prior(band, stats, settings)
     if stats is None:
         return None
     if settings.tier is not None and settings.tier != stats.tier:
         raise HotPixelError(f"the loaded statistics were computed with the {stats.tier} "
                             f"tier; --dtype {settings.tier} cannot be merged with them")
     return Prior(stats=stats, done=frozenset(done))
+
+
+def _band_prior(band, loaded, settings: Settings) -> Prior:
+    """The :class:`Prior` of a band-pass checkpoint (with the ``--load-stats``
+    statistics ``loaded``, which must be those the checkpointed run merged)."""
+    import numpy as np
+    from .tiers import result_dtype
+    if settings.tier is not None and settings.tier != band.tier:
+        raise HotPixelError(f"{band.path}: the checkpointed band passes use the {band.tier} "
+                            f"tier, not --dtype {settings.tier}")
+    if settings.bands is not None and settings.bands != band.bands:
+        raise HotPixelError(f"{band.path}: the checkpoint is of {band.bands} band passes, "
+                            f"not --bands {settings.bands}")
+    got = sorted(os.path.realpath(f) for f in (loaded.files if loaded is not None else []))
+    if got != sorted(os.path.realpath(f) for f in band.loaded_files):
+        raise HotPixelError(f"{band.path}: the checkpointed run merged --load-stats statistics of "
+                            f"{len(band.loaded_files)} files; give the same --load-stats to resume it")
+    if loaded is not None and (loaded.shape != band.shape or loaded.sample_dtype != band.sample_dtype
+                               or loaded.tier != band.tier):
+        raise HotPixelError(f"{band.path}: shape, dtype or tier differ from the --load-stats ones")
+    if loaded is None:
+        # no statistics to merge: what the checkpoint says of the photos
+        zero = np.broadcast_to(np.zeros((), result_dtype(band.tier)), band.shape)
+        loaded = Stats(n=0, mean=zero, var=zero, tier=band.tier, sample_dtype=band.sample_dtype,
+                       mosaic=band.mosaic, camera=band.camera)
+    return Prior(stats=loaded, band=band)
 
 
 def resolve_inputs(paths, settings: Settings, log, prior: Optional[Prior] = None,
@@ -416,6 +452,11 @@ def plan_group(group: Group, settings: Settings, log):
     tier = settings.tier
     if prior is not None and tier is None:
         tier = prior.tier
+    bands = settings.bands
+    if group.prior is not None and group.prior.band is not None:
+        bands = group.prior.band.bands      # a checkpoint of band passes goes on with them
+    if prior is not None and not prior.n:
+        prior = None                        # nothing loaded to merge
 
     def plan_for(residual_bytes):
         return budget.make_plan(
@@ -427,7 +468,7 @@ def plan_group(group: Group, settings: Settings, log):
             checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
             loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch,
             decoder=budget.decoder_for({h.format for h in group.headers}, group.sample_dtype),
-            bands=settings.bands, residual_bytes=residual_bytes,
+            bands=bands, residual_bytes=residual_bytes,
             # loaded residual statistics, and their merge with the new ones
             extra_parent_bytes=3 * prior.residuals.nbytes if prior is not None
             and prior.residuals is not None else 0)
@@ -529,15 +570,16 @@ def run_group(group: Group, plan, settings: Settings, log, *,
     from .tiers import max_images
     from .welford import merge_stats
 
-    prior = group.prior.stats if group.prior else None
+    prior = group.prior.stats if group.prior and group.prior.stats.n else None
     meta = {"sample_dtype": group.sample_dtype, "mosaic": group.mosaic(), "camera": group.camera}
+    resume = _band_resume(group, log)
     job = engine.Job(files=group.paths, shape=group.shape, sample_dtype=group.sample_dtype,
                      tier=plan.tier, workers=plan.workers, max_pixels=settings.max_pixels,
                      batch=plan.batch,
                      cap=max_images(plan.tier, group.sample_dtype),
                      checkpoint_every=settings.checkpoint_every,
                      checkpoint_seconds=settings.checkpoint_seconds, bands=plan.bands,
-                     residual_period=getattr(plan, "residual_period", None))
+                     residual_period=getattr(plan, "residual_period", None), resume=resume)
 
     def with_prior(st):
         if st is not None:
@@ -546,7 +588,18 @@ def run_group(group: Group, plan, settings: Settings, log, *,
             st = prior if st is None else merge_stats(prior, st)
         return st
 
+    def save_band_checkpoint(snap):
+        statsio.save_band_checkpoint(settings.checkpoint, snap, camera=meta["camera"],
+                                     mosaic=meta["mosaic"],
+                                     loaded_files=prior.files if prior is not None else ())
+        return f" in band pass {snap.pass_index + 1} of {snap.bands}"
+
     def save_checkpoint(snapshot):
+        if isinstance(snapshot, engine.BandSnapshot):
+            where = save_band_checkpoint(snapshot)
+            log.detail(f"checkpoint{where}: {snapshot.n} images of the pass saved to "
+                       f"{settings.checkpoint}")
+            return
         snapshot = with_prior(snapshot)
         statsio.save_stats(settings.checkpoint, snapshot)
         log.detail(f"checkpoint: {snapshot.n} images saved to {settings.checkpoint}")
@@ -557,6 +610,10 @@ def run_group(group: Group, plan, settings: Settings, log, *,
     except engine.Interrupted as exc:
         for path, reason in exc.result.skipped:
             log.skip(path, reason)
+        snap = exc.result.snapshot
+        if settings.checkpoint and snap is not None:
+            where = save_band_checkpoint(snap)
+            raise Stopped(exc.signum, snap.n, settings.checkpoint, where) from None
         stats = with_prior(exc.result.stats)
         if settings.checkpoint and stats is not None:
             statsio.save_stats(settings.checkpoint, stats)
@@ -571,6 +628,40 @@ def run_group(group: Group, plan, settings: Settings, log, *,
         statsio.save_stats(settings.save_stats, stats)
         log.info(f"statistics saved to {settings.save_stats}")
     return stats, result
+
+
+def _band_resume(group: Group, log):
+    """The group's band-pass checkpoint as an ``engine.BandSnapshot`` naming
+    the group's own paths (None without one).
+
+    Every file the checkpointed passes read must be among the inputs; inputs
+    they did not read cannot join once the first pass is over (the finished
+    rows lack them): they are skipped with the reason.
+    """
+    from .engine import BandSnapshot
+    band = group.prior.band if group.prior is not None else None
+    if band is None:
+        return None
+    mine = {os.path.realpath(p): p for p in group.paths}
+
+    def ours(f):
+        p = mine.get(os.path.realpath(f))
+        if p is None:
+            raise HotPixelError(f"{f}: read by the checkpointed band passes but not among the "
+                                f"inputs; give --resume the same photos")
+        return p
+    used = [ours(f) for f in band.used]
+    skipped = [(mine.get(os.path.realpath(f), f), r) for f, r in band.skipped]
+    if band.pass_index > 0:
+        known = set(used) | {f for f, _ in skipped}
+        skipped += [(p, f"not read by the checkpointed band passes (their first pass is over); "
+                        f"analyse it in another run") for p in group.paths if p not in known]
+    log.detail(f"--resume: band pass {band.pass_index + 1} of {band.bands} goes on "
+               f"({len(band.partial_files)} files of it done)")
+    return BandSnapshot(shape=band.shape, tier=band.tier, sample_dtype=band.sample_dtype,
+                        bands=band.bands, pass_index=band.pass_index, used=used, skipped=skipped,
+                        partial_files=[ours(f) for f in band.partial_files], parts=band.parts,
+                        finished=band)
 
 
 # --------------------------------------------------------------------------- step 4: detect

@@ -14,7 +14,8 @@ from .model import Mosaic, Stats
 from .tiers import TIERS
 
 __all__ = ["save_stats", "load_stats", "BandFile", "STATS_KEYS", "MOSAIC_KEYS", "CAMERA_KEY",
-           "RESIDUAL_KEY"]
+           "RESIDUAL_KEY", "BAND_KEY", "is_band_checkpoint", "save_band_checkpoint",
+           "load_band_checkpoint", "BandCheckpoint"]
 
 #: keys every statistics file holds
 STATS_KEYS = ("n", "mean", "var", "shape", "tier", "dtype", "files", "version")
@@ -26,6 +27,9 @@ CAMERA_KEY = "camera"
 #: present when the file holds temporal residual statistics: their neighbour
 #: distance; the planes are ``residual_mean_K`` and ``residual_var_K`` (float32)
 RESIDUAL_KEY = "residual_period"
+#: present (the format's version, 1) in a checkpoint of band passes: a file
+#: that is no statistics file (it has no ``n``), continued by ``--resume``
+BAND_KEY = "band_checkpoint"
 
 
 def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) -> None:
@@ -68,21 +72,13 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
         "files": np.asarray(files if files else np.zeros(0, "U1")),
         "version": np.asarray(__version__),
     }
-    if stats.camera is not None:
-        small[CAMERA_KEY] = np.asarray([stats.camera.make or "", stats.camera.model or "",
-                                         stats.camera.serial or ""])
+    small.update(_body_arrays(stats.camera, stats.mosaic))
     res = getattr(stats, "residuals", None)
     if res is not None and res.n == stats.n:
         small[RESIDUAL_KEY] = np.asarray(res.layout.reach, dtype=np.int64)
         for k, (m, v) in enumerate(zip(res.mean, res.var)):
             small[f"residual_mean_{k}"] = np.asarray(m, dtype=np.float32)
             small[f"residual_var_{k}"] = np.asarray(v, dtype=np.float32)
-    if stats.mosaic is not None:
-        m = stats.mosaic
-        small["cfa_tile"] = np.asarray(m.tile, dtype=np.uint8)
-        small["colour_desc"] = np.asarray(m.colour_desc)
-        small["white_level"] = np.asarray(-1 if m.white_level is None else m.white_level,
-                                          dtype=np.int64)
 
     def write(fh):
         with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -96,6 +92,19 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
                     np.lib.format.write_array(f, value, allow_pickle=False)
 
     atomic_write(path, write, mode="wb")
+
+
+def _body_arrays(camera, mosaic) -> dict:
+    """The ``camera`` and raw mosaic keys of a file (empty when not known)."""
+    out = {}
+    if camera is not None:
+        out[CAMERA_KEY] = np.asarray([camera.make or "", camera.model or "", camera.serial or ""])
+    if mosaic is not None:
+        out["cfa_tile"] = np.asarray(mosaic.tile, dtype=np.uint8)
+        out["colour_desc"] = np.asarray(mosaic.colour_desc)
+        out["white_level"] = np.asarray(-1 if mosaic.white_level is None else mosaic.white_level,
+                                        dtype=np.int64)
+    return out
 
 
 def _write_planes(zf, stats, shape, dtype):
@@ -127,6 +136,9 @@ def load_stats(path):
     """
     try:
         with np.load(path, allow_pickle=False) as z:
+            if BAND_KEY in z.files:
+                raise HotPixelError(f"{path}: a checkpoint of band passes, not statistics; "
+                                    f"continue it with --resume {path}")
             missing = [k for k in STATS_KEYS if k not in z.files]
             if missing:
                 raise HotPixelError(f"{path}: not a hotpixel_shm statistics file "
@@ -222,6 +234,286 @@ def _mosaic(path, data, shape):
         raise HotPixelError(f"{path}: colour filter tile uses colours {desc!r} does not name")
     white = int(white)
     return Mosaic(tile=tile, colour_desc=desc, white_level=None if white < 0 else white)
+
+
+# --------------------------------------------------------------------------- band-pass checkpoints
+
+def is_band_checkpoint(path) -> bool:
+    """Whether ``path`` is a checkpoint of band passes (False for anything
+    else, unreadable files included: their error comes from :func:`load_stats`)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return BAND_KEY + ".npy" in zf.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def save_band_checkpoint(path, snap, *, camera=None, mosaic=None, loaded_files=()) -> None:
+    """Write a checkpoint of band passes (an ``engine.BandSnapshot``) to ``path`` atomically.
+
+    The file (an uncompressed .npz) holds ``band_checkpoint`` (1), ``shape``,
+    ``tier``, ``dtype``, ``version``, ``bands``, ``band_pass`` (0-based),
+    ``files`` (the files every pass reads; during the first pass, those
+    read so far), ``skipped_files``/``skipped_reasons``, ``partial_files``,
+    ``loaded_files`` (the files of the ``--load-stats`` statistics the run
+    merges its result with), ``mean``/``var`` (the finished rows of the earlier
+    passes; the others zero), and for each partial result ``k`` of the pass
+    under way ``part_k_n``, ``part_k_tier`` and its raw accumulator fields
+    ``part_k_field_j`` (flat, over the pass's band of rows), camera and mosaic
+    keys as in :func:`save_stats`.  It has no ``n``: it is no statistics
+    file, and :func:`load_stats` refuses it.
+
+    Everything is streamed: the planes from ``snap.finished`` a band at a
+    time, the partial results straight from the accumulators.
+    """
+    from .export import atomic_write
+
+    shape = tuple(int(v) for v in snap.shape)
+    y_end = snap.rows[0]
+    _, w, c = shape
+    parts = [p for p in snap.parts if p.n]
+    small = {
+        BAND_KEY: np.asarray(1, np.int64),
+        "shape": np.asarray(shape, dtype=np.int64),
+        "tier": np.asarray(snap.tier),
+        "dtype": np.asarray(str(np.dtype(snap.sample_dtype))),
+        "version": np.asarray(__version__),
+        "bands": np.asarray(snap.bands, np.int64),
+        "band_pass": np.asarray(snap.pass_index, np.int64),
+        "files": _strings([os.fsdecode(f) for f in snap.used]),
+        "skipped_files": _strings([os.fsdecode(f) for f, _ in snap.skipped]),
+        "skipped_reasons": _strings([str(r) for _, r in snap.skipped]),
+        "partial_files": _strings([os.fsdecode(f) for f in snap.partial_files]),
+        "loaded_files": _strings([os.fsdecode(f) for f in loaded_files]),
+        "parts": np.asarray(len(parts), np.int64),
+    }
+    small.update(_body_arrays(camera, mosaic))
+    for k, p in enumerate(parts):
+        small[f"part_{k}_n"] = np.asarray(int(p.n), np.int64)
+        small[f"part_{k}_tier"] = np.asarray(p.tier)
+    rdt = _result_dtype(snap.tier)
+    step = max(1, (1 << 19) // (w * c))
+    rows = snap.rows
+    values = (rows[1] - rows[0]) * w * c
+
+    def write(fh):
+        with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, value in small.items():
+                with zf.open(key + ".npy", "w") as f:
+                    np.lib.format.write_array(f, value, allow_pickle=False)
+            header = {"descr": np.lib.format.dtype_to_descr(rdt), "fortran_order": False,
+                      "shape": shape}
+            for plane, name in ((0, "mean.npy"), (1, "var.npy")):
+                nbytes = int(np.prod(shape)) * rdt.itemsize
+                with zf.open(name, "w", force_zip64=nbytes > (1 << 31)) as f:
+                    np.lib.format.write_array_header_1_0(f, header)
+                    for y0 in range(0, shape[0], step):
+                        y1 = min(shape[0], y0 + step)
+                        out = [np.zeros((y1 - y0, w, c), rdt), np.zeros((y1 - y0, w, c), rdt)]
+                        if y0 < y_end:
+                            a = min(y1, y_end)
+                            snap.finished.read_rows(y0, a, out[0][:a - y0], out[1][:a - y0])
+                        f.write(memoryview(out[plane]).cast("B"))
+            for k, p in enumerate(parts):
+                fields = p.chunk(0, values).fields
+                for j, field in enumerate(fields):
+                    field = np.asarray(field).reshape(-1)
+                    header = {"descr": np.lib.format.dtype_to_descr(field.dtype),
+                              "fortran_order": False, "shape": (values,)}
+                    nbytes = values * field.dtype.itemsize
+                    with zf.open(f"part_{k}_field_{j}.npy", "w", force_zip64=nbytes > (1 << 31)) as f:
+                        np.lib.format.write_array_header_1_0(f, header)
+                        for s in range(0, values, 1 << 20):
+                            f.write(memoryview(np.ascontiguousarray(field[s:s + (1 << 20)])).cast("B"))
+
+    atomic_write(path, write, mode="wb")
+
+
+def _result_dtype(tier):
+    from .tiers import result_dtype
+    return np.dtype(result_dtype(tier))
+
+
+def _strings(items):
+    return np.asarray(items if items else np.zeros(0, "U1"))
+
+
+class _Member:
+    """A stored (uncompressed) ``.npy`` member of a zip file, read in place
+    with positioned reads: nothing of it is held in memory."""
+
+    def __init__(self, fd, zf, name, path):
+        info = zf.getinfo(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise HotPixelError(f"{path}: {name} is compressed; a checkpoint is written uncompressed")
+        local = os.pread(fd, 30, info.header_offset)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise HotPixelError(f"{path}: {name} cannot be located")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
+            + int.from_bytes(local[28:30], "little")
+        with zf.open(name) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise HotPixelError(f"{path}: {name} is not a plain C-ordered array")
+        self.fd, self.shape, self.dtype = fd, tuple(shape), dtype
+        self.offset = start + offset
+        self.size = int(np.prod(self.shape)) if self.shape else 1
+        if info.file_size != offset + self.size * dtype.itemsize:
+            raise HotPixelError(f"{path}: {name} is cut short")
+
+    def read(self, start, stop, out=None):
+        """Flat values ``[start, stop)`` (into ``out`` if given)."""
+        out = np.empty(stop - start, self.dtype) if out is None else out
+        view = memoryview(out.reshape(-1)).cast("B")
+        pos, done = self.offset + start * self.dtype.itemsize, 0
+        while done < len(view):
+            k = os.preadv(self.fd, [view[done:]], pos + done)
+            if k <= 0:
+                raise HotPixelError("the checkpoint file was cut short")
+            done += k
+        return out
+
+
+class _FilePart:
+    """A partial result kept in a checkpoint: its raw fields read as needed."""
+
+    def __init__(self, n, tier, sample_dtype, members):
+        self.n, self.tier, self.sample_dtype = int(n), tier, np.dtype(sample_dtype)
+        self.members = members
+
+    def chunk(self, start, stop):
+        from .kernels_numpy import Partial
+        return Partial(self.n, self.tier, self.sample_dtype,
+                       tuple(m.read(start, stop) for m in self.members))
+
+
+class BandCheckpoint:
+    """A checkpoint of band passes, read from its file as needed
+    (:func:`load_band_checkpoint`); the attributes of ``engine.BandSnapshot``
+    plus ``sample_dtype``, ``mosaic``, ``camera``, ``loaded_files`` and ``path``."""
+
+    def __init__(self, path):
+        self.path = path
+        self._fd = None
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+            with zipfile.ZipFile(path) as zf, np.load(path, allow_pickle=False) as z:
+                self._read(path, zf, z)
+        except HotPixelError:
+            self.close()
+            raise
+        except FileNotFoundError:
+            self.close()
+            raise HotPixelError(f"{path}: no such file") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            self.close()
+            raise HotPixelError(f"{path}: cannot read the band-pass checkpoint: {exc}") from None
+
+    def _read(self, path, zf, z):
+        from .tiers import fields as tier_fields
+
+        def small(key):
+            if key + ".npy" not in zf.namelist():
+                raise HotPixelError(f"{path}: band-pass checkpoint without {key}")
+            return z[key]
+        if int(small(BAND_KEY)) != 1:
+            raise HotPixelError(f"{path}: a band-pass checkpoint of a newer format")
+        self.shape = tuple(int(v) for v in small("shape"))
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise HotPixelError(f"{path}: invalid shape {self.shape}")
+        self.tier, self.sample_dtype = str(small("tier")), str(small("dtype"))
+        if self.tier not in TIERS or self.sample_dtype not in ("uint8", "uint16"):
+            raise HotPixelError(f"{path}: unknown tier {self.tier!r} or sample dtype")
+        self.bands, self.pass_index = int(small("bands")), int(small("band_pass"))
+        if not 1 < self.bands <= self.shape[0] or not 0 <= self.pass_index < self.bands:
+            raise HotPixelError(f"{path}: invalid band pass {self.pass_index} of {self.bands}")
+        from .bands import band_rows
+        passes = band_rows(self.shape[0], self.bands)
+        if self.pass_index >= len(passes):
+            raise HotPixelError(f"{path}: invalid band pass {self.pass_index} of {self.bands}")
+        self.rows = passes[self.pass_index]
+        lists = {}
+        for key in ("files", "skipped_files", "skipped_reasons", "partial_files", "loaded_files"):
+            a = small(key)
+            if a.ndim != 1 or (a.size and a.dtype.kind != "U"):
+                raise HotPixelError(f"{path}: invalid {key}")
+            lists[key] = [str(v) for v in a]
+        if len(lists["skipped_files"]) != len(lists["skipped_reasons"]):
+            raise HotPixelError(f"{path}: invalid skipped_files")
+        self.used, self.partial_files = lists["files"], lists["partial_files"]
+        self.skipped = list(zip(lists["skipped_files"], lists["skipped_reasons"]))
+        self.loaded_files = lists["loaded_files"]
+        if not set(self.partial_files) <= set(self.used) or \
+                (self.pass_index == 0 and set(self.partial_files) != set(self.used)):
+            raise HotPixelError(f"{path}: the partial results' files are not the run's")
+        rdt = _result_dtype(self.tier)
+        self._planes = [_Member(self._fd, zf, name, path) for name in ("mean.npy", "var.npy")]
+        for m in self._planes:
+            if m.shape != self.shape or m.dtype != rdt:
+                raise HotPixelError(f"{path}: finished rows of shape {m.shape} and dtype "
+                                    f"{m.dtype}, expected {self.shape} {rdt}")
+        _, w, c = self.shape
+        values = (self.rows[1] - self.rows[0]) * w * c
+        want = [np.dtype(d) for _, d in tier_fields(self.tier, self.sample_dtype)]
+        self.parts = []
+        for k in range(int(small("parts"))):
+            n, tier = int(small(f"part_{k}_n")), str(small(f"part_{k}_tier"))
+            if tier != self.tier or n < 1:
+                raise HotPixelError(f"{path}: invalid partial result {k}")
+            members = [_Member(self._fd, zf, f"part_{k}_field_{j}.npy", path)
+                       for j in range(len(want))]
+            if any(m.shape != (values,) or m.dtype != d for m, d in zip(members, want)):
+                raise HotPixelError(f"{path}: partial result {k} is not a {self.tier} "
+                                    f"accumulator of the band's {values} values")
+            self.parts.append(_FilePart(n, tier, self.sample_dtype, members))
+        if sum(p.n for p in self.parts) != len(self.partial_files):
+            raise HotPixelError(f"{path}: the partial results hold {sum(p.n for p in self.parts)} "
+                                f"images, the checkpoint lists {len(self.partial_files)}")
+        data = {k: z[k] for k in MOSAIC_KEYS + (CAMERA_KEY,) if k + ".npy" in zf.namelist()}
+        self.mosaic = _mosaic(path, data, self.shape)
+        self.camera = _camera(path, data)
+
+    @property
+    def n(self) -> int:
+        return sum(p.n for p in self.parts)
+
+    def read_rows(self, y0, y1, out_mean, out_var) -> None:
+        """Finished rows ``y0 <= y < y1`` (of the passes before :attr:`pass_index`)."""
+        if y1 > self.rows[0]:
+            raise HotPixelError(f"rows up to {y1} are not finished in the checkpoint")
+        _, w, c = self.shape
+        for plane, out in zip(self._planes, (out_mean, out_var)):
+            plane.read(y0 * w * c, y1 * w * c, out)
+
+    @property
+    def finished(self):
+        return self
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def load_band_checkpoint(path) -> BandCheckpoint:
+    """Read a checkpoint written by :func:`save_band_checkpoint`.
+
+    Raises
+    ------
+    HotPixelError
+        Not such a file, or a key, shape or dtype is wrong.
+    """
+    return BandCheckpoint(path)
 
 
 class BandFile:
