@@ -35,8 +35,8 @@ def test_columns_and_rows_in_photos(fmt):
     assert set(found) == {("column", 101), ("row", 150), ("column", 300)}
     assert found[("row", 150)].offset < 0 < found[("column", 101)].offset
     part = found[("column", 300)]
-    # from/to at the resolution of a 32-row band
-    assert 64 <= part.start <= 96 and 250 <= part.stop <= 287
+    # from/to within one JPEG block (its 8x8 blocks, and 4:2:0 chroma's 16x16, blur them)
+    assert abs(part.start - 96) <= 8 and abs(part.stop - 250) <= 8
     d = found[("column", 101)].to_dict()
     # (a sky clipped in most photos hides an offset: the top band may not show it)
     assert d["kind"] == "column" and d["x"] == 101 and d["from"] <= 32 and d["to"] == 255
@@ -57,7 +57,7 @@ def test_dark_frames_and_raw_mosaics():
         [("column", 40), ("row", 77)]
     frames, _ = simulate_raw_frames(16, width=192, height=128, seed=6, n_hot=0, n_weak_hot=0,
                                     n_stuck=0, n_dead=0, n_noisy=0,
-                                    lines=[("column", 61, 60.0), ("row", 90, -50.0)])
+                                    lines=[("column", 61, 100.0), ("row", 90, -100.0)])
     mean, var = _moments(list(frames), (128, 192, 1))
     got = {(d.kind, d.index): d for d in find_lines(mean, var, cfa=cfa_array("RGGB", 128, 192))}
     assert set(got) == {("column", 61), ("row", 90)}
