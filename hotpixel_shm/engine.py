@@ -45,7 +45,7 @@ from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
 from .kernels_numpy import MAX_BATCH
 from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum_residuals
-from .welford import Accumulator, finalise_range, finalise_rows, merge
+from .welford import Accumulator, finalise_range, finalise_rows, fold_exact, merge
 
 __all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON",
            "segment_parts", "band_rows", "BandSnapshot"]
@@ -798,6 +798,12 @@ def _finish(accs, job, used, raccs=()):
         return None
     residuals = sum_residuals([r for r in raccs if r is not None])
     if not _in_place(job):
+        if job.rows is None:
+            # a one-pass run is over: the workers' exact sums folded into one
+            # partial, so every pass over the statistics reads one (and the
+            # other segments can be unmapped); a band pass keeps its raw
+            # partials for its checkpoint
+            live = fold_exact(live)
         return _band_stats(live, job, used, residuals)
     # the workers have exited: their CPUs (as many as the plan allowed) merge
     n, mean, var = merge(accs, in_place=True, threads=job.workers)

@@ -145,6 +145,8 @@ class Stats:
     residuals: Any = field(default=None, repr=False, compare=False)
     #: the camera body (``camera.Camera``) whose photos these are, if known
     camera: Any = None
+    #: (k, result of ``_variance_pass(k)``) once computed
+    _variance_summary: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_raw(self) -> bool:
@@ -169,33 +171,43 @@ class Stats:
 
     def variance_range(self):
         """(min, max, mean) of the variance, as Python floats, read band by band."""
-        low, high, total, count = np.inf, -np.inf, 0.0, 0
-        for _, _, _, v in self.bands():
-            low = min(low, float(v.min()))
-            high = max(high, float(v.max()))
-            total += float(v.sum(dtype=np.float64))
-            count += v.size
-        return low, high, total / count
+        return self._variance_pass(_SUMMARY_LOWEST)[0]
 
     def lowest_variance(self, k=10):
         """The k subpixels of lowest variance as (x, y, channel, variance),
         lowest first (ties: in storage order), read band by band."""
+        return self._variance_pass(k)[1][:k]
+
+    def _variance_pass(self, k):
+        """``((min, max, mean), lowest k)`` of the variance in one pass over
+        the bands, kept: the summary asks for both, and each pass over
+        statistics finished band by band finishes every band again."""
+        done = self._variance_summary
+        if done is not None and done[0] >= k:
+            return done[1]
         _, w, c = self.shape
+        low, high, total, count = np.inf, -np.inf, 0.0, 0
         best_idx = np.zeros(0, np.int64)
         best_val = np.zeros(0, np.float64)
         for y0, _, _, v in self.bands():
+            low = min(low, float(v.min()))
+            high = max(high, float(v.max()))
+            total += float(v.sum(dtype=np.float64))
+            count += v.size
             flat = v.reshape(-1)
             idx = _lowest(flat, k)
             best_idx = np.concatenate([best_idx, idx + y0 * w * c])
             best_val = np.concatenate([best_val, flat[idx].astype(np.float64)])
             order = np.lexsort((best_idx, best_val))[:k]
             best_idx, best_val = best_idx[order], best_val[order]
-        out = []
+        lowest = []
         for i, val in zip(best_idx, best_val):
             y, rem = divmod(int(i), w * c)
             x, ch = divmod(rem, c)
-            out.append((x, y, ch, float(val)))
-        return out
+            lowest.append((x, y, ch, float(val)))
+        result = ((low, high, total / count), lowest)
+        self._variance_summary = (k, result)
+        return result
 
 
 def merged_metadata(a: Stats, b: Stats) -> dict:
@@ -233,6 +245,11 @@ def merged_metadata(a: Stats, b: Stats) -> dict:
         from .residual import merge_residuals
         out["residuals"] = merge_residuals(ra, rb)
     return out
+
+
+#: Lowest-variance subpixels the summary lists (``variance_range`` finds
+#: them in the same pass).
+_SUMMARY_LOWEST = 10
 
 
 def _lowest(flat, k, chunk=1 << 22):

@@ -53,7 +53,6 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from . import kernels
 from .errors import HotPixelError
 
 __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
@@ -347,6 +346,7 @@ class ResidualAccumulator:
             frames.append(img)
         if not frames:
             return
+        from . import kernels   # here: a plan-only run imports this module, not the kernels
         if not kernels.residual_update(frames, self._flat, lay.mode == "ycc", lay.reach,
                                        _KERNEL_CONSTS):
             for img in frames:

@@ -610,3 +610,26 @@ def test_partial_results_of_any_origin_merge_alike():
     mean, var = np.empty(shape), np.empty(shape)
     assert finalise_range([saved, a, b], 0, mean.size, mean, var) == 12
     _assert_contract("float64", np.uint8, 5, mean, var, frames)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_fold_exact_gives_the_bits_of_the_unfolded_merge(dtype):
+    from hotpixel_shm.welford import finalise_range, fold_exact
+    frames = _photos(7, (5, 6, 3), dtype, seed=11)
+
+    def accs():
+        out = [Accumulator("exact", (5, 6, 3), dtype) for _ in range(3)]
+        for i, f in enumerate(frames):
+            out[i % 3].update(f)
+        return out
+
+    m, v = np.empty(90), np.empty(90)
+    finalise_range(accs(), 0, 90, m, v)
+    folded = fold_exact(accs(), block_values=7)
+    assert len(folded) == 1 and folded[0].n == 7
+    fm, fv = np.empty(90), np.empty(90)
+    finalise_range(folded, 0, 90, fm, fv)
+    np.testing.assert_array_equal(fm, m)
+    np.testing.assert_array_equal(fv, v)
+    floats = [Accumulator("float32", (5, 6, 3), dtype) for _ in range(2)]
+    assert fold_exact(floats) == floats
