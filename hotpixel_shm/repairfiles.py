@@ -252,7 +252,7 @@ _FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
 def _raw_metadata(path, raw) -> dict:
     """What the repaired DNG needs, from LibRaw and the file's own tags."""
     from .rawio import _header_make_model
-    from .tiffmeta import TAG, raw_ifd, read_ifds
+    from .tiffmeta import TAG, read_ifds
     meta = {}
     ifds = read_ifds(path)
     tags: Dict[int, object] = {}
@@ -297,6 +297,7 @@ def _repair_raw(path, target, defects) -> RepairResult:
     from .dng import write_dng
     from .frames import active_area
     from .rawio import _flat_or_skip, _open, _rawpy
+    from .tiffmeta import dng_cfa_letters
     rawpy = _rawpy()
     raw = _open(path, unpack=True)
     try:
@@ -319,7 +320,7 @@ def _repair_raw(path, target, defects) -> RepairResult:
     # ActiveArea; else LibRaw's margins)
     area = active_area(path) or (top, left, top + h, left + w)
     a_top, a_left, a_bottom, a_right = (int(v) for v in area)
-    letters = _dng_cfa_letters(path)
+    letters = dng_cfa_letters(path)
     if letters is not None:
         # a DNG's own CFAPattern (anchored at its ActiveArea); LibRaw's
         # raw_colors are not reliable for X-Trans DNGs of other makers
@@ -363,16 +364,11 @@ def _repair_raw(path, target, defects) -> RepairResult:
                         + _unrepaired(left_over, "no healthy same-colour photosite within 6"))
 
 
-def _dng_cfa_letters(path) -> Optional[str]:
-    from .tiffmeta import dng_cfa_letters
-    return dng_cfa_letters(path)
-
-
 def _dng_black(path, tile_size):
     """A DNG's BlackLevel per CFA tile photosite (or one value), when its
     repeat pattern fits the tile; else None."""
-    from .tiffmeta import TAG, raw_ifd, read_ifds
-    tags = raw_ifd(read_ifds(path)) or {}
+    from .tiffmeta import TAG, dng_raw_tags
+    tags = dng_raw_tags(path) or {}
     levels, dim = tags.get(TAG["BlackLevel"]), tags.get(50713, (1, 1))
     if not levels or isinstance(levels, str) or any(v != int(v) for v in levels):
         return None
