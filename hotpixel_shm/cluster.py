@@ -275,7 +275,7 @@ def _shard_task(spec: _Spec, files, topic=None, delay=0.0) -> Shard:
     ``files`` is a list of ``(index, path)``.  A file this worker cannot read
     is skipped with its reason and the worker's address.
     """
-    from .engine import Ingest, _residual_hook, segment_parts
+    from .engine import Ingest, residual_hook, segment_parts
     from .residual import ResidualAccumulator, residual_nbytes
     from .welford import Accumulator
 
@@ -287,7 +287,7 @@ def _shard_task(spec: _Spec, files, topic=None, delay=0.0) -> Shard:
         # the accumulator in a buffer of its own: the partial carries it as it is
         residuals = (layout, np.zeros(residual_nbytes(layout), np.uint8))
         racc = ResidualAccumulator(layout, residuals[1])
-    ingest = Ingest(acc, spec.max_pixels, spec.batch, on_batch=_residual_hook(racc))
+    ingest = Ingest(acc, spec.max_pixels, spec.batch, on_batch=residual_hook(racc))
     path_of = dict(files)
     used, skipped = [], []
 

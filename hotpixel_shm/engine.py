@@ -48,7 +48,7 @@ from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum
 from .welford import Accumulator, finalise_range, finalise_rows, fold_exact, merge
 
 __all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON",
-           "segment_parts", "band_rows", "BandSnapshot"]
+           "segment_parts", "band_rows", "BandSnapshot", "residual_hook"]
 
 #: Files queued per worker beyond the one being decoded.
 PREFETCH = 1
@@ -251,8 +251,20 @@ def _residuals_in(buf, offset, layout):
     return ResidualAccumulator(layout, memoryview(buf)[offset:offset + residual_nbytes(layout)])
 
 
-def _residual_hook(racc):
-    """The per-batch kernel that feeds ``racc`` (for :class:`Ingest`'s ``on_batch``)."""
+def residual_hook(racc):
+    """The ``on_batch`` hooks of an :class:`Ingest` that feed a residual accumulator.
+
+    Parameters
+    ----------
+    racc : ResidualAccumulator or None
+        Updated with every batch of frames; None when the run keeps no
+        residual statistics.
+
+    Returns
+    -------
+    list of callable
+        ``[racc.update_batch]``, or ``[]`` when ``racc`` is None.
+    """
     if racc is None:
         return []
     return [racc.update_batch]
@@ -396,7 +408,7 @@ def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixe
     acc = Accumulator(tier, acc_shape, sample_dtype, seg.buf)
     _, offset, layout = segment_parts(tier, acc_shape, sample_dtype, residual_period)
     racc = _residuals_in(seg.buf, offset, layout)
-    ingest = Ingest(acc, max_pixels, batch, on_batch=_residual_hook(racc), frame_shape=shape, rows=rows)
+    ingest = Ingest(acc, max_pixels, batch, on_batch=residual_hook(racc), frame_shape=shape, rows=rows)
     _send(conn, ("ready", os.getpid()))
     try:
         _worker_loop(conn, ingest, seg_name, parent_pid, crash_on)
@@ -746,7 +758,7 @@ def _run_serial(job, progress, should_stop, ckpt):
     acc = Accumulator(job.tier, job.acc_shape, job.sample_dtype)
     layout = segment_parts(job.tier, job.acc_shape, job.sample_dtype, job.residual_period)[2]
     racc = ResidualAccumulator(layout) if layout is not None else None
-    ingest = Ingest(acc, job.max_pixels, job.batch, on_batch=_residual_hook(racc),
+    ingest = Ingest(acc, job.max_pixels, job.batch, on_batch=residual_hook(racc),
                     frame_shape=job.shape, rows=job.rows)
     used, skipped = [], []
     total = len(job.files)
