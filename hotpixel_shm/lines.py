@@ -13,11 +13,13 @@ of a raw mosaic) and every band of ``_BAND`` rows, the band's medians of
 are the column's offsets in that band against its same-colour neighbours
 ``s`` columns away on either side; over the bands their medians must agree
 in sign (an edge that is the same in every photo -- the frame's border, a
-fixed structure -- agrees with one side and is not a line).  The column's
-offset, their mean, is judged against the robust spread (MAD) of all
-columns' offsets of the same 2x2 phase; a line defect's ``from``/``to`` are
-the first and last row of the bands whose own offset is at least half the
-column's.  Rows: the same with the rows ``s`` above and below, per band of
+fixed structure -- agrees with one side and is not a line); the medians
+are those more than half the bands reach (of an even count's middle two,
+the one nearer zero).  The column's offset, the mean of the two sides', is
+judged against the robust spread (MAD) of all columns' offsets of the same
+2x2 phase; a line defect's ``from``/``to`` are found to the photosite by a
+change-point search (CUSUM) in the bands where the offset begins and ends
+(see ``_refine``).  Rows: the same with the rows ``s`` above and below, per band of
 ``_BAND`` columns.  The plane is read one band of rows at a time (an array
 or a band reader), so the working memory is a band and one value per band
 and line.
@@ -41,8 +43,8 @@ __all__ = ["LineDefect", "find_lines", "LINE_SIGMA"]
 #: 20 in 0.4 %, whatever the frame count.  Those tails are scenes, not
 #: noise: a thin structure seen in two or three photos at the same column
 #: (a pole) offsets the mean as a bad column would, and the mean alone
-#: cannot tell them apart.  Raw lines of 25 to 40 DN (12-bit) scored 14 or
-#: more in 67 of 68 sets of 16 or 24 frames, 56 of 68 of 8 frames.
+#: cannot tell them apart.  Of planted raw lines of 25 to 40 DN (12-bit),
+#: 67 of 68 scored 14 or more with 16 or 24 frames, 56 of 68 with 8.
 LINE_SIGMA = 14.0
 # Rows per band (a line shorter than this is not reported).
 _BAND = 32
@@ -329,8 +331,8 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         columns within 4 px of each other only the strongest is reported,
         with the channels of all.  Not judged: lines in the outermost 8
         columns and rows of a photo (JPEG ringing of a black border), the
-        outermost same-colour line of a raw mosaic, lines shorter than 32
-        rows.
+        outermost same-colour line of a raw mosaic, lines along half the
+        frame or less (the offset must show in more than half of the bands).
     """
     from .detect import cfa_period
 
