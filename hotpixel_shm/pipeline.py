@@ -224,6 +224,8 @@ def load_prior(settings: Settings, log) -> Optional[Prior]:
     HotPixelError
         A file cannot be read, or the two files cannot be merged.
     """
+    if not settings.load_stats and not settings.resume:
+        return None     # nothing to load: statsio and the kernels stay unimported
     from . import statsio
     from .welford import merge_stats
     stats, done, band = None, set(), None

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 
-def test_plan_imports_no_scipy_tqdm_or_picture_code(tmp_path):
+def test_plan_imports_no_scipy_tqdm_picture_or_statistics_file_code(tmp_path):
     paths = []
     for i in range(3):
         p = tmp_path / f"p{i}.jpg"
@@ -16,7 +16,8 @@ def test_plan_imports_no_scipy_tqdm_or_picture_code(tmp_path):
             "from hotpixel_shm.cli import main\n"
             f"rc = main(['--plan', '-q'] + {paths!r})\n"
             "heavy = sorted(m for m in ('scipy', 'tqdm', 'hotpixel_shm.picture',"
-            " 'hotpixel_shm.temporal') if m in sys.modules)\n"
+            " 'hotpixel_shm.temporal', 'hotpixel_shm.statsio', 'hotpixel_shm.welford')"
+            " if m in sys.modules)\n"
             "print(rc, heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
