@@ -633,3 +633,9 @@ def test_fold_exact_gives_the_bits_of_the_unfolded_merge(dtype):
     np.testing.assert_array_equal(fv, v)
     floats = [Accumulator("float32", (5, 6, 3), dtype) for _ in range(2)]
     assert fold_exact(floats) == floats
+    full = accs()
+    full[0].capacity = 6          # the total, 7, would overflow the first one's sums
+    before = [a.arrays["sum"].copy() for a in full]
+    assert fold_exact(full) == full
+    for a, b in zip(full, before):
+        np.testing.assert_array_equal(a.arrays["sum"], b)
