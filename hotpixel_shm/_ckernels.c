@@ -11,9 +11,10 @@
  *   update(tier, sample_bytes, fields, images, n, start, consts)
  *       fold K = len(images) images into one accumulator's fields
  *   reduce(mode, sample_bytes, parts, counts, fracs, crosses, start, stop,
- *          out_mean, out_var, total)
- *       merge the parts' fields over [start, stop) and finish mean and
- *       variance (the fused merge + finalise)
+ *          out_mean, out_var, total[, index])
+ *       merge the parts' fields over [start, stop), or at the flat indices
+ *       of an int64 index, and finish mean and variance (the fused merge +
+ *       finalise; a gather reads the fields in place)
  *   residual(images, sample_bytes, sums, ycc, reach, consts)
  *       add K frames' temporal residuals to their float32 sums and sums of
  *       squares in one pass (hotpixel_shm.residual)
@@ -349,12 +350,12 @@ static inline void part_at(int mode, void **f, double n, Py_ssize_t i, double *m
 static PyObject *py_reduce(PyObject *self, PyObject *args)
 {
     int mode, sb;
-    PyObject *parts, *counts, *fracs, *crosses, *out_m, *out_v;
+    PyObject *parts, *counts, *fracs, *crosses, *out_m, *out_v, *index = Py_None;
     Py_ssize_t start, stop;
     long long total;
-    if (!PyArg_ParseTuple(args, "iiO!O!O!O!nnOOL", &mode, &sb, &PyTuple_Type, &parts,
+    if (!PyArg_ParseTuple(args, "iiO!O!O!O!nnOOL|O", &mode, &sb, &PyTuple_Type, &parts,
                           &PyTuple_Type, &counts, &PyTuple_Type, &fracs, &PyTuple_Type, &crosses,
-                          &start, &stop, &out_m, &out_v, &total))
+                          &start, &stop, &out_m, &out_v, &total, &index))
         return NULL;
     Py_ssize_t np_ = PyTuple_GET_SIZE(parts);
     if (np_ < 1 || np_ > MAX_PARTS || PyTuple_GET_SIZE(counts) != np_ ||
@@ -372,17 +373,24 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
         return PyErr_NoMemory();
     }
     double *fr = cn + np_, *cr = cn + 2 * np_;
-    Py_ssize_t lm, lv;
+    Py_ssize_t lm, lv, size = -1;
     void *om, *ov;
+    const int64_t *idx = NULL;
     for (Py_ssize_t p = 0; p < np_; p++) {
         PyObject *pf = PyTuple_GET_ITEM(parts, p);
         if (!PyTuple_Check(pf) || PyTuple_GET_SIZE(pf) > MAX_FIELDS) {
             PyErr_SetString(PyExc_ValueError, "bad part");
             goto fail;
         }
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(pf); k++)
-            if (!(f[p * MAX_FIELDS + k] = grab(b, PyTuple_GET_ITEM(pf, k), 0, NULL)))
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(pf); k++) {
+            Py_ssize_t nb;
+            if (!(f[p * MAX_FIELDS + k] = grab(b, PyTuple_GET_ITEM(pf, k), 0, &nb)))
                 goto fail;
+            if (k == 0) { /* values in the part: its first field's length */
+                Py_ssize_t v = nb / (mode == T_FLOAT64 ? 8 : mode == T_FLOAT16 ? 2 : 4);
+                size = size < 0 || v < size ? v : size;
+            }
+        }
         cn[p] = PyFloat_AsDouble(PyTuple_GET_ITEM(counts, p));
         fr[p] = PyFloat_AsDouble(PyTuple_GET_ITEM(fracs, p));
         cr[p] = PyFloat_AsDouble(PyTuple_GET_ITEM(crosses, p));
@@ -391,6 +399,24 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
     }
     if (!(om = grab(b, out_m, 1, &lm)) || !(ov = grab(b, out_v, 1, &lv)))
         goto fail;
+    if (index != Py_None) {
+        /* the values at these flat indices (int64), in their order */
+        Py_ssize_t li;
+        if (!(idx = grab(b, index, 0, &li)))
+            goto fail;
+        if (start != 0 || stop != li / 8) {
+            PyErr_SetString(PyExc_ValueError, "with an index, the range is [0, len(index))");
+            goto fail;
+        }
+        for (Py_ssize_t o = 0; o < stop; o++)
+            if (idx[o] < 0 || idx[o] >= size) {
+                PyErr_SetString(PyExc_IndexError, "index out of the parts' range");
+                goto fail;
+            }
+    } else if (start < 0 || stop > size) {
+        PyErr_SetString(PyExc_ValueError, "range out of the parts' values");
+        goto fail;
+    }
     Py_ssize_t L = stop - start;
     int m64 = lm == 8 * L, v64 = lv == 8 * L;
     if ((!m64 && lm != 4 * L) || (!v64 && lv != 4 * L)) {
@@ -400,7 +426,8 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
     const double dt = (double)total, inv_total = 1.0 / (double)total;
     const double tt = (double)total * (double)total;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = start; i < stop; i++) {
+    for (Py_ssize_t o = 0; o < L; o++) {
+        const Py_ssize_t i = idx ? (Py_ssize_t)idx[o] : start + o;
         double mean, var;
         if (mode == T_EXACT) {
             /* the workers' integer sums added exactly, finished once */
@@ -428,7 +455,6 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
             mean = M;
             var = M2 * inv_total;
         }
-        Py_ssize_t o = i - start;
         if (m64)
             ((double *)om)[o] = mean;
         else
@@ -856,7 +882,7 @@ static PyMethodDef methods[] = {
      "update(tier, sample_bytes, fields, images, n, start, consts): fold a batch of images"},
     {"reduce", py_reduce, METH_VARARGS,
      "reduce(mode, sample_bytes, parts, counts, fracs, crosses, start, stop, out_mean, out_var, "
-     "total): merge and finish a flat range"},
+     "total[, index]): merge and finish a flat range, or the values at an int64 index"},
     {"residual", py_residual, METH_VARARGS,
      "residual(images, sample_bytes, sums, ycc, reach, consts): add K frames' temporal "
      "residuals and their squares to float32 sums, in one pass"},

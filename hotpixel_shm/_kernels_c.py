@@ -14,7 +14,7 @@ import numpy as np
 from . import _ckernels, kernels_numpy
 from .kernels_numpy import FINISHED, MAX_BATCH, Partial, _integer_merge
 
-__all__ = ["NAME", "MAX_BATCH", "update", "reduce_range", "residual_update"]
+__all__ = ["NAME", "MAX_BATCH", "update", "reduce_range", "reduce_at", "residual_update"]
 
 NAME = "compiled"
 _TIER = {"exact": 0, "float64": 1, "float32": 2, "float16": 3}
@@ -30,11 +30,23 @@ def update(tier, fields, images, n, start=0, block_values=65536, cache=None):
 
 def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
     """Merge and finish a flat range in one pass (see ``kernels_numpy.reduce_range``)."""
+    return _reduce(parts, start, stop, out_mean, out_var, block_values, None)
+
+
+def reduce_at(parts, index, out_mean, out_var, block_values=65536):
+    """Merge and finish the values at flat indices, read in place (see
+    ``kernels_numpy.reduce_at``)."""
+    return _reduce(parts, 0, index.size, out_mean, out_var, block_values, index)
+
+
+def _reduce(parts, start, stop, out_mean, out_var, block_values, index):
     live = [p for p in parts if p.n > 0]
     total = sum(p.n for p in live)
     tier = live[0].tier
     if any(p.tier == FINISHED for p in live) or (tier == "exact" and not _integer_merge(live, total)):
-        return kernels_numpy.reduce_range(parts, start, stop, out_mean, out_var, block_values)
+        if index is None:
+            return kernels_numpy.reduce_range(parts, start, stop, out_mean, out_var, block_values)
+        return kernels_numpy.reduce_at(parts, index, out_mean, out_var, block_values)
     # chan_step's constants for each part folded into the ones before it
     counts, fracs, crosses, na = [], [], [], 0
     for p in live:
@@ -44,9 +56,12 @@ def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
         fracs.append(frac)
         crosses.append(na * frac)
         na += p.n
-    return _ckernels.reduce(_TIER[tier], np.dtype(live[0].sample_dtype).itemsize,
-                            tuple(tuple(p.fields) for p in live), tuple(counts), tuple(fracs),
-                            tuple(crosses), int(start), int(stop), out_mean, out_var, int(total))
+    args = (_TIER[tier], np.dtype(live[0].sample_dtype).itemsize,
+            tuple(tuple(p.fields) for p in live), tuple(counts), tuple(fracs), tuple(crosses),
+            int(start), int(stop), out_mean, out_var, int(total))
+    if index is not None:
+        args += (np.ascontiguousarray(index, dtype=np.int64),)
+    return _ckernels.reduce(*args)
 
 
 def residual_update(images, sums, ycc, reach, consts):

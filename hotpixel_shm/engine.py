@@ -45,7 +45,7 @@ from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
 from .kernels_numpy import MAX_BATCH
 from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum_residuals
-from .welford import Accumulator, finalise_range, finalise_rows, fold_exact, merge
+from .welford import Accumulator, finalise_at, finalise_range, finalise_rows, fold_exact, merge
 
 __all__ = ["Job", "RunResult", "Ingest", "run", "Interrupted", "PREFETCH", "CRASH_REASON",
            "segment_parts", "band_rows", "BandSnapshot", "residual_hook"]
@@ -837,9 +837,7 @@ def _band_stats(live, job, used, residuals=None):
         finalise_rows(live, y0, y1, out_mean, out_var)
 
     def gather(flat, out_mean, out_var):
-        parts = [a.as_partial() for a in live]
-        picked = [p._replace(fields=tuple(f[flat] for f in p.fields)) for p in parts]
-        finalise_range(picked, 0, flat.size, out_mean, out_var)
+        finalise_at(live, flat, out_mean, out_var)
 
     reader = BandReader(job.acc_shape, tiers.result_dtype(job.tier), finish, gather=gather)
     return Stats(n=int(sum(a.n for a in live)), mean=BandArray(reader, "mean"),

@@ -9,7 +9,8 @@ error instead of a quiet fallback.
 
 Both implementations have the same functions, with the same arguments:
 ``update(tier, fields, images, n, start, block_values, cache)`` and
-``reduce_range(parts, start, stop, out_mean, out_var, block_values)`` (see
+``reduce_range(parts, start, stop, out_mean, out_var, block_values)`` and
+``reduce_at(parts, index, out_mean, out_var, block_values)`` (see
 :mod:`hotpixel_shm.kernels_numpy`).  The compiled update rounds exactly as
 the numpy one does, so both give the same bits.
 
@@ -26,7 +27,7 @@ from . import kernels_numpy
 from .errors import HotPixelError
 
 __all__ = ["NAME", "DESCRIPTION", "ENV", "update", "reduce_range",
-           "residual_update", "available", "get", "use",
+           "reduce_at", "residual_update", "available", "get", "use",
            "describe"]
 
 #: The environment variable that picks the kernels.
@@ -137,6 +138,11 @@ def residual_update(images, sums, ycc, reach, consts) -> bool:
     """
     fn = getattr(_impl, "residual_update", None)
     return fn is not None and bool(fn(images, sums, ycc, reach, consts))
+
+
+def reduce_at(parts, index, out_mean, out_var, block_values=65536):
+    """Merge and finish the values at flat indices (see ``kernels_numpy.reduce_at``)."""
+    return _impl.reduce_at(parts, index, out_mean, out_var, block_values)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 __all__ = ["NAME", "Partial", "update", "update_constants", "partial", "chan_step",
-           "reduce_range", "MAX_BATCH", "FINISHED"]
+           "reduce_range", "reduce_at", "MAX_BATCH", "FINISHED"]
 
 #: Which implementation this is (``kernels.NAME`` reports the one in use).
 NAME = "numpy"
@@ -457,6 +457,26 @@ def reduce_range(parts: Sequence[Partial], start: int, stop: int, out_mean: np.n
         np.multiply(Qb, 1.0 / total, out=Qb)
         np.copyto(out_mean[s - start:e - start], Mb, casting="same_kind")
         np.copyto(out_var[s - start:e - start], Qb, casting="same_kind")
+    return total
+
+
+def reduce_at(parts: Sequence[Partial], index: np.ndarray, out_mean: np.ndarray,
+              out_var: np.ndarray, block_values: int = 65536) -> int:
+    """:func:`reduce_range` for the values at flat indices ``index`` (int64),
+    in their order, into ``out_mean``/``out_var`` of ``len(index)`` values.
+
+    Each block of indices is gathered from every part's fields, then merged
+    and finished as :func:`reduce_range` does: each value gets the bits it
+    gets there.
+    """
+    live = [p for p in parts if p.n > 0]
+    total = sum(p.n for p in live)
+    bv = max(1, int(block_values))
+    for s in range(0, index.size, bv):
+        e = min(s + bv, index.size)
+        at = index[s:e]
+        picked = [p._replace(fields=tuple(f[at] for f in p.fields)) for p in live]
+        reduce_range(picked, 0, e - s, out_mean[s:e], out_var[s:e], bv)
     return total
 
 

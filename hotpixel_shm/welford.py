@@ -54,7 +54,8 @@ from .kernels_numpy import MEAN_UNITS as _MEAN_UNITS, Partial, chan_step
 from .bands import BandArray, BandReader
 from .model import Stats, merged_metadata
 
-__all__ = ["Accumulator", "Partial", "merge", "finalise_range", "finalise_rows", "combine",
+__all__ = ["Accumulator", "Partial", "merge", "finalise_range", "finalise_rows", "finalise_at",
+           "combine",
            "merge_stats", "fold_exact", "accuracy_bound", "DEFAULT_BLOCK_VALUES"]
 
 #: Values per block in :meth:`Accumulator.update` and :func:`merge`: 32K-64K
@@ -520,6 +521,52 @@ def finalise_rows(sources, y0: int, y1: int, out_mean: np.ndarray, out_var: np.n
         raise HotPixelError("finalise_rows needs an Accumulator or Stats to know the frame's shape")
     _, w, c = shape
     return finalise_range(sources, int(y0) * w * c, int(y1) * w * c, out_mean, out_var, **kw)
+
+
+def finalise_at(sources, index, out_mean: np.ndarray, out_var: np.ndarray, *,
+                block_values: int = DEFAULT_BLOCK_VALUES) -> int:
+    """:func:`finalise_range` for the values at flat (C-order) indices.
+
+    The compiled kernels read the sources' fields in place at ``index``; the
+    numpy ones gather a block at a time.  Each value gets the bits
+    :func:`finalise_range` gives it.
+
+    Parameters
+    ----------
+    sources : sequence of Accumulator, Stats or Partial
+        As for :func:`finalise_range`.
+    index : array of int
+        Flat indices, ``0 <= index < size``, any order, repeats allowed.
+    out_mean, out_var : ndarray
+        Writable, C-contiguous, float32 or float64, ``len(index)`` values.
+
+    Returns
+    -------
+    int
+        The total image count.
+
+    Raises
+    ------
+    HotPixelError
+        As :func:`finalise_range`, or an index outside the values.
+    """
+    parts = [_as_partial(s) for s in sources]
+    if not parts:
+        raise HotPixelError("nothing to merge: no partial result")
+    size = parts[0].fields[0].size
+    for p in parts:
+        if p.fields[0].size != size:
+            raise HotPixelError(f"cannot merge partial results of {p.fields[0].size} and {size} values")
+    index = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= size):
+        raise HotPixelError(f"an index is not within the {size} values")
+    if sum(p.n for p in parts if p.n > 0) == 0:
+        raise HotPixelError("nothing to merge: no image was accumulated")
+    out_mean = _flat_out(out_mean, index.size, "out_mean")
+    out_var = _flat_out(out_var, index.size, "out_var")
+    if not index.size:
+        return sum(p.n for p in parts if p.n > 0)
+    return kernels.reduce_at(parts, index, out_mean, out_var, block_values)
 
 
 def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOCK_VALUES,

@@ -163,3 +163,35 @@ def test_compiled_residual_takes_strided_frames_and_leaves_other_dtypes_to_numpy
     assert not kernels.get("compiled").residual_update(
         [f.astype(np.float32) for f in frames], np.zeros(2 * lay.values, np.float32), True, 2,
         (1.0,) * 5)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("tier,dtype", _tier_dtypes())
+def test_finalise_at_gives_the_bits_of_the_range_on_both_paths(tier, dtype, workers):
+    from hotpixel_shm.welford import finalise_at
+    frames = _photos(11, (8, 9, 3), dtype, seed=workers + 7)
+    accs = [Accumulator(tier, (8, 9, 3), dtype) for _ in range(workers)]
+    for i, frame in enumerate(frames):
+        accs[i % workers].update(frame)
+    index = np.random.default_rng(workers).integers(0, 216, 90)     # any order, repeats
+    want_m, want_v = np.empty(216), np.empty(216)
+    finalise_range(accs, 0, 216, want_m, want_v)
+    for name in ("numpy", "compiled") if HAVE_COMPILED else ("numpy",):
+        with kernels.use(name):
+            m, v = np.empty(90), np.empty(90)
+            assert finalise_at(accs, index, m, v, block_values=16) == 11
+        np.testing.assert_array_equal(m, want_m[index], err_msg=name)
+        np.testing.assert_array_equal(v, want_v[index], err_msg=name)
+    with pytest.raises(HotPixelError, match="index"):
+        finalise_at(accs, np.array([0, 216]), np.empty(2), np.empty(2))
+
+
+@needs_compiled
+def test_compiled_reduce_checks_its_index_and_range():
+    acc = Accumulator("exact", (2, 3, 1), np.uint8)
+    acc.update(np.arange(6, dtype=np.uint8).reshape(2, 3, 1))
+    c = kernels.get("compiled")
+    with pytest.raises(IndexError):
+        c.reduce_at([acc.as_partial()], np.array([6]), np.empty(1), np.empty(1))
+    with pytest.raises(ValueError):
+        c.reduce_range([acc.as_partial()], 0, 7, np.empty(7), np.empty(7))
