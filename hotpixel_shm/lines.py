@@ -33,7 +33,7 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["LineDefect", "find_lines", "LINE_SIGMA"]
+__all__ = ["LineDefect", "find_lines", "LINE_SIGMA", "RUN_SIGMA"]
 
 #: A column's (row's) offset must be this many robust sigmas of all
 #: columns' offsets.  Calibrated on simulated defect-free sets (464 sets of
@@ -48,6 +48,19 @@ __all__ = ["LineDefect", "find_lines", "LINE_SIGMA"]
 LINE_SIGMA = 14.0
 # Rows per band (a line shorter than this is not reported).
 _BAND = 32
+#: With temporal residual statistics, a partial line -- a run of at least
+#: ``_MIN_RUN`` consecutive bands, each offset by this many robust sigmas of
+#: all lines' offsets in that band, and steady in every frame -- is
+#: reported too (see ``_partial_lines``).
+RUN_SIGMA = 9.0
+_MIN_RUN = 2
+# A band is steady (its offset is in every frame) unless the line's residual
+# variance exceeds its neighbours' by more than its squared residual mean
+# (something in a fraction q of the frames raises it by (1 - q) / q times
+# that) plus this many robust sigmas of the same excess on nearby lines.
+_STEADY_NOISE = 3.0
+# ... and its residual mean must show the offset by this many robust sigmas.
+_RESIDUAL_SIGMA = 4.0
 # Offsets below this (in units of the input) are below its quantisation.
 _MIN_OFFSET = 0.25
 _MAD_TO_SIGMA = 1.4826
@@ -215,11 +228,12 @@ def _majority(bands):
     return np.where(np.abs(a) < np.abs(b), a, b)
 
 
-def _judge_lines(first, second, length, step, sigma, edge):
+def _judge_lines(first, second, length, step, sigma, edge, steady=None):
     """``(index, start, stop, offset, score, centre)`` of the bad lines, from
     per-band medians against both sides (``(bands, lines)`` arrays); ``start``
     and ``stop`` at the resolution of a band, ``centre`` the offset of a
-    normal line."""
+    normal line.  With ``steady`` (a ``_Steady``), a line also needs more
+    than half of its offset bands steady in every frame."""
     pl, pr = _majority(first), _majority(second)
     prof = 0.5 * (pl + pr)
     # an edge that is the same in every photo agrees with one side
@@ -244,23 +258,144 @@ def _judge_lines(first, second, length, step, sigma, edge):
             strong = np.nonzero(np.sign(off) * band >= 0.5 * abs(off))[0]
             if strong.size == 0:
                 continue
+            if steady is not None:
+                ok = [b for b in strong if steady.band(x, int(b) * _BAND,
+                                                       min(length, (int(b) + 1) * _BAND), off)]
+                if 2 * len(ok) <= strong.size:
+                    continue
             start = int(strong[0]) * _BAND
             stop = min(length, (int(strong[-1]) + 1) * _BAND) - 1
             found.append((x, start, stop, off, float(z[i]), centre))
     return found
 
 
-def _lines_of_plane(plane, step, sigma, edge):
-    """``(kind, index, start, stop, offset, score)`` in plane coordinates."""
+def _partial_lines(first, second, length, step, sigma, edge, steady, taken):
+    """Like ``_judge_lines``, for lines offset along part of the frame only:
+    a run of at least ``_MIN_RUN`` consecutive bands, each two-sided, offset
+    the same way by ``sigma`` robust sigmas of all lines' offsets in that
+    band, and each steady in every frame (``steady``).  Lines in ``taken``
+    are skipped.  The score is the run's median band score."""
+    band_off = 0.5 * (first + second)
+    two_sided = (np.sign(first) == np.sign(second)) & (np.minimum(np.abs(first), np.abs(second))
+                                                       >= 0.5 * np.abs(band_off))
+    nb, n = band_off.shape
+    found = []
+    inner = np.arange(max(step, edge), n - max(step, edge))
+    for phase in range(2):
+        idx = inner[inner % 2 == phase]
+        if idx.size < 8:
+            continue
+        p = band_off[:, idx]
+        centre = np.median(p, axis=1, keepdims=True)
+        scale = np.maximum(_MAD_TO_SIGMA * np.median(np.abs(p - centre), axis=1,
+                                                     keepdims=True), 1e-6)
+        z = (p - centre) / scale
+        hit = (np.abs(z) >= sigma) & (np.abs(p - centre) >= _MIN_OFFSET) & two_sided[:, idx]
+        # lines with at least _MIN_RUN hit bands in a row
+        cand = np.nonzero((hit[:-1] & hit[1:]).any(axis=0))[0] if nb >= _MIN_RUN else []
+        for i in cand:
+            x = int(idx[i])
+            if x in taken:
+                continue
+            ok = [bool(hit[b, i]) and steady.band(x, b * _BAND, min(length, (b + 1) * _BAND),
+                                                  float(z[b, i])) for b in range(nb)]
+            best, run = None, []
+            for b in range(nb + 1):
+                if b < nb and ok[b] and (not run or np.sign(z[b, i]) == np.sign(z[run[0], i])):
+                    run.append(b)
+                    continue
+                if len(run) >= _MIN_RUN:
+                    score = float(np.median(z[run, i]))
+                    if best is None or abs(score) > abs(best[1]):
+                        best = (run, score)
+                run = [b] if b < nb and ok[b] else []
+            if best is None:
+                continue
+            run, score = best
+            c = float(np.mean(centre[run, 0]))
+            off = float(np.median(p[run, i])) - c
+            start = run[0] * _BAND
+            stop = min(length, (run[-1] + 1) * _BAND) - 1
+            found.append((x, start, stop, off, abs(score), c))
+    return found
+
+
+class _Steady:
+    """Is a line's offset in every frame?  From the temporal residual
+    statistics of the plane (``mean`` and ``var``: per element, over the
+    frames, of its residual against its same-colour neighbours), aligned
+    with the plane's lines as columns (a row plane is passed transposed).
+
+    Along a bad line the residual is half the offset in every frame (the
+    median of four neighbours of which two lie on the line) plus the
+    scene's residual, so its variance over the frames is the neighbour
+    lines'.  A band of a line is steady when
+
+    * its median residual mean, of the offset's sign, stands
+      ``_RESIDUAL_SIGMA`` robust sigmas above those of the lines 2 to 6
+      steps away (an edge of the scene at the same place in several photos
+      offsets the mean image, but not the residual: the median of the four
+      neighbours takes the edge's side); and
+    * the median excess of its elements' residual variance over the mean of
+      its two neighbour lines' is at most its squared median residual mean
+      plus ``_STEADY_NOISE`` robust sigmas of the same excess on those
+      lines: something in a fraction ``q`` of the frames adds ``(1 - q) / q``
+      times its squared residual mean to the variance, so this holds for
+      ``q >= 1/2`` (a pole in a few photos fails it)."""
+
+    def __init__(self, mean, var, step):
+        self.mean, self.var, self.step = mean, var, step
+
+    def band(self, x, v0, v1, sign) -> bool:
+        """Whether line ``x``'s offset of sign ``sign`` is steady over ``v0 <= v < v1``."""
+        s, n = self.step, self.var.shape[1]
+        lo, hi = max(0, x - 7 * s), min(n, x + 7 * s + 1)
+        if x - s < lo or x + s >= hi:
+            return False
+        m = np.asarray(self.mean[v0:v1, lo:hi], dtype=np.float32)
+        v = np.asarray(self.var[v0:v1, lo:hi], dtype=np.float32)
+        if sign < 0:
+            m = -m
+        # per line j of the window with both neighbours inside it
+        js = np.arange(s, hi - lo - s)
+        med_m = np.median(m[:, js], axis=0)
+        excess = np.median(v[:, js] - 0.5 * (v[:, js - s] + v[:, js + s]), axis=0)
+        at = int(np.nonzero(js == x - lo)[0][0])
+        near = np.abs(js + lo - x) >= 2 * s
+        if near.sum() < 4:
+            return False
+
+        def spread(a):
+            mid = float(np.median(a))
+            return mid, _MAD_TO_SIGMA * float(np.median(np.abs(a - mid)))
+
+        mid_m, noise_m = spread(med_m[near])
+        mid_e, noise_e = spread(excess[near])
+        r = float(med_m[at]) - mid_m
+        if r < _RESIDUAL_SIGMA * max(noise_m, 1e-6):
+            return False
+        return float(excess[at]) - mid_e <= r * r + _STEADY_NOISE * noise_e
+
+
+def _lines_of_plane(plane, step, sigma, edge, res=None):
+    """``(kind, index, start, stop, offset, score)`` in plane coordinates.
+    ``res``: the plane's residual mean and variance (2-D, aligned with it),
+    or None."""
     out = []
-    left, right = _column_offsets(plane, step)
-    for i, a, b, off, z, centre in _judge_lines(left, right, plane.height, step, sigma, edge):
-        a, b = _refine(plane, "column", i, a, b, off, centre, step, plane.height)
-        out.append(("column", i, a, b, off, z))
-    up, down = _row_offsets(plane, step)
-    for i, a, b, off, z, centre in _judge_lines(up, down, plane.width, step, sigma, edge):
-        a, b = _refine(plane, "row", i, a, b, off, centre, step, plane.width)
-        out.append(("row", i, a, b, off, z))
+    for kind, offsets, length in (("column", _column_offsets, plane.height),
+                                  ("row", _row_offsets, plane.width)):
+        first, second = offsets(plane, step)
+        steady = None
+        if res is not None:
+            m, v = res if kind == "column" else (res[0].T, res[1].T)
+            steady = _Steady(m, v, step)
+        found = _judge_lines(first, second, length, step, sigma, edge, steady)
+        if steady is not None:
+            found += _partial_lines(first, second, length, step, RUN_SIGMA, edge, steady,
+                                    {f[0] for f in found})
+        for i, a, b, off, z, centre in found:
+            a, b = _refine(plane, kind, i, a, b, off, centre, step, length)
+            out.append((kind, i, a, b, off, z))
     return out
 
 
@@ -301,7 +436,7 @@ def _refine(plane, kind, index, start, stop, off, centre, step, length):
 
 
 def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = LINE_SIGMA,
-               step: Optional[int] = None) -> List[LineDefect]:
+               step: Optional[int] = None, residuals=None) -> List[LineDefect]:
     """Bad columns and rows in per-subpixel statistics.
 
     Parameters
@@ -322,6 +457,14 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         Distance to the same-colour neighbour columns in a photo (default
         2: a demosaic spreads a bad sensor column over the columns beside
         it).
+    residuals : hotpixel_shm.residual.Residuals, optional
+        Temporal residual statistics of the same frames.  With them a line
+        must be steady -- offset in every frame, not in a few (a pole) --
+        in more than half of its offset bands, and partial lines (a run of
+        at least two bands offset by ``RUN_SIGMA`` in each) are reported
+        too; without them (loaded statistics that lack them, dark frames,
+        ``--no-residuals``) only lines offset in more than half of the
+        bands, on the mean alone.
 
     Returns
     -------
@@ -331,8 +474,9 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         columns within 4 px of each other only the strongest is reported,
         with the channels of all.  Not judged: lines in the outermost 8
         columns and rows of a photo (JPEG ringing of a black border), the
-        outermost same-colour line of a raw mosaic, lines along half the
-        frame or less (the offset must show in more than half of the bands).
+        outermost same-colour line of a raw mosaic; without ``residuals``,
+        lines along half the frame or less (the offset must show in more
+        than half of the bands).
     """
     from .detect import cfa_period
 
@@ -348,7 +492,10 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
                 plane = _Plane(mean, 0, dy, dx, p)
                 if plane.height == 0 or plane.width == 0:
                     continue
-                for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1):
+                res = _residual_planes(residuals, (h, w), p, 0)
+                if res is not None:
+                    res = tuple(a[dy::p, dx::p] for a in res)
+                for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1, res):
                     if kind == "column":
                         index, start, stop = i * p + dx, a * p + dy, min(h - 1, b * p + dy)
                     else:
@@ -359,11 +506,25 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         s = 2 if step is None else int(step)
         raw = []
         for ch in range(c):
-            for kind, i, a, b, off, z in _lines_of_plane(_Plane(mean, ch), s, sigma, _EDGE):
+            res = _residual_planes(residuals, (h, w), s, 0 if c == 3 else ch)
+            for kind, i, a, b, off, z in _lines_of_plane(_Plane(mean, ch), s, sigma, _EDGE, res):
                 raw.append(LineDefect(kind, i, a, b, [ch], off, abs(z)))
         out = _merge_neighbours(raw, max(s, _ECHO))
     out.sort(key=lambda d: (-d.score, d.kind, d.index))
     return out
+
+
+def _residual_planes(residuals, size, reach, k):
+    """``(mean, var)`` of residual plane ``k`` when it is at full resolution
+    (``size``) with neighbours ``reach`` apart, else None.  An RGB photo's
+    lines in every channel are judged by the luma plane (``k`` = 0)."""
+    if residuals is None:
+        return None
+    lay = residuals.layout
+    if k >= len(lay.planes) or tuple(lay.planes[k]) != tuple(size) \
+            or lay.plane_reach(k) != reach or lay.plane_scale(k) != 1:
+        return None
+    return residuals.mean[k], residuals.var[k]
 
 
 def _merge_neighbours(lines, reach):

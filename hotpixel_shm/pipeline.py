@@ -690,12 +690,14 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None) -> Lis
 
 def detect_lines(stats: Stats) -> list:
     """Bad columns and rows of finished statistics (``lines.find_lines``):
-    per CFA sub-grid for a raw mosaic, per channel for photos."""
+    per CFA sub-grid for a raw mosaic, per channel for photos; with the
+    temporal residual statistics when the statistics carry them."""
     from .lines import find_lines
     if stats.mosaic is not None:
         m = stats.mosaic
-        return find_lines(stats.mean, cfa=m.cfa(stats.shape), colour_desc=m.colour_desc or "RGBG")
-    return find_lines(stats.mean)
+        return find_lines(stats.mean, cfa=m.cfa(stats.shape), colour_desc=m.colour_desc or "RGBG",
+                          residuals=stats.residuals)
+    return find_lines(stats.mean, residuals=stats.residuals)
 
 
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,

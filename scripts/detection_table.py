@@ -118,7 +118,7 @@ def _one_set(kind, n, seed, params, temporal):
                            residuals=res if temporal else None)
         planted = [(t["x"], t["y"], _group(t["kind"], t["label"] == "weak_hot", t["value"]))
                    for t in truth]
-        return planted, found, 0, lines or [], find_lines(mean, cfa=cfa)
+        return planted, found, 0, lines or [], find_lines(mean, cfa=cfa, residuals=res if temporal else None)
     darks = kind == "darks"
     h, w = _PHOTO
     defects = {k: 0 for k in ("hot", "weak_hot", "stuck", "dead", "noisy")} if clean else None
@@ -137,7 +137,7 @@ def _one_set(kind, n, seed, params, temporal):
         opts = DetectOptions(darks=True, cluster=False, temporal=temporal)
     found = detect(mean, var, n, opts, residuals=res if temporal else None)
     planted = [(p.x, p.y, _group(p.kind, p.weak, p.level)) for p in truth]
-    return planted, found, 1, lines or [], find_lines(mean)
+    return planted, found, 1, lines or [], find_lines(mean, residuals=res if temporal else None)
 
 
 def _group(kind, weak, level):

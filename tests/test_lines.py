@@ -172,3 +172,48 @@ def test_compare_lines_new_persisting_gone():
     assert (entry["status"], entry["first_seen"]) == ("new", "2026-02-01")
     # a report of an older version has no lines: every line is new
     assert compare_lines(now, {"defects": []}, raw=False, date="d")[1]["new"] == 3
+
+
+def _frames_with(seed, column, rows, frames_hit, amount):
+    """16 flat-scene photos (120 x 160 RGB), ``amount`` added to ``column``
+    over ``rows`` (inclusive) in the frames ``frames_hit``."""
+    from conftest import make_frames
+    out = []
+    for i, f in enumerate(make_frames(16, (120, 160, 3), seed=seed,
+                                      base=np.full((120, 160, 3), 110.0))):
+        f = f.astype(np.float64)
+        if i in frames_hit:
+            f[rows[0]:rows[1] + 1, column] += amount
+        out.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
+    return out
+
+
+def _lines_with_residuals(frames):
+    from hotpixel_shm.residual import residuals_of_frames
+    mean = np.stack(frames).astype(np.float64).mean(0)
+    return find_lines(mean, residuals=residuals_of_frames(frames, frames[0].shape)), \
+        find_lines(mean)
+
+
+def test_partial_column_found_with_residual_statistics():
+    # 51 of 120 rows: less than half the height, so the mean alone (whose
+    # line offset must show in most bands) does not report it
+    frames = _frames_with(3, 57, (10, 60), range(16), 25.0)
+    with_res, mean_only = _lines_with_residuals(frames)
+    assert mean_only == []
+    assert [(d.kind, d.index) for d in with_res] == [("column", 57)]
+    d = with_res[0]
+    # the CUSUM's precision: a photosite or two against noise of 20 units
+    assert abs(d.start - 10) <= 3 and abs(d.stop - 60) <= 3 and d.offset > 20
+
+
+@pytest.mark.parametrize("rows", [(10, 60), (0, 119)])
+def test_transient_pole_in_three_photos_is_not_a_line(rows):
+    # a dark pole in 3 of 16 photos offsets the mean as a column of -17
+    # would (without the residual variance test both are reported); the
+    # residual statistics say it is not in every frame
+    frames = _frames_with(3, 57, rows, (2, 7, 11), -90.0)
+    with_res, mean_only = _lines_with_residuals(frames)
+    assert with_res == []
+    if rows == (0, 119):     # the mean alone cannot tell: the check can fail
+        assert [(d.kind, d.index) for d in mean_only] == [("column", 57)]
