@@ -69,10 +69,12 @@ CGROUP_BUDGET_FRACTION = 0.85
 
 #: Private memory of one worker interpreter before any image: a process started
 #: with the ``spawn`` method that imported the engine, numpy, Pillow and
-#: simplejpeg measured 38 MiB RSS, 23 MiB PSS (the libraries' pages are shared
-#: with the parent) with numpy 2.4, Pillow 13, Python 3.11 on Linux; 40 MiB
-#: leaves a little room for other library versions.
-WORKER_BASELINE_BYTES = 40 * _MIB
+#: simplejpeg measured 38.8 MiB RSS, of which 20.9 MiB its own (USS) and the
+#: rest the libraries' pages, which the parent has mapped already and which
+#: count once in the process tree (PSS) and in a memory cgroup (numpy 2.4,
+#: Pillow 13, Python 3.11, Linux).  24 MiB: the private part and a little
+#: room; plans of two workers were 1.16 x the measured peak with 40 MiB.
+WORKER_BASELINE_BYTES = 24 * _MIB
 
 #: The parent interpreter while the photos are read: numpy, Pillow,
 #: simplejpeg, psutil and the command line, planner and engine measured
@@ -626,6 +628,9 @@ DECODERS = ("pillow", "simplejpeg", "raw")
 
 # libjpeg's own state while simplejpeg decodes (row buffers, Huffman tables).
 _SIMPLEJPEG_SLACK = 2 * _MIB
+# LibRaw's own state while it unpacks (its buffered file stream, tables,
+# decoder rows), beside the raw image it allocates.
+_LIBRAW_SLACK = 8 * _MIB
 
 
 def decoder_for(formats, sample_dtype) -> str:
@@ -683,8 +688,14 @@ def decode_bytes(shape, sample_dtype, decoder="pillow") -> int:
     joined copy both live for a moment, hence twice the array (one of them
     the frame buffer).  Measured on a 6000 x 4000 image with Pillow 13: RGB
     JPEG 230 MiB over the baseline (model: 229 MiB), L JPEG 69 MiB (model:
-    69 MiB), 16-bit PNG 139 MiB (model: 183 MiB); simplejpeg needs only the
-    file and one array (82 MiB for the RGB JPEG, model 71 MiB + the file).
+    69 MiB), 16-bit greyscale PNG 183 MiB beside the file read whole (model:
+    183 MiB; Pillow 13 keeps it as ``I;16``, 2 bytes, but its conversion to
+    numpy holds one more copy); simplejpeg needs only the file and one array
+    (82 MiB for the RGB JPEG, model 71 MiB + the file).  LibRaw (``"raw"``)
+    unpacks a raw file into its own raw image, copied into the frame buffer:
+    an uncompressed 6000 x 4000 DNG measured 91 MiB with the frame buffer
+    (model: 105 MiB); it reads the file through a buffered stream, so no
+    file is counted (see :func:`memory_model`).
     """
     h, w, c = _shape3(shape)
     dt = _sample_dtype(sample_dtype)
@@ -694,6 +705,10 @@ def decode_bytes(shape, sample_dtype, decoder="pillow") -> int:
     frame = pixels * c * dt.itemsize
     if decoder == "simplejpeg":
         return frame + _SIMPLEJPEG_SLACK
+    if decoder == "raw":
+        # LibRaw unpacks into its raw image (the visible area plus the
+        # masked margins, allowed 1/8 here), copied into the frame buffer
+        return frame + frame + frame // 8 + _LIBRAW_SLACK
     if dt == np.uint8:
         per_pixel = 1 if c == 1 else 4
     else:
@@ -877,7 +892,8 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     workers : int
         Worker processes; 1 means the serial path in the parent process.
     max_file_bytes : int, optional
-        Size of the largest compressed file (read whole into memory).
+        Size of the largest compressed file (read whole into memory; not
+        counted for the ``"raw"`` decoder, which streams it).
     extra_parent_bytes : int, optional
         Anything else the parent holds that the model does not know about.
     detection : bool, optional
@@ -920,9 +936,9 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
                      + results + detection + loaded + loaded merge + extra
         total      = max(accumulate, finish)
 
-    ``kept`` is 1 for float64/float32 (the merge finishes in place, in worker
-    0's segment or the serial accumulator) and ``workers`` for exact and
-    float16, whose results are finished band by band from the accumulators
+    ``kept`` is 1 for float64/float32 in one pass (the merge finishes in
+    place, in worker 0's segment or the serial accumulator) and ``workers``
+    for band passes and for exact and float16, whose results are finished band by band from the accumulators
     as detection, the picture and ``--save-stats`` read them (``results`` is
     then the bands a reader caches).  ``detection`` is
     ``hotpixel_shm.detect.detect_memory_bytes(shape)``, ``checkpoint`` the
@@ -955,6 +971,14 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     if detection:
         from .detect import detect_memory_bytes   # scipy: only when asked
         detect_bytes = detect_memory_bytes((h, w, c)) + _FINISH_IMPORTS_BYTES
+        if decoder == "raw":
+            # a mosaic is judged with its frame-sized CFA index array and
+            # mask of clipped photosites (one byte per photosite each); read
+            # band by band, the rows it reads cost about one byte more per
+            # photosite (6000 x 4000 DNGs, exact tier, one worker: finish
+            # measured 676 MiB, planned 683 MiB)
+            band_read = bands > 1 or not tiers.finishes_in_place(tier)
+            detect_bytes += (3 if band_read else 2) * h * w
     loaded = 0 if loaded_dtype is None else 2 * values * np.dtype(loaded_dtype).itemsize
     from .bands import reader_cache_bytes
     bands_read = reader_cache_bytes((h, w, c), tiers.result_dtype(tier))
@@ -972,11 +996,14 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         segment_bytes=accumulator_nbytes((band_height(h, bands), w, c), dt, tier)
         + int(residual_bytes),
         decode_bytes=decode_bytes((h, w, c), dt, decoder),
-        file_bytes=int(max_file_bytes),
+        # LibRaw streams the file (see decode_bytes); the others read it whole
+        file_bytes=0 if decoder == "raw" else int(max_file_bytes),
         worker_scratch_bytes=WORKER_SCRATCH_BYTES,
         worker_baseline_bytes=WORKER_BASELINE_BYTES if workers > 1 else 0,
         parent_baseline_bytes=PARENT_BASELINE_BYTES,
-        kept_segments=1 if tiers.finishes_in_place(tier) else workers,
+        # a band pass keeps every accumulator until its rows are written
+        # (a checkpoint of it saves them as they are: never merged in place)
+        kept_segments=1 if tiers.finishes_in_place(tier) and bands == 1 else workers,
         result_bytes=_result_bytes((h, w, c), tier) if bands == 1 else bands_read,
         merge_scratch_bytes=MERGE_SCRATCH_BYTES,
         detection_bytes=detect_bytes,

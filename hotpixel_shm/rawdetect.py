@@ -40,27 +40,45 @@ SATURATION_RADIUS = 2
 _CLIPPED_MAX_VAR = 1.0
 
 
-def _saturated(mean2d: np.ndarray, var2d: np.ndarray, period: int,
-               white: Optional[float]) -> np.ndarray:
+def _saturated(mean2d, var2d, period: int, white: Optional[float]) -> np.ndarray:
     """Photosites clipped in every frame: mean at a clipping level, no variance.
 
     The clipping level is ``white`` when given, and also each CFA position's
     highest mean (cameras clip some channels below the nominal white level).
     Requiring (almost) no variance keeps ordinary sites out when nothing is
     clipped and a position's highest mean is just noise.
+
+    ``mean2d`` and ``var2d`` are read a band of rows at a time (two passes:
+    the highest means, then the sites at them), so statistics finished band
+    by band (``hotpixel_shm.bands.BandArray``) are never made whole-frame
+    arrays; only the boolean result is frame-sized.
     """
-    sat = np.zeros(mean2d.shape, dtype=bool)
-    for dy in range(period):
-        for dx in range(period):
-            plane = mean2d[dy::period, dx::period]
-            if plane.size == 0:
-                continue
-            level = float(np.max(plane))
-            hit = plane >= level - max(1.0, 2e-3 * abs(level))
-            if white is not None:
-                hit |= plane >= float(white) - max(1.0, 2e-3 * float(white))
-            hit &= var2d[dy::period, dx::period] <= _CLIPPED_MAX_VAR
-            sat[dy::period, dx::period] = hit
+    hgt, wid = mean2d.shape
+    step = max(1, (1 << 19) // max(1, wid))
+    step = -(-step // period) * period           # bands start on the CFA tile
+    tops = np.full((period, period), -np.inf)
+    for y0 in range(0, hgt, step):
+        m = np.asarray(mean2d[y0:y0 + step])
+        for dy in range(period):
+            for dx in range(period):
+                plane = m[dy::period, dx::period]
+                if plane.size:
+                    tops[dy, dx] = max(tops[dy, dx], float(np.max(plane)))
+    sat = np.zeros((hgt, wid), dtype=bool)
+    for y0 in range(0, hgt, step):
+        m = np.asarray(mean2d[y0:y0 + step])
+        v = np.asarray(var2d[y0:y0 + step])
+        for dy in range(period):
+            for dx in range(period):
+                plane = m[dy::period, dx::period]
+                if plane.size == 0:
+                    continue
+                level = float(tops[dy, dx])
+                hit = plane >= level - max(1.0, 2e-3 * abs(level))
+                if white is not None:
+                    hit |= plane >= float(white) - max(1.0, 2e-3 * float(white))
+                hit &= v[dy::period, dx::period] <= _CLIPPED_MAX_VAR
+                sat[y0 + dy:y0 + m.shape[0]:period, dx::period] = hit
     return sat
 
 

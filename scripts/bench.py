@@ -152,12 +152,29 @@ def machine_info() -> dict:
 
 # --------------------------------------------------------------------------- the image set
 
+#: what ``--memory-format`` makes: JPEG (8-bit RGB), 16-bit greyscale PNG, DNG
+#: (an uncompressed 16-bit Bayer mosaic, 12-bit values)
+_FORMATS = {"jpeg": ".jpg", "png16": ".png", "dng": ".dng"}
+
+
 def _write_frame(task):
-    path, height, width, quality, seed = task
+    path, height, width, quality, seed = task[:5]
+    fmt = task[5] if len(task) > 5 else "jpeg"
     frame = make_photo_like(height, width, seed)
     tmp = path + ".part"
-    # Pillow's default JPEG settings (4:2:0, baseline), as most cameras write.
-    Image.fromarray(frame).save(tmp, "JPEG", quality=quality)
+    if fmt == "jpeg":
+        # Pillow's default JPEG settings (4:2:0, baseline), as most cameras write.
+        Image.fromarray(frame).save(tmp, "JPEG", quality=quality)
+    else:
+        # 16-bit levels from the green channel, with the fine grain of 16 bits
+        rng = np.random.default_rng(seed)
+        levels = frame[..., 1].astype(np.uint16) * np.uint16(16 if fmt == "dng" else 256)
+        levels += rng.integers(0, 16 if fmt == "dng" else 256, size=levels.shape, dtype=np.uint16)
+        if fmt == "png16":
+            Image.fromarray(levels).save(tmp, "PNG")     # I;16
+        else:
+            from hotpixel_shm.dng import write_dng
+            write_dng(tmp, levels, pattern="RGGB", white=4095)
     os.replace(tmp, path)
     return path
 
@@ -170,8 +187,8 @@ def _pool_context():
 
 
 def make_image_set(out_dir: str, count: int, width: int, height: int, quality: int,
-                   processes: int = 2) -> List[str]:
-    """Photo-like JPEGs, generated once and cached in ``out_dir``.
+                   processes: int = 2, fmt: str = "jpeg") -> List[str]:
+    """Photo-like JPEGs (or 16-bit PNGs or DNGs: ``fmt``), generated once and cached in ``out_dir``.
 
     Parameters
     ----------
@@ -189,10 +206,12 @@ def make_image_set(out_dir: str, count: int, width: int, height: int, quality: i
         The files, in order.
     """
     marker = os.path.join(out_dir, "set.json")
-    names = [f"photo_{i:04d}.jpg" for i in range(count)]
+    names = [f"photo_{i:04d}{_FORMATS[fmt]}" for i in range(count)]
     paths = [os.path.join(out_dir, n) for n in names]
     want = {"count": count, "width": width, "height": height, "quality": quality,
             "files": names}
+    if fmt != "jpeg":
+        want["format"] = fmt
     try:
         with open(marker, encoding="utf-8") as fh:
             have = json.load(fh)
@@ -201,10 +220,10 @@ def make_image_set(out_dir: str, count: int, width: int, height: int, quality: i
     except (OSError, ValueError):
         pass
     os.makedirs(out_dir, exist_ok=True)
-    todo = [(p, height, width, quality, 1000 + i) for i, p in enumerate(paths)
+    todo = [(p, height, width, quality, 1000 + i, fmt) for i, p in enumerate(paths)
             if not os.path.isfile(p)]
     if todo:
-        print(f"making {len(todo)} photo-like JPEGs of {width}x{height} (q{quality}) in {out_dir} ...",
+        print(f"making {len(todo)} photo-like {fmt} files of {width}x{height} (q{quality}) in {out_dir} ...",
               flush=True)
         t0 = time.perf_counter()
         if processes > 1 and len(todo) > 1:
@@ -228,6 +247,10 @@ def _find_images(directory):
 
 
 def _frame_size(path):
+    if path.lower().endswith(".dng"):
+        from hotpixel_shm.inputs import probe
+        h = probe(path)
+        return h.shape[1], h.shape[0]
     with Image.open(path) as im:
         return im.size  # (width, height)
 
@@ -751,7 +774,7 @@ def write_report(out_dir: str, result: dict, stem: str = "bench") -> tuple:
 
 # --------------------------------------------------------------------------- the modes
 
-def _prepare_set(args, count):
+def _prepare_set(args, count, fmt="jpeg"):
     if args.images:
         files = _find_images(args.images)
         if count is not None:
@@ -760,8 +783,10 @@ def _prepare_set(args, count):
         quality = None
     else:
         sub = f"set-{args.width}x{args.height}-q{args.quality}-n{count}"
+        if fmt != "jpeg":
+            sub = f"set-{fmt}-{args.width}x{args.height}-n{count}"
         files = make_image_set(os.path.join(args.out, sub), count, args.width, args.height,
-                               args.quality, processes=max(1, args.workers))
+                               args.quality, processes=max(1, args.workers), fmt=fmt)
         generated = True
         quality = args.quality
     if not files:
@@ -1142,6 +1167,10 @@ def _build_parser():
                    help="band counts for --memory (default 1)")
     p.add_argument("--memory-tiers", default=",".join(TIERS),
                    help="tiers for --memory (default all)")
+    p.add_argument("--memory-format", default="jpeg", choices=sorted(_FORMATS),
+                   help="files --memory makes: jpeg (8-bit RGB), png16 (16-bit greyscale PNG) "
+                        "or dng (16-bit Bayer mosaic); float16 is left out for 16-bit samples "
+                        "(default jpeg)")
     p.add_argument("--scaling-counts", default="10,40,160",
                    help="set sizes for --scaling (default 10,40,160)")
     p.add_argument("--profile-tier", default="auto", choices=("auto", *TIERS),
@@ -1174,7 +1203,7 @@ def memory_ladder(args) -> int:
     int
         0, or 1 when a run failed or a measured peak exceeded its plan.
     """
-    files, info = _prepare_set(args, args.count or 12)
+    files, info = _prepare_set(args, args.count or 12, args.memory_format)
     workers = _int_list(args.memory_workers, "memory-workers")
     bands = _int_list(args.memory_bands, "memory-bands")
     tiers_ = [t for t in args.memory_tiers.split(",") if t]
@@ -1183,17 +1212,21 @@ def memory_ladder(args) -> int:
         raise SystemExit(f"unknown tier(s) {sorted(unknown)}; known: {list(TIERS)}")
     runs_dir = os.path.join(args.out, "memory")
     os.makedirs(runs_dir, exist_ok=True)
-    print(f"memory ladder: {info['count']} images of {info['width']}x{info['height']}", flush=True)
+    print(f"memory ladder: {info['count']} images of {info['width']}x{info['height']}"
+          f"{'' if args.images else ' (' + args.memory_format + ')'}", flush=True)
     rows = []
+    if not args.images and args.memory_format != "jpeg":
+        tiers_ = [t for t in tiers_ if t != "float16"]      # 8-bit samples only
     for t in tiers_:
         for w in workers:
             for b in bands:
-                jp = os.path.join(runs_dir, f"{t}-w{w}-b{b}.json")
+                jp = os.path.join(runs_dir, f"{args.memory_format}-{t}-w{w}-b{b}.json")
                 argv = [sys.executable, "-m", "hotpixel_shm", *files, "--workers", str(w),
                         "--dtype", t, "-q", "--json", jp]
                 if b > 1:
                     argv += ["--bands", str(b)]
-                run = measure(argv, os.path.join(runs_dir, f"{t}-w{w}-b{b}.log"), args.interval)
+                run = measure(argv, os.path.join(runs_dir, f"{args.memory_format}-{t}-w{w}-b{b}.log"),
+                              args.interval)
                 row = {"tier": t, "workers": w, "bands": b, "peak_bytes": run["peak_bytes"],
                        "seconds": run["seconds"], "returncode": run["returncode"], "planned_bytes": None}
                 if run["returncode"] == 0:
