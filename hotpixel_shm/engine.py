@@ -479,6 +479,30 @@ def _worker_loop(conn, ingest, seg_name, parent_pid, crash_on):
 
 # --------------------------------------------------------------------------- parent side
 
+def _start_without_sigint(proc):
+    """Start ``proc`` with SIGINT blocked, so that it is born with it blocked.
+
+    A terminal's Ctrl-C reaches the whole process group; a worker that is
+    still starting (importing numpy, before it can ignore SIGINT) would die
+    of it with a traceback -- band passes start workers at every pass.  The
+    parent's own SIGINT stays pending while blocked and is delivered at once
+    after (never lost); the worker ignores SIGINT anyway (``_worker_main``).
+    """
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        proc.start()
+        return
+    # the first start also starts multiprocessing's resource tracker, and
+    # that unblocks SIGINT and SIGTERM when done: have it running first
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+    old = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        proc.start()
+    finally:
+        block(signal.SIG_SETMASK, old)
+
+
 class _Slot:
     """One worker: its process, pipe, segment and bookkeeping."""
 
@@ -512,7 +536,7 @@ class _Slot:
                   j.max_pixels, j.crash_on, j.batch, j.residual_period, j.rows),
             name=f"hotpixel-worker-{self.index}", daemon=True)
         try:
-            self.proc.start()
+            _start_without_sigint(self.proc)
         except BaseException:
             self.proc = None
             parent_conn.close()

@@ -223,3 +223,27 @@ def test_ctrl_c_in_the_second_pass_and_resume_from_the_command_line(photos, tmp_
     b, _ = statsio.load_stats(one)
     assert a.n == b.n == N and sorted(a.files) == sorted(paths)
     _same(a, b)
+
+
+def test_workers_are_born_with_sigint_blocked(photos):
+    """Band passes start workers at every pass: a Ctrl-C to the group while
+    one is still importing must not kill it with a traceback, so workers are
+    started with SIGINT blocked (and ignore it once running)."""
+    _, paths, _ = photos
+    masks = []
+
+    def progress(done, total, skipped):
+        for w in _workers_of(os.getpid()):
+            try:
+                with open(f"/proc/{w.pid}/status") as fh:
+                    blocked = next(int(line.split()[1], 16) for line in fh if line.startswith("SigBlk"))
+            except (OSError, StopIteration):
+                continue
+            masks.append(blocked)
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    res = engine.run(_job(paths, "exact", 2, bands=2), progress=progress)
+    assert res.used == paths
+    assert masks and all(m & (1 << (signal.SIGINT - 1)) for m in masks)
+    # the parent's own mask is as it was: its Ctrl-C is never lost
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, []) & {signal.SIGINT}
