@@ -247,3 +247,28 @@ def test_workers_are_born_with_sigint_blocked(photos):
     assert masks and all(m & (1 << (signal.SIGINT - 1)) for m in masks)
     # the parent's own mask is as it was: its Ctrl-C is never lost
     assert not signal.pthread_sigmask(signal.SIG_BLOCK, []) & {signal.SIGINT}
+
+
+def test_resume_with_the_same_load_stats(photos, tmp_path, capsys):
+    """A band-pass run that merges --load-stats statistics is resumed with the
+    same --load-stats (and refuses to go on without them)."""
+    d, paths, decoded = photos
+    old, new = paths[:5], paths[5:]
+    loaded = str(tmp_path / "old.npz")
+    ck = str(tmp_path / "ck.npz")
+    final = str(tmp_path / "final.npz")
+    assert main(["-q", "--dtype", "exact", "--save-stats", loaded, *old]) == 0
+    # the run completes; its last periodic checkpoint is of the second pass
+    assert main(["-q", "--dtype", "exact", "--bands", "2", "--load-stats", loaded,
+                 "--checkpoint", ck, "--checkpoint-every", "2", *new]) == 0
+    with np.load(ck) as z:
+        assert int(z["band_pass"]) == 1 and len(z["loaded_files"]) == len(old)
+    capsys.readouterr()
+    assert main(["-q", "--resume", ck, *new]) != 0
+    assert "give the same --load-stats to resume it" in capsys.readouterr().err
+    assert main(["-q", "--load-stats", loaded, "--resume", ck, "--save-stats", final, *new]) == 0
+    got, _ = statsio.load_stats(final)
+    assert got.n == N and sorted(got.files) == sorted(paths)
+    mean, var = reference_stats(decoded)
+    np.testing.assert_allclose(got.mean, mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.var, var, rtol=1e-9, atol=1e-9)
