@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["LineDefect", "find_lines", "LINE_SIGMA", "RUN_SIGMA"]
 
@@ -48,19 +49,33 @@ __all__ = ["LineDefect", "find_lines", "LINE_SIGMA", "RUN_SIGMA"]
 LINE_SIGMA = 14.0
 # Rows per band (a line shorter than this is not reported).
 _BAND = 32
-#: With temporal residual statistics, a partial line -- a run of at least
-#: ``_MIN_RUN`` consecutive bands, each offset by this many robust sigmas of
-#: all lines' offsets in that band, and steady in every frame -- is
-#: reported too (see ``_partial_lines``).
+#: With temporal residual statistics, a partial line is reported too: a
+#: run of consecutive bands, each offset the same way by ``_RUN_BAND_SIGMA``
+#: robust sigmas of all lines' offsets in that band and showing in the
+#: residual, whose combined score (the bands' scores' sum over the square
+#: root of their count) reaches ``RUN_SIGMA``, and steady in every frame
+#: over its length (see ``_partial_lines`` and ``_Steady``).
 RUN_SIGMA = 9.0
-_MIN_RUN = 2
-# A band is steady (its offset is in every frame) unless the line's residual
-# variance exceeds its neighbours' by more than its squared residual mean
-# (something in a fraction q of the frames raises it by (1 - q) / q times
-# that) plus this many robust sigmas of the same excess on nearby lines.
+_RUN_BAND_SIGMA = 3.0
+# The residual variance's excess on a line, relative to its neighbours',
+# may pass its squared residual mean (something in a fraction q of the
+# frames adds (1 - q) / q times that: q >= 1/2 passes) by this many robust
+# sigmas of the same excess on nearby lines.
 _STEADY_NOISE = 3.0
-# ... and its residual mean must show the offset by this many robust sigmas.
+# A band's residual mean must show the offset by this many robust sigmas
+# of nearby lines'.
 _RESIDUAL_SIGMA = 4.0
+# A line whose pixels' std over the frames is at most this fraction of its
+# surroundings' is a static overlay, not a defect (as detect's static_ratio).
+_STATIC_RATIO = 0.4
+_STATIC_EXCESS = 0.25
+# A partial line's band within _RING lines (photos; 4 same-colour lines in a
+# raw mosaic) of a one-sided difference this many times its offset is the
+# ringing of an edge in every frame.
+_EDGE_RATIO = 3.0
+_RING = 8
+# Standard error of a median of normal values, in units of the mean's.
+_MEDIAN_SE = 1.2533
 # Offsets below this (in units of the input) are below its quantisation.
 _MIN_OFFSET = 0.25
 _MAD_TO_SIGMA = 1.4826
@@ -232,8 +247,8 @@ def _judge_lines(first, second, length, step, sigma, edge, steady=None):
     """``(index, start, stop, offset, score, centre)`` of the bad lines, from
     per-band medians against both sides (``(bands, lines)`` arrays); ``start``
     and ``stop`` at the resolution of a band, ``centre`` the offset of a
-    normal line.  With ``steady`` (a ``_Steady``), a line also needs more
-    than half of its offset bands steady in every frame."""
+    normal line.  With ``steady`` (a ``_Steady``), a line must also be
+    steady over its offset bands (``_Steady.steady``)."""
     pl, pr = _majority(first), _majority(second)
     prof = 0.5 * (pl + pr)
     # an edge that is the same in every photo agrees with one side
@@ -258,29 +273,44 @@ def _judge_lines(first, second, length, step, sigma, edge, steady=None):
             strong = np.nonzero(np.sign(off) * band >= 0.5 * abs(off))[0]
             if strong.size == 0:
                 continue
-            if steady is not None:
-                ok = [b for b in strong if steady.band(x, int(b) * _BAND,
-                                                       min(length, (int(b) + 1) * _BAND), off)]
-                if 2 * len(ok) <= strong.size:
-                    continue
             start = int(strong[0]) * _BAND
             stop = min(length, (int(strong[-1]) + 1) * _BAND) - 1
+            if steady is not None and not steady.steady(x, start, stop + 1, off):
+                continue
             found.append((x, start, stop, off, float(z[i]), centre))
     return found
 
 
-def _partial_lines(first, second, length, step, sigma, edge, steady, taken):
+def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo=0):
     """Like ``_judge_lines``, for lines offset along part of the frame only:
-    a run of at least ``_MIN_RUN`` consecutive bands, each two-sided, offset
-    the same way by ``sigma`` robust sigmas of all lines' offsets in that
-    band, and each steady in every frame (``steady``).  Lines in ``taken``
-    are skipped.  The score is the run's median band score."""
+    runs of consecutive bands, each two-sided, offset the same way by
+    ``_RUN_BAND_SIGMA`` robust sigmas of all lines' offsets in that band and
+    showing in the residual (``steady.shows``); a run's score is its bands'
+    scores' sum over the square root of their count, and the best run of a
+    line is reported when its score reaches ``RUN_SIGMA`` and it is steady
+    over its whole length (``steady.steady``), extended by the bands beside
+    it that reach half its offset (as ``_judge_lines``'s extent).  Lines in
+    ``taken`` are skipped.  No band is judged within ``reach`` lines of a
+    one-sided difference ``_EDGE_RATIO`` times its offset (the ringing of
+    an edge in every frame), nor a line with a stronger one within ``echo``
+    lines over its run (its echo through the demosaic and JPEG, whether the
+    stronger one is a defect or something seen in a few photos)."""
     band_off = 0.5 * (first + second)
     two_sided = (np.sign(first) == np.sign(second)) & (np.minimum(np.abs(first), np.abs(second))
                                                        >= 0.5 * np.abs(band_off))
     nb, n = band_off.shape
     found = []
     inner = np.arange(max(step, edge), n - max(step, edge))
+    # next to an edge that is in every frame (a horizon, a clipped lamp),
+    # the demosaic and JPEG ring: a band is not judged where a line within
+    # ``reach`` has a one-sided difference of _EDGE_RATIO times its offset
+    steep = np.maximum(np.abs(first), np.abs(second))
+    steep = ndimage.maximum_filter1d(steep, 2 * reach + 1, axis=1, mode="nearest")
+    edgy = steep > _EDGE_RATIO * np.abs(band_off - np.median(band_off, axis=1, keepdims=True))
+
+    def span(b0, b1):
+        return b0 * _BAND, min(length, b1 * _BAND)
+
     for phase in range(2):
         idx = inner[inner % 2 == phase]
         if idx.size < 8:
@@ -290,34 +320,60 @@ def _partial_lines(first, second, length, step, sigma, edge, steady, taken):
         scale = np.maximum(_MAD_TO_SIGMA * np.median(np.abs(p - centre), axis=1,
                                                      keepdims=True), 1e-6)
         z = (p - centre) / scale
-        hit = (np.abs(z) >= sigma) & (np.abs(p - centre) >= _MIN_OFFSET) & two_sided[:, idx]
-        # lines with at least _MIN_RUN hit bands in a row
-        cand = np.nonzero((hit[:-1] & hit[1:]).any(axis=0))[0] if nb >= _MIN_RUN else []
+        hit = (np.abs(z) >= _RUN_BAND_SIGMA) & (np.abs(p - centre) >= _MIN_OFFSET) \
+            & two_sided[:, idx] & ~edgy[:, idx]
+        # a run's score is at most the sum of its hit bands' |z| over sqrt(count)
+        za = np.where(hit, np.abs(z), 0.0)
+        cand = np.nonzero(za.sum(axis=0) / np.sqrt(np.maximum(hit.sum(axis=0), 1))
+                          >= RUN_SIGMA)[0]
         for i in cand:
             x = int(idx[i])
             if x in taken:
                 continue
-            ok = [bool(hit[b, i]) and steady.band(x, b * _BAND, min(length, (b + 1) * _BAND),
-                                                  float(z[b, i])) for b in range(nb)]
+            ok = [bool(hit[b, i]) and steady.shows(x, *span(b, b + 1), float(z[b, i]))
+                  for b in range(nb)]
             best, run = None, []
             for b in range(nb + 1):
                 if b < nb and ok[b] and (not run or np.sign(z[b, i]) == np.sign(z[run[0], i])):
                     run.append(b)
                     continue
-                if len(run) >= _MIN_RUN:
-                    score = float(np.median(z[run, i]))
-                    if best is None or abs(score) > abs(best[1]):
+                if run:
+                    score = float(np.sum(np.abs(z[run, i]))) / np.sqrt(len(run))
+                    if score >= RUN_SIGMA and (best is None or score > best[1]):
                         best = (run, score)
                 run = [b] if b < nb and ok[b] else []
             if best is None:
                 continue
             run, score = best
+            sign = float(np.sign(z[run[0], i]))
+            if echo and _echo(band_off, run, x, echo):
+                continue
+            if not steady.steady(x, *span(run[0], run[-1] + 1), sign):
+                continue
             c = float(np.mean(centre[run, 0]))
             off = float(np.median(p[run, i])) - c
-            start = run[0] * _BAND
-            stop = min(length, (run[-1] + 1) * _BAND) - 1
-            found.append((x, start, stop, off, abs(score), c))
+            # the bands beside the run that reach half its offset (a band
+            # the line only partly covers, or where the residual is weak)
+            rel = sign * (p[:, i] - centre[:, 0])
+            b0, b1 = run[0], run[-1]
+            while b0 > 0 and rel[b0 - 1] >= 0.5 * abs(off):
+                b0 -= 1
+            while b1 < nb - 1 and rel[b1 + 1] >= 0.5 * abs(off):
+                b1 += 1
+            start, stop = span(b0, b1 + 1)
+            found.append((x, start, stop - 1, off, score, c))
     return found
+
+
+def _echo(band_off, run, x, reach):
+    """Whether a line within ``reach`` of ``x`` has a larger median offset
+    (against each band's median line) over the bands ``run``."""
+    rows = band_off[run]
+    rel = np.abs(rows - np.median(rows, axis=1, keepdims=True))
+    lo, hi = max(0, x - reach), min(band_off.shape[1], x + reach + 1)
+    med = np.median(rel[:, lo:hi], axis=0)
+    own = med[x - lo]
+    return bool(np.any(np.delete(med, x - lo) > own))
 
 
 class _Steady:
@@ -329,74 +385,167 @@ class _Steady:
     Along a bad line the residual is half the offset in every frame (the
     median of four neighbours of which two lie on the line) plus the
     scene's residual, so its variance over the frames is the neighbour
-    lines'.  A band of a line is steady when
+    lines'.  Something in a fraction ``q`` of the frames (a pole) adds
+    ``(1 - q) / q`` times its squared residual mean to the variance.  Each
+    quantity is judged against the same quantity on the lines 2 to 6 steps
+    away (their median and robust spread): see ``shows`` and ``steady``.
+    """
 
-    * its median residual mean, of the offset's sign, stands
-      ``_RESIDUAL_SIGMA`` robust sigmas above those of the lines 2 to 6
-      steps away (an edge of the scene at the same place in several photos
-      offsets the mean image, but not the residual: the median of the four
-      neighbours takes the edge's side); and
-    * the median excess of its elements' residual variance over the mean of
-      its two neighbour lines' is at most its squared median residual mean
-      plus ``_STEADY_NOISE`` robust sigmas of the same excess on those
-      lines: something in a fraction ``q`` of the frames adds ``(1 - q) / q``
-      times its squared residual mean to the variance, so this holds for
-      ``q >= 1/2`` (a pole in a few photos fails it)."""
+    def __init__(self, mean, var, step, n, pixel_var=(), overlay=None):
+        self.mean, self.var, self.step, self.n = mean, var, step, max(int(n), 2)
+        # overlay(x, v0, v1): whether line x over v0 <= v < v1 lies mostly
+        # within a JPEG block of a static overlay (photos), or None
+        self.overlay = overlay
+        # per channel, f(x0, x1, v0, v1): the pixels' own variance over the
+        # frames, lines x0 <= x < x1 as columns
+        self.pixel_var = list(pixel_var)
 
-    def __init__(self, mean, var, step):
-        self.mean, self.var, self.step = mean, var, step
+    def quiet(self, x, v0, v1) -> bool:
+        """Line ``x`` over ``v0 <= v < v1`` runs along a static overlay (a
+        date stamp burnt in): the fraction of its pixels whose std over the
+        frames is at most ``_STATIC_RATIO`` of the median std of the lines
+        7 steps around it (the rule of ``detect.DetectOptions.static_ratio``)
+        exceeds the median fraction on those lines by ``_STATIC_EXCESS``, in
+        any channel (an overlay's colour is fixed in one channel at least,
+        while JPEG's chroma smears it in another)."""
+        s = self.step
+        lo, hi = max(0, x - 7 * s), min(self.var.shape[1], x + 7 * s + 1)
+        for pixel_var in self.pixel_var:
+            v = pixel_var(lo, hi, v0, v1)[:, (x - lo) % s::s]
+            ref = float(np.median(v))
+            if ref <= 0:
+                continue
+            frac = (v <= _STATIC_RATIO ** 2 * ref).mean(axis=0)
+            at = (x - lo) // s
+            if float(frac[at]) - float(np.median(np.delete(frac, at))) >= _STATIC_EXCESS:
+                return True
+        return False
 
-    def band(self, x, v0, v1, sign) -> bool:
-        """Whether line ``x``'s offset of sign ``sign`` is steady over ``v0 <= v < v1``."""
+    def _window(self, x, v0, v1, sign):
+        """Per line of the window around ``x``: median residual mean (of the
+        offset's sign), median variance ratio to the two neighbour lines',
+        median neighbour variance; the index of ``x``; the nearby lines."""
         s, n = self.step, self.var.shape[1]
         lo, hi = max(0, x - 7 * s), min(n, x + 7 * s + 1)
         if x - s < lo or x + s >= hi:
-            return False
+            return None
         m = np.asarray(self.mean[v0:v1, lo:hi], dtype=np.float32)
-        v = np.asarray(self.var[v0:v1, lo:hi], dtype=np.float32)
-        if sign < 0:
-            m = -m
-        # per line j of the window with both neighbours inside it
+        v = np.asarray(self.var[v0:v1, lo:hi], dtype=np.float64)
         js = np.arange(s, hi - lo - s)
-        med_m = np.median(m[:, js], axis=0)
-        excess = np.median(v[:, js] - 0.5 * (v[:, js - s] + v[:, js + s]), axis=0)
-        at = int(np.nonzero(js == x - lo)[0][0])
+        med_m = np.median(m[:, js], axis=0) * (1.0 if sign > 0 else -1.0)
         near = np.abs(js + lo - x) >= 2 * s
         if near.sum() < 4:
+            return None
+        at = int(np.nonzero(js == x - lo)[0][0])
+        # each element's variance against the median of the nearby lines'
+        # in its row (not the two neighbours': something on the line itself
+        # raises the residual variance of the lines beside it too)
+        ref = np.median(v[:, js[near]], axis=1)
+        floor = max(float(np.median(ref)) * 1e-3, 1e-12)
+        ref = np.maximum(ref, floor)
+        ratio = np.median(v[:, js] / ref[:, None], axis=0)
+        vn = np.broadcast_to(ref[:, None], (ref.size, js.size))
+        # the standard errors of a median over the span, of a residual mean
+        # (spread sqrt(vn / n)) and of a variance ratio (about sqrt(3 / (n - 1)))
+        k = _MEDIAN_SE / np.sqrt(v1 - v0)
+        se_m = k * float(np.sqrt(np.median(vn[:, at]) / self.n))
+        se_r = k * float(np.sqrt(3.0 / (self.n - 1)))
+        return med_m, ratio, np.median(vn, axis=0), at, near, se_m, se_r
+
+    @staticmethod
+    def _spread(a):
+        mid = float(np.median(a))
+        return mid, _MAD_TO_SIGMA * float(np.median(np.abs(a - mid)))
+
+    def shows(self, x, v0, v1, sign) -> bool:
+        """Line ``x``'s median residual mean over ``v0 <= v < v1``, of the
+        offset's sign, stands ``_RESIDUAL_SIGMA`` robust sigmas above the
+        nearby lines' (an edge of the scene at the same place in several
+        photos offsets the mean image, not the residual: the median of the
+        four neighbours takes the edge's side)."""
+        w = self._window(x, v0, v1, sign)
+        if w is None:
             return False
+        med_m, _, _, at, near, se_m, _ = w
+        if self.quiet(x, v0, v1):
+            return False
+        mid, noise = self._spread(med_m[near])
+        return float(med_m[at]) - mid >= _RESIDUAL_SIGMA * max(noise, se_m, 1e-6)
 
-        def spread(a):
-            mid = float(np.median(a))
-            return mid, _MAD_TO_SIGMA * float(np.median(np.abs(a - mid)))
-
-        mid_m, noise_m = spread(med_m[near])
-        mid_e, noise_e = spread(excess[near])
+    def steady(self, x, v0, v1, sign) -> bool:
+        """``shows``, and line ``x``'s median ratio of residual variance to its
+        neighbour lines' exceeds the nearby lines' by at most its squared
+        residual mean over the neighbours' variance (``q >= 1/2``) plus
+        ``_STEADY_NOISE`` robust sigmas of the nearby lines' ratios."""
+        w = self._window(x, v0, v1, sign)
+        if w is None:
+            return False
+        med_m, ratio, vn, at, near, se_m, se_r = w
+        if self.quiet(x, v0, v1) or (self.overlay is not None and self.overlay(x, v0, v1)):
+            return False
+        mid_m, noise_m = self._spread(med_m[near])
         r = float(med_m[at]) - mid_m
-        if r < _RESIDUAL_SIGMA * max(noise_m, 1e-6):
+        if r < _RESIDUAL_SIGMA * max(noise_m, se_m, 1e-6):
             return False
-        return float(excess[at]) - mid_e <= r * r + _STEADY_NOISE * noise_e
+        mid, noise = self._spread(ratio[near])
+        noise = max(noise, se_r)
+        # a static overlay (a date stamp burnt in) is steady too, but its
+        # residual varies less than its neighbours' (half of its neighbours
+        # are on it): the ratio must not fall below the nearby lines' either
+        excess = float(ratio[at]) - mid
+        return -_STEADY_NOISE * noise <= excess <= (r * r / max(float(vn[at]), 1e-12)
+                                                    + _STEADY_NOISE * noise)
 
 
-def _lines_of_plane(plane, step, sigma, edge, res=None):
+def _lines_of_plane(plane, step, sigma, edge, res=None, var_planes=(), var=None, reach=4,
+                    echo=0):
     """``(kind, index, start, stop, offset, score)`` in plane coordinates.
-    ``res``: the plane's residual mean and variance (2-D, aligned with it),
-    or None."""
+    ``res``: the plane's residual mean and variance (2-D, aligned with it)
+    and their frame count, or None; ``var_planes``: the variance's planes
+    (``_Plane``), every channel of a photo's; ``var``: a photo's variance,
+    for the static-overlay rule (``_near_overlay``), or None; ``reach``: a
+    JPEG block or its equivalent, in lines, and ``echo`` the reach of a
+    line's echo (see ``_partial_lines``)."""
     out = []
     for kind, offsets, length in (("column", _column_offsets, plane.height),
                                   ("row", _row_offsets, plane.width)):
         first, second = offsets(plane, step)
         steady = None
         if res is not None:
-            m, v = res if kind == "column" else (res[0].T, res[1].T)
-            steady = _Steady(m, v, step)
+            m, v, n = res if kind == "column" else (res[0].T, res[1].T, res[2])
+            steady = _Steady(m, v, step, n, [_pixel_var(vp, kind) for vp in var_planes],
+                             None if var is None else _near_overlay(var, kind))
         found = _judge_lines(first, second, length, step, sigma, edge, steady)
         if steady is not None:
-            found += _partial_lines(first, second, length, step, RUN_SIGMA, edge, steady,
-                                    {f[0] for f in found})
+            found += _partial_lines(first, second, length, step, edge, steady,
+                                    {f[0] for f in found}, reach, echo)
         for i, a, b, off, z, centre in found:
-            a, b = _refine(plane, kind, i, a, b, off, centre, step, length)
+            a, b = _refine(plane, kind, i, a, b, off, centre, step, length,
+                           None if steady is None else steady.mean)
             out.append((kind, i, a, b, off, z))
     return out
+
+
+def _near_overlay(var, kind):
+    """``f(x, v0, v1)``: whether a quarter or more of the line's pixels (every
+    4th of ``v0 <= v < v1``) lie within a JPEG block of a static overlay
+    (``detect``'s rule for pixel defects: 8 quiet pixels within 8 px)."""
+    from .detect import DetectOptions, _near_overlay as near
+
+    def overlay(x, v0, v1):
+        vs = np.arange(v0, v1, 4)
+        xs = np.full(vs.size, x)
+        ys, xs = (vs, xs) if kind == "column" else (xs, vs)
+        return bool(near(var, ys, xs, DetectOptions.static_ratio).mean() >= 0.25)
+    return overlay
+
+
+def _pixel_var(plane, kind):
+    """``f(x0, x1, v0, v1)``: lines ``x0 <= x < x1`` of ``plane`` over
+    ``v0 <= v < v1``, as columns (rows of a row plane transposed)."""
+    if kind == "column":
+        return lambda x0, x1, v0, v1: plane.rows(v0, v1)[:, x0:x1]
+    return lambda x0, x1, v0, v1: plane.rows(x0, x1)[:, v0:v1].T
 
 
 def _line_profile(plane, kind, index, v0, v1, step):
@@ -409,19 +558,36 @@ def _line_profile(plane, kind, index, v0, v1, step):
     return rows[step] - 0.5 * (rows[0] + rows[2 * step])
 
 
-def _refine(plane, kind, index, start, stop, off, centre, step, length):
+def _refine(plane, kind, index, start, stop, off, centre, step, length, residual=None):
     """``start`` and ``stop`` to the photosite: in the band where the offset
     begins (ends) and the band before (after) it, the change point that
     maximises the sum of ``offset - |off| / 2`` over the part taken (a
     CUSUM, each photosite's offset clipped to ``2 |off|`` so that one edge of
     the scene does not decide it), or the outermost one within ``|off| / 2``
-    of that maximum."""
-    sign, size = (1.0 if off > 0 else -1.0), abs(off)
+    of that maximum.  With ``residual`` (the plane's residual mean, lines as
+    columns) the offset at each photosite is twice its residual mean, and
+    ``off`` twice the line's median residual mean over ``start..stop``:
+    scene edges in the mean image do not move the change point then."""
+    sign = 1.0 if off > 0 else -1.0
+    if residual is not None:
+        size = 2.0 * sign * float(np.median(residual[start:stop + 1, index]))
+
+        def gains(v0, v1):
+            d = 2.0 * sign * np.asarray(residual[v0:v1, index], dtype=np.float32)
+            return np.clip(d, -2 * size, 2 * size) - 0.5 * size
+        if size > 0:
+            return _change_points(gains, start, stop, size, length)
+    size = abs(off)
 
     def gains(v0, v1):
         d = (_line_profile(plane, kind, index, v0, v1, step) - np.float32(centre)) * sign
         return np.clip(d, -2 * size, 2 * size) - 0.5 * size
 
+    return _change_points(gains, start, stop, size, length)
+
+
+def _change_points(gains, start, stop, size, length):
+    """``_refine``'s CUSUM over the per-photosite ``gains(v0, v1)``."""
     v0, v1 = max(0, start - _BAND), min(length, start + _BAND)
     tail = np.cumsum(gains(v0, v1)[::-1])[::-1]
     # the first change point within half an offset of the best: a line that
@@ -444,8 +610,10 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
     mean : numpy.ndarray or BandArray
         ``(height, width, channels)`` (or ``(height, width)``) mean; read
         one band of rows at a time.
-    var : ignored
-        Kept for symmetry with ``detect``; the test needs the mean only.
+    var : numpy.ndarray or BandArray, optional
+        The variance, of ``mean``'s shape.  With ``residuals``, a line over
+        pixels that hardly vary from frame to frame (a date stamp burnt in)
+        is not a defect; the mean-only test does not use it.
     cfa : numpy.ndarray, optional
         Colour index per photosite of a one-channel raw mosaic: the lines
         are looked for in each CFA sub-grid, and reported in photosites.
@@ -482,6 +650,8 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
 
     if not hasattr(mean, "shape"):
         mean = np.asarray(mean)
+    if var is not None and not hasattr(var, "shape"):
+        var = np.asarray(var)
     h, w = mean.shape[:2]
     c = mean.shape[2] if len(mean.shape) == 3 else 1
     out: List[LineDefect] = []
@@ -494,8 +664,9 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
                     continue
                 res = _residual_planes(residuals, (h, w), p, 0)
                 if res is not None:
-                    res = tuple(a[dy::p, dx::p] for a in res)
-                for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1, res):
+                    res = (res[0][dy::p, dx::p], res[1][dy::p, dx::p], res[2])
+                vp = [] if var is None else [_Plane(var, 0, dy, dx, p)]
+                for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1, res, vp):
                     if kind == "column":
                         index, start, stop = i * p + dx, a * p + dy, min(h - 1, b * p + dy)
                     else:
@@ -507,7 +678,10 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         raw = []
         for ch in range(c):
             res = _residual_planes(residuals, (h, w), s, 0 if c == 3 else ch)
-            for kind, i, a, b, off, z in _lines_of_plane(_Plane(mean, ch), s, sigma, _EDGE, res):
+            vp = [] if var is None else [_Plane(var, k) for k in range(c)]
+            for kind, i, a, b, off, z in _lines_of_plane(
+                    _Plane(mean, ch), s, sigma, _EDGE, res, vp,
+                    None if var is None or len(var.shape) != 3 else var, _RING, _ECHO):
                 raw.append(LineDefect(kind, i, a, b, [ch], off, abs(z)))
         out = _merge_neighbours(raw, max(s, _ECHO))
     out.sort(key=lambda d: (-d.score, d.kind, d.index))
@@ -515,7 +689,7 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
 
 
 def _residual_planes(residuals, size, reach, k):
-    """``(mean, var)`` of residual plane ``k`` when it is at full resolution
+    """``(mean, var, n)`` of residual plane ``k`` when it is at full resolution
     (``size``) with neighbours ``reach`` apart, else None.  An RGB photo's
     lines in every channel are judged by the luma plane (``k`` = 0)."""
     if residuals is None:
@@ -524,7 +698,7 @@ def _residual_planes(residuals, size, reach, k):
     if k >= len(lay.planes) or tuple(lay.planes[k]) != tuple(size) \
             or lay.plane_reach(k) != reach or lay.plane_scale(k) != 1:
         return None
-    return residuals.mean[k], residuals.var[k]
+    return residuals.mean[k], residuals.var[k], residuals.n
 
 
 def _merge_neighbours(lines, reach):

@@ -695,9 +695,9 @@ def detect_lines(stats: Stats) -> list:
     from .lines import find_lines
     if stats.mosaic is not None:
         m = stats.mosaic
-        return find_lines(stats.mean, cfa=m.cfa(stats.shape), colour_desc=m.colour_desc or "RGBG",
-                          residuals=stats.residuals)
-    return find_lines(stats.mean, residuals=stats.residuals)
+        return find_lines(stats.mean, stats.var, cfa=m.cfa(stats.shape),
+                          colour_desc=m.colour_desc or "RGBG", residuals=stats.residuals)
+    return find_lines(stats.mean, stats.var, residuals=stats.residuals)
 
 
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,

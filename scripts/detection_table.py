@@ -14,8 +14,13 @@ false alarm.  "strong" is hot, stuck and dead; "warm" the weak hot ones.
 Bad columns and rows (``hotpixel_shm.lines.find_lines``) are looked for in
 every set: in the rows that plant one column and one row (random index,
 offset of random sign and size) a planted line is found when a line of its
-kind is reported at its index (raw) or within 2 px (photos); every other
-reported line is a false alarm ("false lines / set").
+kind is reported at its index (raw) or within 2 px (photos), and a partial
+one (the "partial" rows: over a quarter to 4/9 of the frame) only with its
+first and last photosite within 4 (raw) or 8 (photos) of the planted ones;
+every other reported line is a false alarm ("false lines / set").  The
+"poles" rows add a column and a row over part of the frame to 3 photos only
+(a thin structure seen in a few photos at the same place), which must not
+be reported.
 
 Usage::
 
@@ -53,8 +58,20 @@ ROWS = {
                  {"clean": True, "lines": (15.0, 40.0)}),
     "jpeglines": ("JPEG 4:2:0 q85, a bad column and row of 3..8 of 255", (16, 24), "jpeg",
                   {"quality": 85, "subsampling": "4:2:0", "clean": True, "lines": (3.0, 8.0)}),
+    "rawpartial": ("raw photos, partial column and row (< half), 15..40 DN", (16, 24), "raw",
+                   {"clean": True, "lines": (15.0, 40.0), "partial": True}),
+    "jpegpartial": ("JPEG 4:2:0 q85, partial column and row (< half), 3..8", (16, 24), "jpeg",
+                    {"quality": 85, "subsampling": "4:2:0", "clean": True, "lines": (3.0, 8.0),
+                     "partial": True}),
+    "rawpoles": ("raw photos, a pole and a beam in 3 photos, 100..300 DN", (16, 24), "raw",
+                 {"clean": True, "poles": (100.0, 300.0)}),
+    "jpegpoles": ("JPEG 4:2:0 q85, a pole and a beam in 3 photos, 20..60", (16, 24), "jpeg",
+                  {"quality": 85, "subsampling": "4:2:0", "clean": True, "poles": (20.0, 60.0)}),
 }
 _PHOTO = (320, 480)
+# A found partial line's from/to may be this far from the planted one's:
+# raw, two same-colour photosites; photos, one 8x8 JPEG block.
+_EXTENT_TOL = {"raw": 4, "jpeg": 8, "darks": 8}
 _RAW = (256, 384)
 
 
@@ -86,15 +103,42 @@ def _jpeg(frame, quality, subsampling):
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def _planted_lines(seed, params, height, width):
-    """One column and one row, away from the frame's edges, or None."""
-    if "lines" not in params:
+def _planted_lines(seed, params, height, width, key="lines"):
+    """One column and one row, away from the frame's edges, or None.  With
+    ``params["partial"]``, each over a random quarter to 4/9 of the frame's
+    height (width): ``(kind, index, offset, first, last)``."""
+    if key not in params:
         return None
-    lo, hi = params["lines"]
+    lo, hi = params[key]
     rng = np.random.default_rng(10_000 + seed)
     sign = rng.choice([-1.0, 1.0], 2)
-    return [("column", int(rng.integers(16, width - 16)), float(sign[0] * rng.uniform(lo, hi))),
-            ("row", int(rng.integers(16, height - 16)), float(sign[1] * rng.uniform(lo, hi)))]
+    out = [("column", int(rng.integers(16, width - 16)), float(sign[0] * rng.uniform(lo, hi))),
+           ("row", int(rng.integers(16, height - 16)), float(sign[1] * rng.uniform(lo, hi)))]
+    if params.get("partial") or key == "poles":
+        for i, size in ((0, height), (1, width)):
+            length = int(rng.integers(size // 4, 4 * size // 9))
+            first = int(rng.integers(0, size - length))
+            out[i] = out[i] + (first, first + length - 1)
+    return out
+
+
+def _add_poles(frames, seed, poles, n):
+    """``poles`` (lines as ``_planted_lines`` gives them) added to 3 of the
+    ``n`` frames only: thin structures seen in a few photos at the same
+    place, which offset the mean image as a partial bad line would."""
+    from hotpixel_shm.synth import apply_lines
+    hit = set(np.random.default_rng(20_000 + seed).choice(n, 3, replace=False).tolist())
+    for i, f in enumerate(frames):
+        if poles and i in hit:
+            f = f.astype(np.float64)
+            apply_lines(f, poles)
+            f = np.clip(np.rint(f), 0, 4095 if f.ndim == 2 or f.shape[-1] == 1 else 255)
+        yield f
+
+
+def _extent_ok(line, found, tol):
+    """A planted partial line's first and last photosite within ``tol`` of a found one's."""
+    return len(line) < 5 or (abs(found.start - line[3]) <= tol and abs(found.stop - line[4]) <= tol)
 
 
 def _one_set(kind, n, seed, params, temporal):
@@ -110,15 +154,16 @@ def _one_set(kind, n, seed, params, temporal):
         frames, truth = simulate_raw_frames(n, width=w, height=h, seed=seed,
                                             weak_range=(100.0, 300.0), lines=lines, **counts)
         acc = _Moments((h, w, 1), 2)
-        for f in frames:
-            acc.add(f)
+        for f in _add_poles(frames, seed, _planted_lines(seed, params, h, w, "poles"), n):
+            acc.add(np.asarray(f).astype(np.uint16))
         mean, var, res = acc.finish()
         cfa = cfa_array("RGGB", h, w)
         found = detect_raw(mean, var, n, cfa, opts, white=4095,
                            residuals=res if temporal else None)
         planted = [(t["x"], t["y"], _group(t["kind"], t["label"] == "weak_hot", t["value"]))
                    for t in truth]
-        return planted, found, 0, lines or [], find_lines(mean, cfa=cfa, residuals=res if temporal else None)
+        return planted, found, 0, lines or [], find_lines(mean, var, cfa=cfa,
+                                                residuals=res if temporal else None)
     darks = kind == "darks"
     h, w = _PHOTO
     defects = {k: 0 for k in ("hot", "weak_hot", "stuck", "dead", "noisy")} if clean else None
@@ -128,7 +173,9 @@ def _one_set(kind, n, seed, params, temporal):
                                     lines=lines)
     shape = (h, w, 1) if darks else (h, w, 3)
     acc = _Moments(shape, 2)
-    for f in frames:
+    poles = None if darks else _planted_lines(seed, params, h, w, "poles")
+    for f in _add_poles(frames, seed, poles, n):
+        f = np.asarray(f).astype(np.uint16 if darks else np.uint8)
         if kind == "jpeg":
             f = _jpeg(f, params["quality"], params["subsampling"])
         acc.add(f)
@@ -137,7 +184,8 @@ def _one_set(kind, n, seed, params, temporal):
         opts = DetectOptions(darks=True, cluster=False, temporal=temporal)
     found = detect(mean, var, n, opts, residuals=res if temporal else None)
     planted = [(p.x, p.y, _group(p.kind, p.weak, p.level)) for p in truth]
-    return planted, found, 1, lines or [], find_lines(mean, residuals=res if temporal else None)
+    return planted, found, 1, lines or [], find_lines(mean, var,
+                                                residuals=res if temporal else None)
 
 
 def _group(kind, weak, level):
@@ -159,13 +207,16 @@ def _score(planted, found, radius):
     return hit, false
 
 
-def _score_lines(planted, found, reach):
-    """(planted lines found, planted lines, reported lines that match none)."""
-    hit = sum(1 for kind, index, _ in planted
-              if any(d.kind == kind and abs(d.index - index) <= reach for d in found))
+def _score_lines(planted, found, reach, tol):
+    """(planted lines found, planted lines, reported lines that match none).
+    A partial line counts as found only with its first and last photosite
+    within ``tol``."""
+    hit = sum(1 for line in planted
+              if any(d.kind == line[0] and abs(d.index - line[1]) <= reach
+                     and _extent_ok(line, d, tol) for d in found))
     false = sum(1 for d in found
-                if not any(d.kind == kind and abs(d.index - index) <= reach
-                           for kind, index, _ in planted))
+                if not any(d.kind == line[0] and abs(d.index - line[1]) <= reach
+                           for line in planted))
     return hit, len(planted), false
 
 
@@ -193,7 +244,8 @@ def main(argv=None) -> int:
             for seed in range(args.seeds):
                 planted, found, radius, planted_lines, found_lines = _one_set(
                     kind, n, seed, params, not args.no_temporal)
-                for i, v in enumerate(_score_lines(planted_lines, found_lines, 2 * radius)):
+                for i, v in enumerate(_score_lines(planted_lines, found_lines, 2 * radius,
+                                                          _EXTENT_TOL[kind])):
                     lines[i] += v
                 hit, fa = _score(planted, found, radius)
                 for g in tot:
