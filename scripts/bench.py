@@ -29,8 +29,9 @@ with the machine, and PASS/FAIL against the targets.
 
 ``--kernels``: the update kernel of each tier, compiled and numpy, one photo
 or four per pass (``Accumulator.update_batch`` of in-memory frames), against
-a memory copy of the accumulator's size, the decode of the same frame, and
-the merge of two accumulators.
+a memory copy of the accumulator's size, the decode of the same frame, the
+merge of two accumulators, and the temporal residual statistics of the frame
+(``ResidualAccumulator.update_batch``, compiled and numpy, K = 1 and 4).
 
 ``--profile``: where the time of one hotpixel_shm run goes (cProfile of the
 in-process serial path, and of the parent of a parallel run), by phase.
@@ -942,11 +943,13 @@ def kernels(args) -> int:
     (after two warm-up batches, so the accumulator's pages exist and the
     float tiers are past their first-image shortcut), ``np.copyto`` of a
     buffer as large as the accumulator, the merge of two accumulators (as the
-    engine does at the end), and for scale the decode of the same frame as a
-    JPEG.
+    engine does at the end), the temporal residual statistics of the frame
+    (``ResidualAccumulator.update_batch``, K = 1 and 4), and for scale the
+    decode of the same frame as a JPEG.
     """
     import io
     from hotpixel_shm import kernels as _kernels
+    from hotpixel_shm.residual import ResidualAccumulator, residual_layout
     from hotpixel_shm.welford import Accumulator, merge
 
     h, w = args.height, args.width
@@ -985,6 +988,16 @@ def kernels(args) -> int:
                     print(f"  {tier:8s} {impl:8s} K={k}  update {t_update:.3f} s/photo  copy "
                           f"{t_copy:.3f} s  ratio {t_update / t_copy:.2f}  merge(2) {t_merge:.3f} s",
                           flush=True)
+    residual = []
+    for impl in impls:
+        with _kernels.use(impl):
+            for k in (1, 4):
+                racc = ResidualAccumulator(residual_layout(shape))
+                racc.update_batch(batch[:k])
+                t_res = _median_time(lambda: racc.update_batch(batch[:k]), reps) / k
+                del racc
+                residual.append({"kernels": impl, "batch": k, "seconds": t_res})
+                print(f"  residual {impl:8s} K={k}  {t_res:.3f} s/photo", flush=True)
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, "JPEG", quality=args.quality)
     data = buf.getvalue()
@@ -996,7 +1009,8 @@ def kernels(args) -> int:
     result = {"machine": machine_info(), "frame": {"width": w, "height": h, "channels": 3,
                                                    "jpeg_bytes": len(data),
                                                    "quality": args.quality},
-              "repetitions": reps, "rows": rows, "decode_seconds": decode}
+              "repetitions": reps, "rows": rows, "residual_rows": residual,
+              "decode_seconds": decode}
     os.makedirs(args.out, exist_ok=True)
     jpath = os.path.join(args.out, "bench-kernels.json")
     mpath = os.path.join(args.out, "bench-kernels.md")
@@ -1012,6 +1026,9 @@ def kernels(args) -> int:
                      f"{r['update_seconds']:.3f} | {r['copy_seconds']:.3f} | "
                      f"{r['update_vs_copy']:.2f} | {r['update_gb_per_s']:.2f} | "
                      f"{r['merge_two_seconds']:.3f} |")
+    lines += ["", "Temporal residual statistics of the same frame (luma and pooled chroma), "
+              "s per photo: " + ", ".join(f"{r['kernels']} K={r['batch']} {r['seconds']:.3f}"
+                                          for r in residual) + "."]
     lines += ["", "Decoding the same frame (JPEG q%d, %.2f MB), one process: %s." % (
         args.quality, len(data) / 1e6,
         ", ".join(f"{k} {v:.3f} s" for k, v in decode.items()))]

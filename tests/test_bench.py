@@ -171,6 +171,10 @@ def test_kernels_mode_writes_every_tier(tmp_path, bench_mod):
     assert "numpy" in impls and {r["batch"] for r in result["rows"]} == {1, 4}
     for r in result["rows"]:
         assert _numbers(r["update_vs_copy"]) and _numbers(r["update_seconds"])
+    assert [(r["kernels"], r["batch"]) for r in result["residual_rows"]] == \
+        [(i, k) for i in sorted(impls, key=[r["kernels"] for r in result["rows"]].index)
+         for k in (1, 4)]
+    assert all(_numbers(r["seconds"]) for r in result["residual_rows"])
     assert "simplejpeg" in result["decode_seconds"]
 
 
