@@ -65,6 +65,29 @@ def reference_stats(frames):
     return stack.mean(axis=0), stack.var(axis=0)
 
 
+def _photo_like_jpegs(directory, n, height, width, seed):
+    from hotpixel_shm.synth import make_photo_like
+    paths = []
+    for i in range(n):
+        p = str(directory / f"p{i}.jpg")
+        Image.fromarray(make_photo_like(height, width, seed=seed + i)).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def jpegs_12mp(tmp_path_factory):
+    """Four photo-like 12 MP JPEGs (4000 x 3000), written once per session:
+    two per worker for two workers (the planner's default batch of 2)."""
+    return _photo_like_jpegs(tmp_path_factory.mktemp("jpegs_12mp"), 4, 3000, 4000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def jpegs_24mp(tmp_path_factory):
+    """Three photo-like 24 MP JPEGs (6000 x 4000), written once per session."""
+    return _photo_like_jpegs(tmp_path_factory.mktemp("jpegs_24mp"), 3, 4000, 6000, seed=10)
+
+
 @pytest.fixture
 def small_set(tmp_path):
     """7 PNG photos 24x32 RGB (7 does not divide over 2 or 3 workers)."""
