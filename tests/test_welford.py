@@ -55,6 +55,14 @@ def _photos(n, shape, dtype, seed=0, kind="photo"):
     return frames
 
 
+def _dealt(tier, shape, dtype, frames, k):
+    """k accumulators of ``tier``, the frames dealt to them in turn (as workers get them)."""
+    out = [Accumulator(tier, shape, dtype) for _ in range(k)]
+    for i, frame in enumerate(frames):
+        out[i % k].update(frame)
+    return out
+
+
 def _exact_ref(frames):
     """Exact mean and population variance (rationals rounded once to float64)."""
     n = len(frames)
@@ -382,10 +390,7 @@ def test_in_place_merge_reuses_the_first_buffer_only_when_it_can(tier, dtype):
     frames = _photos(9, shape, dtype, seed=4)
 
     def accs():
-        out = [Accumulator(tier, shape, dtype) for _ in range(2)]
-        for i, frame in enumerate(frames):
-            out[i % 2].update(frame)
-        return out
+        return _dealt(tier, shape, dtype, frames, 2)
 
     ref = merge(accs(), in_place=False)
     first, second = accs()
@@ -524,10 +529,8 @@ def test_threaded_merge_is_identical(tier):
     imgs = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(9)]
     out = []
     for threads in (1, 3):
-        accs = [Accumulator(tier, shape, np.uint8) for _ in range(2)]
-        for i, im in enumerate(imgs):
-            accs[i % 2].update(im)
-        n, mean, var = merge(accs, block_values=256, threads=threads)
+        n, mean, var = merge(_dealt(tier, shape, np.uint8, imgs, 2), block_values=256,
+                             threads=threads)
         out.append((n, mean.copy(), var.copy()))
     assert out[0][0] == out[1][0] == 9
     np.testing.assert_array_equal(out[0][1], out[1][1])
@@ -570,10 +573,7 @@ def test_finalise_range_by_bands_gives_the_merge_bits(tier, dtype):
     frames = _photos(8, shape, dtype, seed=13)
 
     def accs():
-        out = [Accumulator(tier, shape, dtype) for _ in range(3)]
-        for i, frame in enumerate(frames):
-            out[i % 3].update(frame)
-        return out
+        return _dealt(tier, shape, dtype, frames, 3)
 
     n, mean, var = merge(accs(), in_place=False)
     sources = accs()
@@ -618,10 +618,7 @@ def test_fold_exact_gives_the_bits_of_the_unfolded_merge(dtype):
     frames = _photos(7, (5, 6, 3), dtype, seed=11)
 
     def accs():
-        out = [Accumulator("exact", (5, 6, 3), dtype) for _ in range(3)]
-        for i, f in enumerate(frames):
-            out[i % 3].update(f)
-        return out
+        return _dealt("exact", (5, 6, 3), dtype, frames, 3)
 
     m, v = np.empty(90), np.empty(90)
     finalise_range(accs(), 0, 90, m, v)
