@@ -281,7 +281,7 @@ def _judge_lines(first, second, length, step, sigma, edge, steady=None):
     return found
 
 
-def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo=0):
+def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo):
     """Like ``_judge_lines``, for lines offset along part of the frame only:
     runs of consecutive bands, each two-sided, offset the same way by
     ``_RUN_BAND_SIGMA`` robust sigmas of all lines' offsets in that band and
@@ -289,12 +289,16 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
     scores' sum over the square root of their count, and the best run of a
     line is reported when its score reaches ``RUN_SIGMA`` and it is steady
     over its whole length (``steady.steady``), extended by the bands beside
-    it that reach half its offset (as ``_judge_lines``'s extent).  Lines in
-    ``taken`` are skipped.  No band is judged within ``reach`` lines of a
-    one-sided difference ``_EDGE_RATIO`` times its offset (the ringing of
-    an edge in every frame), nor a line with a stronger one within ``echo``
-    lines over its run (its echo through the demosaic and JPEG, whether the
-    stronger one is a defect or something seen in a few photos)."""
+    it that reach half its offset (as ``_judge_lines``'s extent).
+
+    Not judged: a band within ``reach`` lines of a one-sided difference
+    ``_EDGE_RATIO`` times its offset (the ringing of an edge in every
+    frame); a line within ``echo`` lines of one in ``taken`` (the whole
+    lines found) or of one that stands out more on both sides over its run
+    (``_echo``: a line offsets its neighbours the other way, and in a photo
+    the demosaic and JPEG ring it, whether it is a defect or something seen
+    in a few photos).  Of partial lines within ``echo`` of each other whose
+    extents overlap, only the strongest is kept."""
     band_off = 0.5 * (first + second)
     two_sided = (np.sign(first) == np.sign(second)) & (np.minimum(np.abs(first), np.abs(second))
                                                        >= 0.5 * np.abs(band_off))
@@ -328,7 +332,7 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
                           >= RUN_SIGMA)[0]
         for i in cand:
             x = int(idx[i])
-            if x in taken:
+            if any(abs(j - x) <= echo for j in taken):
                 continue
             ok = [bool(hit[b, i]) and steady.shows(x, *span(b, b + 1), float(z[b, i]))
                   for b in range(nb)]
@@ -346,7 +350,7 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
                 continue
             run, score = best
             sign = float(np.sign(z[run[0], i]))
-            if echo and _echo(band_off, run, x, echo):
+            if _echo(first, second, run, x, echo):
                 continue
             if not steady.steady(x, *span(run[0], run[-1] + 1), sign):
                 continue
@@ -362,18 +366,25 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
                 b1 += 1
             start, stop = span(b0, b1 + 1)
             found.append((x, start, stop - 1, off, score, c))
-    return found
+    # of partial lines within ``echo`` of each other, the strongest
+    out = []
+    for f in sorted(found, key=lambda f: -f[4]):
+        if not any(abs(o[0] - f[0]) <= echo and o[1] <= f[2] and f[1] <= o[2] for o in out):
+            out.append(f)
+    return out
 
 
-def _echo(band_off, run, x, reach):
-    """Whether a line within ``reach`` of ``x`` has a larger median offset
-    (against each band's median line) over the bands ``run``."""
-    rows = band_off[run]
-    rel = np.abs(rows - np.median(rows, axis=1, keepdims=True))
-    lo, hi = max(0, x - reach), min(band_off.shape[1], x + reach + 1)
-    med = np.median(rel[:, lo:hi], axis=0)
-    own = med[x - lo]
-    return bool(np.any(np.delete(med, x - lo) > own))
+def _echo(first, second, run, x, reach):
+    """Whether a line within ``reach`` of ``x`` stands out more on both
+    sides over the bands ``run``: its median, over them, of the smaller of
+    its two differences (zero where they differ in sign) is larger.  A line
+    offsets its neighbour lines the other way, one-sided; the scene's
+    texture can make that two-sided in some bands, but less than the line."""
+    lo, hi = max(0, x - reach), min(first.shape[1], x + reach + 1)
+    a, b = first[run, lo:hi], second[run, lo:hi]
+    both = np.where(np.sign(a) == np.sign(b), np.minimum(np.abs(a), np.abs(b)), 0.0)
+    med = np.median(both, axis=0)
+    return bool(np.any(np.delete(med, x - lo) > med[x - lo]))
 
 
 class _Steady:
@@ -498,7 +509,7 @@ class _Steady:
 
 
 def _lines_of_plane(plane, step, sigma, edge, res=None, var_planes=(), var=None, reach=4,
-                    echo=0):
+                    echo=1):
     """``(kind, index, start, stop, offset, score)`` in plane coordinates.
     ``res``: the plane's residual mean and variance (2-D, aligned with it)
     and their frame count, or None; ``var_planes``: the variance's planes
