@@ -281,7 +281,8 @@ def _judge_lines(first, second, length, step, sigma, edge, steady=None):
     return found
 
 
-def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo):
+def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo,
+                   near_edge=None):
     """Like ``_judge_lines``, for lines offset along part of the frame only:
     runs of consecutive bands, each two-sided, offset the same way by
     ``_RUN_BAND_SIGMA`` robust sigmas of all lines' offsets in that band and
@@ -297,8 +298,10 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
     lines found) or of one that stands out more on both sides over its run
     (``_echo``: a line offsets its neighbours the other way, and in a photo
     the demosaic and JPEG ring it, whether it is a defect or something seen
-    in a few photos).  Of partial lines within ``echo`` of each other whose
-    extents overlap, only the strongest is kept."""
+    in a few photos); a run where ``near_edge(x, v0, v1, offset)`` says an
+    edge covering part of each band is that close (``_near_edge``).  Of
+    partial lines within ``echo`` of each other whose extents overlap, only
+    the strongest is kept."""
     band_off = 0.5 * (first + second)
     two_sided = (np.sign(first) == np.sign(second)) & (np.minimum(np.abs(first), np.abs(second))
                                                        >= 0.5 * np.abs(band_off))
@@ -308,12 +311,16 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
     # next to an edge that is in every frame (a horizon, a clipped lamp),
     # the demosaic and JPEG ring: a band is not judged where a line within
     # ``reach`` has a one-sided difference of _EDGE_RATIO times its offset
+    centre_all = np.median(band_off, axis=1)
     steep = np.maximum(np.abs(first), np.abs(second))
     steep = ndimage.maximum_filter1d(steep, 2 * reach + 1, axis=1, mode="nearest")
     edgy = steep > _EDGE_RATIO * np.abs(band_off - np.median(band_off, axis=1, keepdims=True))
 
     def span(b0, b1):
         return b0 * _BAND, min(length, b1 * _BAND)
+
+    def off_of(run):
+        return float(np.median(band_off[run, x] - centre_all[run]))
 
     for phase in range(2):
         idx = inner[inner % 2 == phase]
@@ -351,6 +358,8 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
             run, score = best
             sign = float(np.sign(z[run[0], i]))
             if _echo(first, second, run, x, echo):
+                continue
+            if near_edge is not None and near_edge(x, *span(run[0], run[-1] + 1), off_of(run)):
                 continue
             if not steady.steady(x, *span(run[0], run[-1] + 1), sign):
                 continue
@@ -529,7 +538,8 @@ def _lines_of_plane(plane, step, sigma, edge, res=None, var_planes=(), var=None,
         found = _judge_lines(first, second, length, step, sigma, edge, steady)
         if steady is not None:
             found += _partial_lines(first, second, length, step, edge, steady,
-                                    {f[0] for f in found}, reach, echo)
+                                    {f[0] for f in found}, reach, echo,
+                                    _near_edge(plane, kind, step, reach))
         for i, a, b, off, z, centre in found:
             a, b = _refine(plane, kind, i, a, b, off, centre, step, length,
                            None if steady is None else steady.mean)
@@ -549,6 +559,27 @@ def _near_overlay(var, kind):
         ys, xs = (vs, xs) if kind == "column" else (xs, vs)
         return bool(near(var, ys, xs, DetectOptions.static_ratio).mean() >= 0.25)
     return overlay
+
+
+def _near_edge(plane, kind, step, reach):
+    """``f(x, v0, v1, off)``: whether, over ``v0 <= v < v1``, a quarter or
+    more of the photosites have, within ``reach`` lines of line ``x``, a
+    difference between same-colour lines ``step`` apart of more than
+    ``_EDGE_RATIO`` times ``|off|`` -- an edge too short to move a band's
+    median (a clipped lamp's side beside the line)."""
+    def near(x, v0, v1, off):
+        lo = max(0, x - reach - step)
+        if kind == "column":
+            hi = min(plane.width, x + reach + step + 1)
+            a = plane.rows(v0, v1)[:, lo:hi]
+        else:
+            hi = min(plane.height, x + reach + step + 1)
+            a = plane.rows(lo, hi)[:, v0:v1].T
+        if a.shape[1] <= step:
+            return False
+        d = np.abs(a[:, step:] - a[:, :-step]).max(axis=1)
+        return bool((d > _EDGE_RATIO * abs(off)).mean() >= 0.25)
+    return near
 
 
 def _pixel_var(plane, kind):

@@ -217,3 +217,27 @@ def test_transient_pole_in_three_photos_is_not_a_line(rows):
     assert with_res == []
     if rows == (0, 119):     # the mean alone cannot tell: the check can fail
         assert [(d.kind, d.index) for d in mean_only] == [("column", 57)]
+
+
+def test_partial_column_through_the_command_line(tmp_path):
+    # the run keeps residual statistics by default and the report has the
+    # partial column; --no-residuals falls back to the mean-only rule
+    import json
+
+    from conftest import write_images
+    from hotpixel_shm.cli import main
+
+    frames = _frames_with(3, 57, (20, 100), range(16), 25.0)
+    d = tmp_path / "photos"
+    d.mkdir()
+    write_images(str(d), frames)
+    reports = {}
+    for name, extra in (("res", []), ("mean", ["--no-residuals"])):
+        out = str(tmp_path / f"{name}.json")
+        assert main(["-q", "--workers", "1", "--json", out, *extra, str(d)]) == 0
+        with open(out) as fh:
+            reports[name] = json.load(fh)["lines"]
+    assert [(ln["kind"], ln["x"]) for ln in reports["res"]] == [("column", 57)]
+    assert abs(reports["res"][0]["from"] - 20) <= 3 and abs(reports["res"][0]["to"] - 100) <= 3
+    # 81 of 120 rows: in 2 of the 4 bands, not more than half of them
+    assert reports["mean"] == []
