@@ -24,7 +24,14 @@ change-point search (CUSUM) in the bands where the offset begins and ends
 or a band reader), so the working memory is a band and one value per band
 and line.
 
-This module is numerics only (numpy).
+With the temporal residual statistics (``hotpixel_shm.residual``), a line
+must also be steady -- offset in every frame, not in a few, which the mean
+alone cannot tell from a thin structure seen in two or three photos at the
+same place (``_Steady``) -- and lines along part of the frame are found too,
+as runs of bands (``_partial_lines``), their ``from``/``to`` by the CUSUM
+over the line's residual mean.
+
+This module is numerics only (numpy, scipy.ndimage).
 """
 from __future__ import annotations
 
@@ -73,6 +80,10 @@ _STATIC_EXCESS = 0.25
 # raw mosaic) of a one-sided difference this many times its offset is the
 # ringing of an edge in every frame.
 _EDGE_RATIO = 3.0
+# ... and one photosite's difference this many times (a clipped lamp's side,
+# too short to move a band's median; the texture of a mean image reaches a
+# few times a weak line's offset photosite by photosite).
+_EDGE_PIXEL_RATIO = 8.0
 _RING = 8
 # Standard error of a median of normal values, in units of the mean's.
 _MEDIAN_SE = 1.2533
@@ -442,9 +453,13 @@ class _Steady:
         return False
 
     def _window(self, x, v0, v1, sign):
-        """Per line of the window around ``x``: median residual mean (of the
-        offset's sign), median variance ratio to the two neighbour lines',
-        median neighbour variance; the index of ``x``; the nearby lines."""
+        """Per line of the window around ``x`` (6 steps each way), over
+        ``v0 <= v < v1``: the median residual mean (of the offset's sign),
+        the median ratio of the residual variance to the nearby lines'
+        median in the same row, and that median; the index of ``x``; which
+        lines are nearby (2 steps or more from ``x``); the standard errors
+        of a median residual mean and of a median ratio.  None when the
+        window is too narrow."""
         s, n = self.step, self.var.shape[1]
         lo, hi = max(0, x - 7 * s), min(n, x + 7 * s + 1)
         if x - s < lo or x + s >= hi:
@@ -493,10 +508,12 @@ class _Steady:
         return float(med_m[at]) - mid >= _RESIDUAL_SIGMA * max(noise, se_m, 1e-6)
 
     def steady(self, x, v0, v1, sign) -> bool:
-        """``shows``, and line ``x``'s median ratio of residual variance to its
-        neighbour lines' exceeds the nearby lines' by at most its squared
-        residual mean over the neighbours' variance (``q >= 1/2``) plus
-        ``_STEADY_NOISE`` robust sigmas of the nearby lines' ratios."""
+        """``shows``, not ``quiet`` nor beside an overlay, and line ``x``'s
+        median ratio of residual variance to the nearby lines' exceeds
+        theirs by at most its squared residual mean over their variance
+        (``q >= 1/2``) plus ``_STEADY_NOISE`` robust sigmas of the nearby
+        lines' ratios (or the standard error of a median ratio), nor falls
+        that many below."""
         w = self._window(x, v0, v1, sign)
         if w is None:
             return False
@@ -565,7 +582,7 @@ def _near_edge(plane, kind, step, reach):
     """``f(x, v0, v1, off)``: whether, over ``v0 <= v < v1``, a quarter or
     more of the photosites have, within ``reach`` lines of line ``x``, a
     difference between same-colour lines ``step`` apart of more than
-    ``_EDGE_RATIO`` times ``|off|`` -- an edge too short to move a band's
+    ``_EDGE_PIXEL_RATIO`` times ``|off|`` -- an edge too short to move a band's
     median (a clipped lamp's side beside the line)."""
     def near(x, v0, v1, off):
         lo = max(0, x - reach - step)
@@ -578,7 +595,7 @@ def _near_edge(plane, kind, step, reach):
         if a.shape[1] <= step:
             return False
         d = np.abs(a[:, step:] - a[:, :-step]).max(axis=1)
-        return bool((d > _EDGE_RATIO * abs(off)).mean() >= 0.25)
+        return bool((d > _EDGE_PIXEL_RATIO * abs(off)).mean() >= 0.25)
     return near
 
 
@@ -670,11 +687,12 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
     residuals : hotpixel_shm.residual.Residuals, optional
         Temporal residual statistics of the same frames.  With them a line
         must be steady -- offset in every frame, not in a few (a pole) --
-        in more than half of its offset bands, and partial lines (a run of
-        at least two bands offset by ``RUN_SIGMA`` in each) are reported
-        too; without them (loaded statistics that lack them, dark frames,
-        ``--no-residuals``) only lines offset in more than half of the
-        bands, on the mean alone.
+        over its offset bands, and partial lines (runs of bands whose
+        combined score reaches ``RUN_SIGMA``) are reported too.  Without
+        them (loaded statistics that lack them, dark frames,
+        ``--no-residuals``), or when their planes do not match the lines'
+        (another neighbour distance), only lines offset in more than half
+        of the bands, on the mean alone.
 
     Returns
     -------
