@@ -368,14 +368,41 @@ class _Member:
     def read(self, start, stop, out=None):
         """Flat values ``[start, stop)`` (into ``out`` if given)."""
         out = np.empty(stop - start, self.dtype) if out is None else out
-        view = memoryview(out.reshape(-1)).cast("B")
-        pos, done = self.offset + start * self.dtype.itemsize, 0
-        while done < len(view):
-            k = os.preadv(self.fd, [view[done:]], pos + done)
-            if k <= 0:
-                raise HotPixelError("the checkpoint file was cut short")
-            done += k
+        _positioned_io(self.fd, memoryview(out.reshape(-1)).cast("B"),
+                       self.offset + start * self.dtype.itemsize, False, "the checkpoint file")
         return out
+
+
+def _positioned_io(fd, view, offset, write, what):
+    """Write ``view`` at ``offset`` of ``fd``, or fill it from there, whole
+    (positioned reads and writes may do part of it at a time)."""
+    done = 0
+    while done < len(view):
+        if write:
+            k = os.pwrite(fd, view[done:], offset + done)
+        else:
+            k = os.preadv(fd, [view[done:]], offset + done)
+        if k <= 0:
+            raise HotPixelError(f"{what} was cut short")
+        done += k
+
+
+class _FileHandle:
+    """Owns ``_fd``, an open file descriptor, until :meth:`close`."""
+
+    _fd = None
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 class _FilePart:
@@ -391,7 +418,7 @@ class _FilePart:
                        tuple(m.read(start, stop) for m in self.members))
 
 
-class BandCheckpoint:
+class BandCheckpoint(_FileHandle):
     """A checkpoint of band passes, read from its file as needed
     (:func:`load_band_checkpoint`); the attributes of ``engine.BandSnapshot``
     plus ``sample_dtype``, ``mosaic``, ``camera``, ``loaded_files`` and ``path``."""
@@ -493,17 +520,6 @@ class BandCheckpoint:
     def finished(self):
         return self
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
 
 def load_band_checkpoint(path) -> BandCheckpoint:
     """Read a checkpoint written by :func:`save_band_checkpoint`.
@@ -516,7 +532,7 @@ def load_band_checkpoint(path) -> BandCheckpoint:
     return BandCheckpoint(path)
 
 
-class BandFile:
+class BandFile(_FileHandle):
     """Finished statistics kept on disk, written and read a band of rows at a time.
 
     The result store of band passes (``--bands``): each pass writes the rows it
@@ -561,17 +577,9 @@ class BandFile:
 
     def _io(self, plane, y0, arr, write):
         arr = np.ascontiguousarray(arr, dtype=self.dtype) if write else arr
-        view = memoryview(arr).cast("B")
-        offset = plane * self._plane_bytes + int(y0) * self._row_bytes
-        done = 0
-        while done < len(view):
-            if write:
-                k = os.pwrite(self._fd, view[done:], offset + done)
-            else:
-                k = os.preadv(self._fd, [view[done:]], offset + done)
-            if k <= 0:
-                raise HotPixelError("the band-pass file was cut short")
-            done += k
+        _positioned_io(self._fd, memoryview(arr).cast("B"),
+                       plane * self._plane_bytes + int(y0) * self._row_bytes, write,
+                       "the band-pass file")
 
     def write_rows(self, y0, mean, var) -> None:
         """Store finished rows starting at row ``y0``."""
@@ -600,15 +608,3 @@ class BandFile:
                 np.copyto(om, m, casting="unsafe")
                 np.copyto(ov, v, casting="unsafe")
         return BandReader(self.shape, self.dtype, finish)
-
-    def close(self) -> None:
-        """Close the file (it has no name: its space is freed)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass

@@ -439,6 +439,26 @@ def _check_compatible(accs):
                 f"{first.tier} {first.shape} {first.sample_dtype} one")
 
 
+def _same_size_parts(sources):
+    """(partials, values per partial) of the sources, all of one size."""
+    parts = [_as_partial(s) for s in sources]
+    if not parts:
+        raise HotPixelError("nothing to merge: no partial result")
+    size = parts[0].fields[0].size
+    for p in parts:
+        if p.fields[0].size != size:
+            raise HotPixelError(f"cannot merge partial results of {p.fields[0].size} and {size} values")
+    return parts, size
+
+
+def _image_count(parts) -> int:
+    """The images the partial results hold; an error when there is none."""
+    total = sum(p.n for p in parts if p.n > 0)
+    if total == 0:
+        raise HotPixelError("nothing to merge: no image was accumulated")
+    return total
+
+
 def _flat_out(arr, length, name):
     if not isinstance(arr, np.ndarray) or arr.dtype not in (np.float32, np.float64):
         raise HotPixelError(f"{name} must be a float32 or float64 array")
@@ -491,18 +511,11 @@ def finalise_range(sources, start: int, stop: int, out_mean: np.ndarray, out_var
     exact accumulator (so any split of the images gives the serial bits),
     anything else is combined with Chan's formula in float64.
     """
-    parts = [_as_partial(s) for s in sources]
-    if not parts:
-        raise HotPixelError("nothing to merge: no partial result")
-    size = parts[0].fields[0].size
-    for p in parts:
-        if p.fields[0].size != size:
-            raise HotPixelError(f"cannot merge partial results of {p.fields[0].size} and {size} values")
+    parts, size = _same_size_parts(sources)
     start, stop = int(start), int(stop)
     if not 0 <= start < stop <= size:
         raise HotPixelError(f"range [{start}, {stop}) is not within the {size} values")
-    if sum(p.n for p in parts if p.n > 0) == 0:
-        raise HotPixelError("nothing to merge: no image was accumulated")
+    _image_count(parts)
     out_mean = _flat_out(out_mean, stop - start, "out_mean")
     out_var = _flat_out(out_var, stop - start, "out_var")
     return _reduce(parts, start, stop, out_mean, out_var, block_values, threads)
@@ -550,22 +563,15 @@ def finalise_at(sources, index, out_mean: np.ndarray, out_var: np.ndarray, *,
     HotPixelError
         As :func:`finalise_range`, or an index outside the values.
     """
-    parts = [_as_partial(s) for s in sources]
-    if not parts:
-        raise HotPixelError("nothing to merge: no partial result")
-    size = parts[0].fields[0].size
-    for p in parts:
-        if p.fields[0].size != size:
-            raise HotPixelError(f"cannot merge partial results of {p.fields[0].size} and {size} values")
+    parts, size = _same_size_parts(sources)
     index = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
     if index.size and (int(index.min()) < 0 or int(index.max()) >= size):
         raise HotPixelError(f"an index is not within the {size} values")
-    if sum(p.n for p in parts if p.n > 0) == 0:
-        raise HotPixelError("nothing to merge: no image was accumulated")
+    total = _image_count(parts)
     out_mean = _flat_out(out_mean, index.size, "out_mean")
     out_var = _flat_out(out_var, index.size, "out_var")
     if not index.size:
-        return sum(p.n for p in parts if p.n > 0)
+        return total
     return kernels.reduce_at(parts, index, out_mean, out_var, block_values)
 
 
