@@ -717,14 +717,14 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
     out: List[LineDefect] = []
     if cfa is not None:
         p = cfa_period(cfa)
+        full = _residual_planes(residuals, (h, w), p, 0)
         for dy in range(p):
             for dx in range(p):
                 plane = _Plane(mean, 0, dy, dx, p)
                 if plane.height == 0 or plane.width == 0:
                     continue
-                res = _residual_planes(residuals, (h, w), p, 0)
-                if res is not None:
-                    res = (res[0][dy::p, dx::p], res[1][dy::p, dx::p], res[2])
+                res = None if full is None else (full[0][dy::p, dx::p], full[1][dy::p, dx::p],
+                                                 full[2])
                 vp = [] if var is None else [_Plane(var, 0, dy, dx, p)]
                 for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1, res, vp):
                     if kind == "column":
@@ -732,13 +732,13 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
                     else:
                         index, start, stop = i * p + dy, a * p + dx, min(w - 1, b * p + dx)
                     out.append(LineDefect(kind, index, start, stop, [0], off, abs(z)))
-        out = _merge_phases(out, cfa, colour_desc)
+        out = _merge_phases(out, cfa, p, colour_desc)
     else:
         s = 2 if step is None else int(step)
         raw = []
+        vp = [] if var is None else [_Plane(var, k) for k in range(c)]
         for ch in range(c):
             res = _residual_planes(residuals, (h, w), s, 0 if c == 3 else ch)
-            vp = [] if var is None else [_Plane(var, k) for k in range(c)]
             for kind, i, a, b, off, z in _lines_of_plane(
                     _Plane(mean, ch), s, sigma, _EDGE, res, vp,
                     None if var is None or len(var.shape) != 3 else var, _RING, _ECHO):
@@ -775,13 +775,9 @@ def _merge_neighbours(lines, reach):
     return out
 
 
-def cfa_period_of(cfa):
-    from .detect import cfa_period
-    return cfa_period(cfa)
-
-
-def _merge_phases(lines, cfa, letters):
-    """A raw column found in both of its sub-grids is one line (of both colours)."""
+def _merge_phases(lines, cfa, p, letters):
+    """A raw column found in both of its sub-grids is one line (of both
+    colours); ``p`` is the CFA's period (``detect.cfa_period``)."""
     out: List[LineDefect] = []
     for d in sorted(lines, key=lambda d: -d.score):
         host = next((o for o in out if o.kind == d.kind and o.index == d.index), None)
@@ -790,7 +786,6 @@ def _merge_phases(lines, cfa, letters):
             out.append(host)
         else:
             host.start, host.stop = min(host.start, d.start), max(host.stop, d.stop)
-    p = cfa_period_of(cfa)
     for d in out:
         idx = sorted({int(cfa[v, d.index]) for v in range(p)} if d.kind == "column"
                      else {int(cfa[d.index, v]) for v in range(p)})
