@@ -454,12 +454,11 @@ class _Steady:
 
     def _window(self, x, v0, v1, sign):
         """Per line of the window around ``x`` (6 steps each way), over
-        ``v0 <= v < v1``: the median residual mean (of the offset's sign),
-        the median ratio of the residual variance to the nearby lines'
-        median in the same row, and that median; the index of ``x``; which
-        lines are nearby (2 steps or more from ``x``); the standard errors
-        of a median residual mean and of a median ratio.  None when the
-        window is too narrow."""
+        ``v0 <= v < v1``: the median residual mean (of the offset's sign);
+        the index of ``x``; which lines are nearby (2 steps or more from
+        ``x``); the residual variance of the window's lines and, per row,
+        the nearby lines' median of it; the standard error of a median
+        residual mean.  None when the window is too narrow."""
         s, n = self.step, self.var.shape[1]
         lo, hi = max(0, x - 7 * s), min(n, x + 7 * s + 1)
         if x - s < lo or x + s >= hi:
@@ -478,59 +477,54 @@ class _Steady:
         ref = np.median(v[:, js[near]], axis=1)
         floor = max(float(np.median(ref)) * 1e-3, 1e-12)
         ref = np.maximum(ref, floor)
-        ratio = np.median(v[:, js] / ref[:, None], axis=0)
-        vn = np.broadcast_to(ref[:, None], (ref.size, js.size))
-        # the standard errors of a median over the span, of a residual mean
-        # (spread sqrt(vn / n)) and of a variance ratio (about sqrt(3 / (n - 1)))
-        k = _MEDIAN_SE / np.sqrt(v1 - v0)
-        se_m = k * float(np.sqrt(np.median(vn[:, at]) / self.n))
-        se_r = k * float(np.sqrt(3.0 / (self.n - 1)))
-        return med_m, ratio, np.median(vn, axis=0), at, near, se_m, se_r
+        # the standard error of a median over the span of a residual mean
+        # (spread sqrt(ref / n))
+        se_m = _MEDIAN_SE / np.sqrt(v1 - v0) * float(np.sqrt(np.median(ref) / self.n))
+        return med_m, at, near, v[:, js], ref, se_m
 
     @staticmethod
     def _spread(a):
         mid = float(np.median(a))
         return mid, _MAD_TO_SIGMA * float(np.median(np.abs(a - mid)))
 
+    def _shown(self, x, v0, v1, sign):
+        """``(window, r)``: ``_window`` and line ``x``'s median residual mean
+        above the nearby lines' when ``shows``, else None."""
+        w = self._window(x, v0, v1, sign)
+        if w is None or self.quiet(x, v0, v1):
+            return None
+        med_m, at, near, _, _, se_m = w
+        mid, noise = self._spread(med_m[near])
+        r = float(med_m[at]) - mid
+        return (w, r) if r >= _RESIDUAL_SIGMA * max(noise, se_m, 1e-6) else None
+
     def shows(self, x, v0, v1, sign) -> bool:
         """Line ``x``'s median residual mean over ``v0 <= v < v1``, of the
         offset's sign, stands ``_RESIDUAL_SIGMA`` robust sigmas above the
         nearby lines' (an edge of the scene at the same place in several
         photos offsets the mean image, not the residual: the median of the
-        four neighbours takes the edge's side)."""
-        w = self._window(x, v0, v1, sign)
-        if w is None:
-            return False
-        med_m, _, _, at, near, se_m, _ = w
-        if self.quiet(x, v0, v1):
-            return False
-        mid, noise = self._spread(med_m[near])
-        return float(med_m[at]) - mid >= _RESIDUAL_SIGMA * max(noise, se_m, 1e-6)
+        four neighbours takes the edge's side), and it is not ``quiet``."""
+        return self._shown(x, v0, v1, sign) is not None
 
     def steady(self, x, v0, v1, sign) -> bool:
-        """``shows``, not ``quiet`` nor beside an overlay, and line ``x``'s
-        median ratio of residual variance to the nearby lines' exceeds
-        theirs by at most its squared residual mean over their variance
-        (``q >= 1/2``) plus ``_STEADY_NOISE`` robust sigmas of the nearby
-        lines' ratios (or the standard error of a median ratio), nor falls
-        that many below."""
-        w = self._window(x, v0, v1, sign)
-        if w is None:
+        """``shows``, not beside an overlay, and line ``x``'s median ratio of
+        residual variance to the nearby lines' (per row) exceeds theirs by
+        at most its squared residual mean over their variance (``q >= 1/2``)
+        plus ``_STEADY_NOISE`` robust sigmas of the nearby lines' ratios (or
+        the standard error of a median ratio, about ``sqrt(3 / (n - 1))``
+        over the span), nor falls that many below."""
+        shown = self._shown(x, v0, v1, sign)
+        if shown is None or (self.overlay is not None and self.overlay(x, v0, v1)):
             return False
-        med_m, ratio, vn, at, near, se_m, se_r = w
-        if self.quiet(x, v0, v1) or (self.overlay is not None and self.overlay(x, v0, v1)):
-            return False
-        mid_m, noise_m = self._spread(med_m[near])
-        r = float(med_m[at]) - mid_m
-        if r < _RESIDUAL_SIGMA * max(noise_m, se_m, 1e-6):
-            return False
+        (_, at, near, v, ref, _), r = shown
+        ratio = np.median(v / ref[:, None], axis=0)
         mid, noise = self._spread(ratio[near])
-        noise = max(noise, se_r)
+        noise = max(noise, _MEDIAN_SE / np.sqrt(v1 - v0) * float(np.sqrt(3.0 / (self.n - 1))))
         # a static overlay (a date stamp burnt in) is steady too, but its
         # residual varies less than its neighbours' (half of its neighbours
         # are on it): the ratio must not fall below the nearby lines' either
         excess = float(ratio[at]) - mid
-        return -_STEADY_NOISE * noise <= excess <= (r * r / max(float(vn[at]), 1e-12)
+        return -_STEADY_NOISE * noise <= excess <= (r * r / max(float(np.median(ref)), 1e-12)
                                                     + _STEADY_NOISE * noise)
 
 
