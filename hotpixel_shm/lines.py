@@ -254,6 +254,14 @@ def _majority(bands):
     return np.where(np.abs(a) < np.abs(b), a, b)
 
 
+def _two_sided(first, second, offset):
+    """Whether the differences to both sides agree in sign and each is at
+    least half of their mean ``offset`` (an edge that is the same in every
+    photo agrees with one side only)."""
+    return (np.sign(first) == np.sign(second)) & (np.minimum(np.abs(first), np.abs(second))
+                                                  >= 0.5 * np.abs(offset))
+
+
 def _judge_lines(first, second, length, step, sigma, edge, steady=None):
     """``(index, start, stop, offset, score, centre)`` of the bad lines, from
     per-band medians against both sides (``(bands, lines)`` arrays); ``start``
@@ -262,9 +270,7 @@ def _judge_lines(first, second, length, step, sigma, edge, steady=None):
     steady over its offset bands (``_Steady.steady``)."""
     pl, pr = _majority(first), _majority(second)
     prof = 0.5 * (pl + pr)
-    # an edge that is the same in every photo agrees with one side
-    two_sided = (np.sign(pl) == np.sign(pr)) & (np.minimum(np.abs(pl), np.abs(pr))
-                                                >= 0.5 * np.abs(prof))
+    two_sided = _two_sided(pl, pr, prof)
     n = prof.size
     found = []
     inner = np.arange(max(step, edge), n - max(step, edge))
@@ -314,8 +320,7 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
     partial lines within ``echo`` of each other whose extents overlap, only
     the strongest is kept."""
     band_off = 0.5 * (first + second)
-    two_sided = (np.sign(first) == np.sign(second)) & (np.minimum(np.abs(first), np.abs(second))
-                                                       >= 0.5 * np.abs(band_off))
+    two_sided = _two_sided(first, second, band_off)
     nb, n = band_off.shape
     found = []
     inner = np.arange(max(step, edge), n - max(step, edge))
@@ -325,7 +330,7 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
     centre_all = np.median(band_off, axis=1)
     steep = np.maximum(np.abs(first), np.abs(second))
     steep = ndimage.maximum_filter1d(steep, 2 * reach + 1, axis=1, mode="nearest")
-    edgy = steep > _EDGE_RATIO * np.abs(band_off - np.median(band_off, axis=1, keepdims=True))
+    edgy = steep > _EDGE_RATIO * np.abs(band_off - centre_all[:, None])
 
     def span(b0, b1):
         return b0 * _BAND, min(length, b1 * _BAND)
