@@ -39,7 +39,7 @@ import numpy as np
 
 from . import shm as _shm
 from . import tiers
-from .bands import BandArray, BandReader, band_rows, iter_bands
+from .bands import BandArray, BandReader, band_rows, default_band_rows, iter_bands
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
@@ -689,7 +689,8 @@ def _run_bands(job, progress, should_stop, on_checkpoint):
     if resume is not None:
         _copy_finished(resume.finished, store, job.shape, passes[first][0])
         if first > 0:
-            missing = [f for f in resume.used if f not in set(job.files)]
+            given = set(job.files)
+            missing = [f for f in resume.used if f not in given]
             if missing:
                 store.close()
                 raise HotPixelError(f"{missing[0]}: used by the checkpointed band passes but "
@@ -699,14 +700,15 @@ def _run_bands(job, progress, should_stop, on_checkpoint):
     skipped = [] if resume is None else list(resume.skipped)
     deaths = max_msg = 0
     total = len(files) * (len(passes) - first)
-    counted = [0]
+    counted = 0         # files accumulated by the passes finished so far
     for p in range(first, len(passes)):
         rows = passes[p]
         saved = list(resume.parts) if resume is not None and p == first else []
         saved_files = list(resume.partial_files) if resume is not None and p == first else []
-        todo = [f for f in files if f not in set(saved_files)]
+        resumed = set(saved_files)
+        todo = [f for f in files if f not in resumed]
         sub = dataclasses.replace(job, files=todo, rows=rows, resume=None)
-        base = counted[0] + len(saved_files)
+        base = counted + len(saved_files)
 
         def step(done, _total, skips, base=base):
             progress(min(total, base + done), total, len(skipped) + skips)
@@ -757,7 +759,7 @@ def _run_bands(job, progress, should_stop, on_checkpoint):
         parts = [_AccPart(a) for a in res.parts] + saved
         for y0, _, mean, var in iter_bands(_parts_reader(parts, sub.acc_shape, rdt)):
             store.write_rows(rows[0] + y0, mean, var)
-        counted[0] += len(this)
+        counted += len(this)
         res = parts = saved = None       # frees this pass's accumulators before the next pass
     reader = store.reader()
     stats = Stats(n=len(used), mean=BandArray(reader, "mean"), var=BandArray(reader, "var"),
@@ -768,7 +770,7 @@ def _run_bands(job, progress, should_stop, on_checkpoint):
 def _copy_finished(finished, store, shape, y_end):
     """Rows ``0 <= y < y_end`` of a checkpoint's finished passes into ``store``."""
     _, w, c = shape
-    step = max(1, (1 << 19) // (w * c))
+    step = default_band_rows(shape)
     for y0 in range(0, y_end, step):
         y1 = min(y_end, y0 + step)
         m = np.empty((y1 - y0, w, c), store.dtype)
