@@ -24,6 +24,7 @@ from typing import List, Optional
 import numpy as np
 from scipy import ndimage
 
+from .bands import DEFAULT_BAND_VALUES
 from .detect import DetectOptions, cfa_period, check_stats, detect
 from .errors import HotPixelError
 from .model import Defect
@@ -54,7 +55,7 @@ def _saturated(mean2d, var2d, period: int, white: Optional[float]) -> np.ndarray
     arrays; only the boolean result is frame-sized.
     """
     hgt, wid = mean2d.shape
-    step = max(1, (1 << 19) // max(1, wid))
+    step = max(1, DEFAULT_BAND_VALUES // max(1, wid))
     step = -(-step // period) * period           # bands start on the CFA tile
     tops = np.full((period, period), -np.inf)
     for y0 in range(0, hgt, step):
