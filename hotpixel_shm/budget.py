@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 
 from . import tiers
+from .bands import band_rows, reader_cache_bytes
 from .errors import HotPixelError, PlanError
 from .kernels_numpy import MAX_BATCH
 
@@ -722,7 +723,6 @@ def _result_bytes(shape, tier):
     # the reader's cache of bands is all they take.
     if tiers.finishes_in_place(tier):
         return 0
-    from .bands import reader_cache_bytes
     return reader_cache_bytes(shape, tiers.result_dtype(tier))
 
 
@@ -980,7 +980,6 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
             band_read = bands > 1 or not tiers.finishes_in_place(tier)
             detect_bytes += (3 if band_read else 2) * h * w
     loaded = 0 if loaded_dtype is None else 2 * values * np.dtype(loaded_dtype).itemsize
-    from .bands import reader_cache_bytes
     bands_read = reader_cache_bytes((h, w, c), tiers.result_dtype(tier))
     # a checkpoint's snapshot is read band by band while the workers wait
     # (and merged band by band with loaded statistics)
@@ -1021,8 +1020,10 @@ MIN_BAND_ROWS = 32
 
 
 def band_height(height, bands) -> int:
-    """Rows of the tallest band when a frame of ``height`` rows is split in ``bands`` passes."""
-    return -(-int(height) // int(bands))
+    """Rows of the tallest band when a frame of ``height`` rows is split in
+    ``bands`` passes (the first of ``bands.band_rows``, which the engine runs)."""
+    y0, y1 = band_rows(height, bands)[0]
+    return y1 - y0
 
 
 def max_bands(height) -> int:
