@@ -363,7 +363,7 @@ class BandArray:
         original = key
         if not isinstance(key, tuple):
             key = (key,)
-        if any(isinstance(k, np.ndarray) and k.dtype == bool for k in key):
+        if any(isinstance(k, (np.ndarray, list)) and np.asarray(k).dtype == bool for k in key):
             return np.asarray(self)[original]         # a mask: the whole view, read
         if any(k is Ellipsis for k in key):
             i = key.index(Ellipsis)
@@ -372,8 +372,7 @@ class BandArray:
             raise IndexError(f"too many indices for a {self.ndim}-d BandArray")
         key = key + (slice(None),) * (self.ndim - len(key))
         if any(isinstance(k, (np.ndarray, list)) for k in key):
-            if any(isinstance(k, slice) for k in key) or \
-                    any(np.asarray(k).dtype == bool for k in key if isinstance(k, (np.ndarray, list))):
+            if any(isinstance(k, slice) for k in key):
                 return np.asarray(self)[original]     # a mixed key: the whole view, read
             return self._gather(key)
         rows, cols, chan = self._rows, self._cols, self._chan
