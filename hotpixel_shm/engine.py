@@ -136,9 +136,13 @@ class Job:
     @property
     def acc_shape(self):
         """Shape of the accumulators: the frame, or the band of :attr:`rows`."""
-        if self.rows is None:
-            return self.shape
-        return (self.rows[1] - self.rows[0],) + self.shape[1:]
+        return _acc_shape(self.shape, self.rows)
+
+
+def _acc_shape(shape, rows):
+    """The frame ``shape``, or the band of ``rows`` (``(y0, y1)``) in it."""
+    shape = tuple(shape)
+    return shape if rows is None else (rows[1] - rows[0],) + shape[1:]
 
 
 @dataclass
@@ -404,7 +408,7 @@ def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixe
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         _orphaned(seg_name)
     seg = _shm.Segment.attach(seg_name)
-    acc_shape = shape if rows is None else (rows[1] - rows[0],) + tuple(shape[1:])
+    acc_shape = _acc_shape(shape, rows)
     acc = Accumulator(tier, acc_shape, sample_dtype, seg.buf)
     _, offset, layout = segment_parts(tier, acc_shape, sample_dtype, residual_period)
     racc = _residuals_in(seg.buf, offset, layout)
