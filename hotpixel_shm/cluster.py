@@ -334,6 +334,8 @@ def _combine_residuals(parts):
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
+    if len(parts) == 1:
+        return parts[0]     # as combine_partials passes a lone partial on: no copy
     accs = _residual_accumulators(parts, writable_first=True)
     first, buf = accs[0]
     for other, _ in accs[1:]:
