@@ -96,6 +96,7 @@ class BandReader:
         self.band_rows = int(band_rows) if band_rows else default_band_rows(self.shape)
         self.cache_bands = max(1, int(cache_bands))
         self._cache = collections.OrderedDict()
+        self._view_cache = None     # (view, plane, values): the plane gather_view did not return
         self._lock = threading.Lock()
 
     def nbytes_cached(self) -> int:
@@ -175,7 +176,7 @@ class BandReader:
         once; the other is kept for the next call with the same view)."""
         key = (rows, cols, chan)
         with self._lock:
-            hit = getattr(self, "_view_cache", None)
+            hit = self._view_cache
             if hit is not None and hit[0] == key and hit[1] == which:
                 self._view_cache = None
                 return hit[2]
