@@ -1313,6 +1313,12 @@ def _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs)
     return out
 
 
+def _runnable(o, dt):
+    """Whether option ``o`` may run: modelled, accurate for its photos per
+    worker, and its segments fit the shared memory (budget aside)."""
+    return o.model is not None and o.shm_ok and o.per_worker_images <= tiers.max_images(o.tier, dt)
+
+
 def _choose(options, dt, n_files, budget, force, shm_free_bytes, more_bands=None, max_b=1):
     """The first option that is accurate, fits the shared memory and the budget.
 
@@ -1343,14 +1349,12 @@ def _choose(options, dt, n_files, budget, force, shm_free_bytes, more_bands=None
     if more_bands is not None:
         # nothing fits in one pass: the fewest band passes that fit
         for b in range(2, max_b + 1):
-            opts = [o for o in more_bands(b)]
-            fit = [o for o in opts if o.model is not None and o.shm_ok
-                   and o.per_worker_images <= tiers.max_images(o.tier, dt) and o.total <= budget]
+            opts = more_bands(b)
+            fit = [o for o in opts if _runnable(o, dt) and o.total <= budget]
             if fit:
                 return fit[0], usable, False, options + opts
             tried = opts
-        usable = [o for o in tried if o.model is not None and o.shm_ok
-                  and o.per_worker_images <= tiers.max_images(o.tier, dt)] or usable
+        usable = [o for o in tried if _runnable(o, dt)] or usable
     smallest = min(usable, key=lambda o: o.total)
     if force:
         return smallest, usable, True, options
