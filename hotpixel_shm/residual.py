@@ -253,8 +253,8 @@ class _Rows:
         if k == 0:
             lo, hi = int(idx.min()), int(idx.max()) + 1
             block = self.source.ycc(lo, hi, 0)
-            return block if (idx.size == hi - lo and idx[0] == lo and idx[-1] == hi - 1
-                             and np.all(np.diff(idx) == 1)) else block[idx - lo]
+            # consecutive rows (the usual case): the block itself, no gather
+            return block if np.all(np.diff(idx) == 1) else block[idx - lo]
         # chroma of element (i, j): the mean over the 4x4 pixels of rows
         # 2i-1 .. 2i+2 and columns 2j-1 .. 2j+2 (clamped at the edges)
         lo = max(0, 2 * int(idx.min()) + _FOOTPRINT[0])
