@@ -318,11 +318,8 @@ def _main(argv):
     except HotPixelError as exc:
         con.error(str(exc))
         return EXIT_ERROR
-    except KeyboardInterrupt as exc:
-        con.error("interrupted")
-        return _exit_code_for(getattr(exc, "signum", signal.SIGINT))
-    except ImportError as exc:
-        cause = _interrupt_behind(exc)
+    except (KeyboardInterrupt, ImportError) as exc:
+        cause = _interrupt_behind(exc)   # exc itself, for a KeyboardInterrupt
         if cause is None:
             raise
         con.error("interrupted")
