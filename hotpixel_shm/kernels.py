@@ -108,6 +108,11 @@ def reduce_range(parts, start, stop, out_mean, out_var, block_values=65536):
     return _impl.reduce_range(parts, start, stop, out_mean, out_var, block_values)
 
 
+def reduce_at(parts, index, out_mean, out_var, block_values=65536):
+    """Merge and finish the values at flat indices (see ``kernels_numpy.reduce_at``)."""
+    return _impl.reduce_at(parts, index, out_mean, out_var, block_values)
+
+
 def residual_update(images, sums, ycc, reach, consts) -> bool:
     """Add frames' temporal residuals with the compiled kernel, if it applies.
 
@@ -138,11 +143,6 @@ def residual_update(images, sums, ycc, reach, consts) -> bool:
     """
     fn = getattr(_impl, "residual_update", None)
     return fn is not None and bool(fn(images, sums, ycc, reach, consts))
-
-
-def reduce_at(parts, index, out_mean, out_var, block_values=65536):
-    """Merge and finish the values at flat indices (see ``kernels_numpy.reduce_at``)."""
-    return _impl.reduce_at(parts, index, out_mean, out_var, block_values)
 
 
 @contextlib.contextmanager
