@@ -531,29 +531,36 @@ static void fill_channels(const Frame *f, Py_ssize_t y, float *dst)
     }
 }
 
-/* Pixel row y in JPEG's colour space: Y, Cb, Cr rows (residual._Source). */
+/* One pixel in JPEG's colour space (residual._Source's operations, in its
+ * order): Y, then Cb and Cr as scaled differences from it. */
+static inline void ycc_pixel(float r, float g, float b, const float *c, float *Y, float *Cb,
+                             float *Cr)
+{
+    float v = r * c[0], t = g * c[1];
+    v = v + t;
+    t = b * c[2];
+    v = v + t;
+    *Y = v;
+    t = b - v;
+    *Cb = t * c[3];
+    t = r - v;
+    *Cr = t * c[4];
+}
+
+/* Every pixel of a row of samples of type T, at any strides. */
 #define YCC_LOOP(T)                                                                \
     for (Py_ssize_t x = 0; x < w; x++) {                                           \
         const char *q = p + x * sx;                                                \
-        float r = (float)*(const T *)q, g = (float)*(const T *)(q + sc);          \
-        float b = (float)*(const T *)(q + 2 * sc);                                 \
-        float v = r * c0, t = g * c1;                                              \
-        v = v + t;                                                                 \
-        t = b * c2;                                                                \
-        v = v + t;                                                                 \
-        Y[x] = v;                                                                  \
-        t = b - v;                                                                 \
-        Cb[x] = t * cb;                                                            \
-        t = r - v;                                                                 \
-        Cr[x] = t * cr;                                                            \
+        ycc_pixel((float)*(const T *)q, (float)*(const T *)(q + sc),               \
+                  (float)*(const T *)(q + 2 * sc), f->ycc, Y + x, Cb + x, Cr + x); \
     }
 
+/* Pixel row y in JPEG's colour space: Y, Cb, Cr rows (residual._Source). */
 static void fill_ycc(const Frame *f, Py_ssize_t y, float *dst)
 {
     const Py_ssize_t w = f->w, sc = f->sc;
     float *restrict Y = dst, *restrict Cb = dst + w, *restrict Cr = dst + 2 * w;
     const char *p = f->base + y * f->sy;
-    const float c0 = f->ycc[0], c1 = f->ycc[1], c2 = f->ycc[2], cb = f->ycc[3], cr = f->ycc[4];
     if (f->sb == 1 && f->sx == 3 && sc == 1) {
         /* packed RGB, a chunk at a time: widen the bytes in one loop, then
          * the arithmetic on float triples (both loops vectorise) */
@@ -564,18 +571,8 @@ static void fill_ycc(const Frame *f, Py_ssize_t y, float *dst)
             for (Py_ssize_t i = 0; i < 3 * n; i++)
                 F[i] = (float)u[3 * x0 + i];
             float *restrict y_ = Y + x0, *restrict b_ = Cb + x0, *restrict r_ = Cr + x0;
-            for (Py_ssize_t x = 0; x < n; x++) {
-                float r = F[3 * x], g = F[3 * x + 1], b = F[3 * x + 2];
-                float v = r * c0, t = g * c1;
-                v = v + t;
-                t = b * c2;
-                v = v + t;
-                y_[x] = v;
-                t = b - v;
-                b_[x] = t * cb;
-                t = r - v;
-                r_[x] = t * cr;
-            }
+            for (Py_ssize_t x = 0; x < n; x++)
+                ycc_pixel(F[3 * x], F[3 * x + 1], F[3 * x + 2], f->ycc, y_ + x, b_ + x, r_ + x);
         }
     } else if (f->sb == 1) {
         const Py_ssize_t sx = f->sx;
