@@ -37,7 +37,8 @@ from .bands import BandArray
 from .errors import HotPixelError
 from .model import KIND_CODES, KINDS, Defect
 
-__all__ = ["DetectOptions", "detect", "detect_memory_bytes", "check_stats", "cfa_period"]
+__all__ = ["DetectOptions", "detect", "detect_memory_bytes", "check_stats", "cfa_period",
+           "mosaic_period"]
 
 log = logging.getLogger(__name__)
 
@@ -821,6 +822,19 @@ def cfa_period(cfa) -> int:
             return p
     raise HotPixelError("the colour filter array does not repeat with a period up to "
                         f"{_MAX_PERIOD} photosites")
+
+
+def mosaic_period(mosaic, shape) -> int:
+    """:func:`cfa_period` of ``mosaic.cfa(shape)``, from a corner of it.
+
+    A tile-repeated pattern that repeats every ``P`` photosites over one
+    tile plus ``P`` does everywhere, so a corner of the tile's size plus the
+    largest period tried gives the whole frame's answer without making its
+    frame-sized colour index.
+    """
+    p, q = mosaic.tile.shape
+    h, w = int(shape[0]), int(shape[1])
+    return cfa_period(mosaic.cfa((min(h, p + _MAX_PERIOD), min(w, q + _MAX_PERIOD))))
 
 
 def _planes(a):

@@ -514,8 +514,8 @@ def _residual_period(group: Group, settings: Settings, prior):
     period = 2
     mosaic = group.mosaic()
     if mosaic is not None:
-        from .detect import cfa_period
-        period = cfa_period(mosaic.cfa(group.shape))
+        from .detect import mosaic_period
+        period = mosaic_period(mosaic, group.shape)
     if prior is not None and prior.residuals.layout.reach != period:
         return None, ("no temporal residual statistics: the loaded ones were taken "
                       "with other neighbours")

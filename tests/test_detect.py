@@ -345,3 +345,27 @@ def test_memory_bound_holds_and_depends_on_the_width_only():
     finally:
         tracemalloc.stop()
     assert peak <= detect_memory_bytes(mean.shape)
+
+
+def test_mosaic_period_is_the_whole_frames_from_a_corner():
+    """mosaic_period reads a corner; the answer (or the error) is the frame's."""
+    from hotpixel_shm.detect import cfa_period, mosaic_period
+    from hotpixel_shm.errors import HotPixelError
+    from hotpixel_shm.model import Mosaic
+
+    bayer = np.array([[0, 1], [3, 2]], np.uint8)
+    xtrans = np.array([[1, 1, 0, 1, 1, 2], [1, 1, 2, 1, 1, 0], [2, 0, 1, 0, 2, 1],
+                       [1, 1, 2, 1, 1, 0], [1, 1, 0, 1, 1, 2], [0, 2, 1, 2, 0, 1]], np.uint8)
+    rng = np.random.default_rng(3)
+    tiles = [bayer, xtrans, np.zeros((1, 1), np.uint8), np.tile(bayer, (3, 2)),
+             rng.integers(0, 3, (3, 5)).astype(np.uint8), rng.integers(0, 3, (17, 17)).astype(np.uint8)]
+    for tile in tiles:
+        m = Mosaic(tile)
+        for shape in [(400, 600), (5, 300), (300, 7), (1, 1), (20, 33)]:
+            try:
+                want = cfa_period(m.cfa(shape))
+            except HotPixelError:
+                with pytest.raises(HotPixelError):
+                    mosaic_period(m, shape)
+                continue
+            assert mosaic_period(m, shape) == want, (tile.shape, shape)
