@@ -965,6 +965,9 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
     bands = int(bands)
     if not 1 <= bands <= h:
         raise HotPixelError(f"bands must be 1 to {h} (the rows), got {bands}")
+    # the passes the engine makes: bands of equal height, rounded up, may be
+    # fewer than asked (4000 rows in 124 bands are 122 passes of 33 rows)
+    bands = len(band_rows(h, bands))
     values = h * w * c
     float64_pair = 2 * values * 8
     detect_bytes = 0
@@ -1356,10 +1359,10 @@ def _choose(options, dt, n_files, budget, force, shm_free_bytes, more_bands=None
             tried = opts
         usable = [o for o in tried if _runnable(o, dt)] or usable
     smallest = min(usable, key=lambda o: o.total)
-    if force:
-        return smallest, usable, True, options
+    if force:  # the considered plans include the band passes ``smallest`` may come from
+        return smallest, usable, True, options if tried is options else options + tried
     bands = smallest.model.bands
-    how = (f"even in {bands} band passes of {MIN_BAND_ROWS} rows, the smallest plan "
+    how = (f"even in {bands} band passes, the smallest plan "
            if bands > 1 else "the smallest plan ")
     raise PlanError(
         f"no plan fits the memory budget: {how}({smallest.workers} worker(s), "
@@ -1549,8 +1552,9 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     if m.bands > 1:
         rows = band_height(dims[0], m.bands)
         reasons.insert(len(reasons) - 1, (
-            f"{m.bands} band passes" + (" as asked" if bands is not None else
-                                        ": nothing fits the budget in one pass")
+            f"{m.bands} band passes" + (": nothing fits the budget in one pass" if bands is None
+                                        else " as asked" if int(bands) == m.bands else
+                                        f" (--bands {bands} in bands of equal height)")
             + f": each pass reads all {n_files} photo(s) and accumulates a band of {rows} rows "
             f"({format_bytes(m.segment_bytes)} accumulator); every photo is decoded {m.bands} "
             f"times, so the run takes about {m.bands} times as long as one pass"))

@@ -752,3 +752,25 @@ def test_batch_comes_from_what_the_budget_leaves():
     assert asked.batch == 7 and asked.memory.batch_bytes == 6 * math.prod(asked.shape)
     with pytest.raises(HotPixelError, match="batch"):
         make_plan(RGB24, "uint8", 40, 2, parse_size("16G"), batch=17)
+
+
+def test_a_forced_band_plan_is_among_the_plans_considered():
+    """--force when only band passes come near: the table lists the plan chosen."""
+    p = make_plan((4000, 6000, 3), "uint8", 20, 2, 200 * 2**20, force=True)
+    assert p.bands > 1
+    chosen = [c for c in p.candidates if c.verdict == "chosen"]
+    assert len(chosen) == 1
+    assert (chosen[0].workers, chosen[0].tier, chosen[0].bands) == (p.workers, p.tier, p.bands)
+
+
+def test_bands_asked_are_the_passes_the_engine_makes():
+    """4000 rows in 124 bands of equal height (33 rows) are 122 passes: the
+    plan says 122, and its rows are the asked split's."""
+    from hotpixel_shm.bands import band_rows
+    p = make_plan((4000, 6000, 3), "uint8", 20, 2, 20 * 2**30, bands=124)
+    assert p.bands == 122 == len(band_rows(4000, 124))
+    assert band_rows(4000, p.bands) == band_rows(4000, 124)
+    (text,) = [r for r in p.reasons if "band passes" in r]
+    assert "122 band passes (--bands 124 in bands of equal height)" in text
+    assert "decoded 122 times" in text
+    assert make_plan((4000, 6000, 3), "uint8", 20, 2, 20 * 2**30, bands=125).bands == 125
