@@ -26,6 +26,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The hot loops are compiled twice where the compiler and the C library
+ * allow it (GCC or clang on x86-64 with glibc, whose ifunc picks one when
+ * the module loads): for AVX2 and for the baseline.  Every operation is an
+ * IEEE one, without contraction or reassociation, so both give the same
+ * bits; AVX2 only does more of them at once.  -DHPS_NO_CLONES builds the
+ * baseline alone. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute) && !defined(HPS_NO_CLONES)
+#if __has_attribute(target_clones) && __has_attribute(flatten)
+#define HOT_LOOP __attribute__((target_clones("avx2", "default"), flatten))
+#endif
+#endif
+#ifndef HOT_LOOP
+#define HOT_LOOP
+#endif
+
 #define MAX_BATCH 16
 #define MAX_PARTS 256
 #define MAX_FIELDS 3
@@ -221,7 +236,7 @@ static void half_block(void **f, int K, Py_ssize_t s, Py_ssize_t L, unsigned lon
     }
 }
 
-static void update_all(int tier, int sb, void **f, const void **img, int K, Py_ssize_t len,
+HOT_LOOP static void update_all(int tier, int sb, void **f, const void **img, int K, Py_ssize_t len,
                        long long n, unsigned long long start, const double *c)
 {
     uint32_t S[BLK], Q32[BLK];
@@ -347,6 +362,55 @@ static inline void part_at(int mode, void **f, double n, Py_ssize_t i, double *m
     }
 }
 
+/* The fused merge and finish of values [start, start + L), or of the values
+ * at idx[0 .. L) (see py_reduce). */
+HOT_LOOP static void reduce_loop(int mode, int sb, void **f, int np_, const double *cn,
+                                 const int64_t *idx, Py_ssize_t start, Py_ssize_t L,
+                                 long long total, void *om, void *ov, int m64, int v64)
+{
+    const double *fr = cn + np_, *cr = cn + 2 * np_;
+    const double dt = (double)total, inv_total = 1.0 / (double)total;
+    const double tt = (double)total * (double)total;
+    for (Py_ssize_t o = 0; o < L; o++) {
+        const Py_ssize_t i = idx ? (Py_ssize_t)idx[o] : start + o;
+        double mean, var;
+        if (mode == T_EXACT) {
+            /* the workers' integer sums added exactly, finished once */
+            uint64_t S = 0, Q = 0;
+            for (Py_ssize_t p = 0; p < np_; p++) {
+                S += ((uint32_t *)f[p * MAX_FIELDS])[i];
+                Q += sb == 1 ? (uint64_t)((uint32_t *)f[p * MAX_FIELDS + 1])[i]
+                             : ((uint64_t *)f[p * MAX_FIELDS + 1])[i];
+            }
+            mean = (double)S / dt;
+            Q = Q * (uint64_t)total - S * S;
+            var = (double)Q / tt;
+        } else {
+            double M, M2, pm, pq;
+            part_at(mode, f, cn[0], i, &M, &M2);
+            for (Py_ssize_t p = 1; p < np_; p++) {
+                part_at(mode, f + p * MAX_FIELDS, cn[p], i, &pm, &pq);
+                double d = pm - M;               /* chan_step */
+                M = M + d * fr[p];
+                M2 = M2 + pq;
+                d = d * d;
+                d = d * cr[p];
+                M2 = M2 + d;
+            }
+            mean = M;
+            var = M2 * inv_total;
+        }
+        if (m64)
+            ((double *)om)[o] = mean;
+        else
+            ((float *)om)[o] = (float)mean;
+        if (v64)
+            ((double *)ov)[o] = var;
+        else
+            ((float *)ov)[o] = (float)var;
+    }
+}
+
 static PyObject *py_reduce(PyObject *self, PyObject *args)
 {
     int mode, sb;
@@ -423,47 +487,8 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "output buffers of the wrong length");
         goto fail;
     }
-    const double dt = (double)total, inv_total = 1.0 / (double)total;
-    const double tt = (double)total * (double)total;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t o = 0; o < L; o++) {
-        const Py_ssize_t i = idx ? (Py_ssize_t)idx[o] : start + o;
-        double mean, var;
-        if (mode == T_EXACT) {
-            /* the workers' integer sums added exactly, finished once */
-            uint64_t S = 0, Q = 0;
-            for (Py_ssize_t p = 0; p < np_; p++) {
-                S += ((uint32_t *)f[p * MAX_FIELDS])[i];
-                Q += sb == 1 ? (uint64_t)((uint32_t *)f[p * MAX_FIELDS + 1])[i]
-                             : ((uint64_t *)f[p * MAX_FIELDS + 1])[i];
-            }
-            mean = (double)S / dt;
-            Q = Q * (uint64_t)total - S * S;
-            var = (double)Q / tt;
-        } else {
-            double M, M2, pm, pq;
-            part_at(mode, f, cn[0], i, &M, &M2);
-            for (Py_ssize_t p = 1; p < np_; p++) {
-                part_at(mode, f + p * MAX_FIELDS, cn[p], i, &pm, &pq);
-                double d = pm - M;               /* chan_step */
-                M = M + d * fr[p];
-                M2 = M2 + pq;
-                d = d * d;
-                d = d * cr[p];
-                M2 = M2 + d;
-            }
-            mean = M;
-            var = M2 * inv_total;
-        }
-        if (m64)
-            ((double *)om)[o] = mean;
-        else
-            ((float *)om)[o] = (float)mean;
-        if (v64)
-            ((double *)ov)[o] = var;
-        else
-            ((float *)ov)[o] = (float)var;
-    }
+    reduce_loop(mode, sb, f, (int)np_, cn, idx, start, L, total, om, ov, m64, v64);
     Py_END_ALLOW_THREADS
     release_all(b);
     PyMem_Free(b);
@@ -889,10 +914,24 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",
                                     "Compiled update and merge kernels (see kernels_numpy).", -1,
                                     methods};
 
+/* Which build of the hot loops runs here (the ifunc's choice). */
+static const char *loops_in_use(void)
+{
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute) && !defined(HPS_NO_CLONES)
+#if __has_attribute(target_clones) && __has_attribute(flatten)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        return "AVX2";
+#endif
+#endif
+    return "baseline";
+}
+
 PyMODINIT_FUNC PyInit__ckernels(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH) < 0 ||
+              PyModule_AddStringConstant(m, "LOOPS", loops_in_use()) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -82,7 +82,7 @@ def _pick():
         return kernels_numpy, f"numpy (forced by {ENV}=numpy)"
     mod, why = _load_compiled()
     if mod is not None:
-        return mod, "compiled (C99 extension)"
+        return mod, f"compiled (C99 extension, {mod.LOOPS} loops)"
     if want == "compiled":
         raise HotPixelError(f"{ENV}=compiled: {why}")
     return kernels_numpy, "numpy (the compiled kernels are not built)"
