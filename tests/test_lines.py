@@ -241,3 +241,16 @@ def test_partial_column_through_the_command_line(tmp_path):
     assert abs(reports["res"][0]["from"] - 20) <= 3 and abs(reports["res"][0]["to"] - 100) <= 3
     # 81 of 120 rows: in 2 of the 4 bands, not more than half of them
     assert reports["mean"] == []
+
+
+@pytest.mark.parametrize("reach", [0, 1, 4, 9])
+def test_max_filter_is_ndimage_maximum_filter1d(reach):
+    # the numpy twin that spares a run scipy.ndimage's import (issue 10)
+    from scipy import ndimage
+
+    from hotpixel_shm.lines import _max_filter_rows
+    rng = np.random.default_rng(reach)
+    for shape in ((3, 1), (2, 2), (5, 7), (4, 61)):
+        a = rng.standard_normal(shape).astype(np.float32)
+        want = ndimage.maximum_filter1d(a, 2 * reach + 1, axis=1, mode="nearest")
+        assert np.array_equal(_max_filter_rows(a, reach), want)
