@@ -369,3 +369,27 @@ def test_mosaic_period_is_the_whole_frames_from_a_corner():
                     mosaic_period(m, shape)
                 continue
             assert mosaic_period(m, shape) == want, (tile.shape, shape)
+
+
+def test_a_defect_the_mean_test_scores_higher_is_no_lobe():
+    """A residual-test defect near a stronger-|z| one of the opposite kind is
+    its lobe (merged) -- unless the mean/variance test scored it above its
+    own |z| and above the other defect (a dead green photosite of a 4:2:2
+    set, 16 px from a warm one, was dropped as a lobe)."""
+    from hotpixel_shm.detect import _absorb_echoes
+    from hotpixel_shm.model import Defect
+
+    def pair(dead_score, dead_t):
+        warm = Defect(x=163, y=196, channels=[1], kind="hot", mean=150.0, std=9.0,
+                      neighbour_mean=140.0, score=17.9)
+        dead = Defect(x=173, y=212, channels=[1], kind="dead", mean=34.0, std=10.0,
+                      neighbour_mean=86.0, score=dead_score)
+        kept = _absorb_echoes([warm, dead], [18.0, dead_t])
+        return sorted((d.kind, d.x, d.y) for d in kept)
+
+    both = [("dead", 173, 212), ("hot", 163, 196)]
+    assert pair(28.4, 9.5) == both
+    # scored by the residual test alone (score <= |z|): a lobe
+    assert pair(7.9, 9.5) == [("hot", 163, 196)]
+    # the mean/variance test scored it, but below the other one: a lobe
+    assert pair(12.0, 9.5) == [("hot", 163, 196)]
