@@ -632,23 +632,37 @@ static float *chroma_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py
     if (ring->tag[s] == j)
         return d;
     const Py_ssize_t w = f->w;
-    float *tb = tmp, *tr = tmp + w;
-    for (Py_ssize_t x = 0; x < w; x++)
-        tb[x] = tr[x] = 0.0f;
+    const float *rows[4];
     for (int dy = -1; dy <= 2; dy++) {
         Py_ssize_t y = 2 * j + dy;
         y = y < 0 ? 0 : (y > f->h - 1 ? f->h - 1 : y);
-        const float *row = pixel_row(pix, f, y, 1);
-        const float *cb = row + w, *cr = row + 2 * w;
-        for (Py_ssize_t x = 0; x < w; x++) {
-            tb[x] = tb[x] + cb[x];
-            tr[x] = tr[x] + cr[x];
-        }
+        rows[dy + 1] = pixel_row(pix, f, y, 1);
     }
+    /* the first i > 0 whose columns 2i-1 .. 2i+2 need a clamp */
+    const Py_ssize_t i1 = w >= 3 ? (w - 1) / 2 : 1;
     for (int p = 0; p < 2; p++) {
-        const float *t = p ? tr : tb;
-        float *o = d + p * wp;
-        for (Py_ssize_t i = 0; i < wp; i++) {
+        /* the four rows' sum from 0, in the reference's order, in one pass
+         * (the ring holds many more rows than these four) */
+        const Py_ssize_t off = (1 + p) * w; /* Cb, then Cr */
+        const float *restrict r0 = rows[0] + off, *restrict r1 = rows[1] + off;
+        const float *restrict r2 = rows[2] + off, *restrict r3 = rows[3] + off;
+        float *restrict t = tmp + p * w;
+        for (Py_ssize_t x = 0; x < w; x++) {
+            float v = 0.0f + r0[x];
+            v = v + r1[x];
+            v = v + r2[x];
+            t[x] = v + r3[x];
+        }
+        /* columns 2i-1 .. 2i+2: clamped at the edges, and in between
+         * (1 <= i < i1) without a clamp, so that the loop vectorises */
+        float *restrict o = d + p * wp;
+        for (Py_ssize_t i = 1; i < i1; i++) {
+            float v = t[2 * i - 1] + t[2 * i];
+            v = v + t[2 * i + 1];
+            v = v + t[2 * i + 2];
+            o[i] = v * 0.0625f;
+        }
+        for (Py_ssize_t i = 0; i < wp; i = i ? i + 1 : i1) {
             Py_ssize_t a = 2 * i - 1, b = 2 * i + 1, c = 2 * i + 2;
             a = a < 0 ? 0 : a;
             b = b > w - 1 ? w - 1 : b;
@@ -748,8 +762,8 @@ static int ring_init(Ring *ring, int slots, Py_ssize_t width)
 /* Fold K frames of the same shape, row by row: the sums are read and
  * written once per K frames, and each frame's residuals are added in turn,
  * as K calls would add them. */
-static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t reach, float *flat,
-                           Py_ssize_t values)
+HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t reach, float *flat,
+                                    Py_ssize_t values)
 {
     const Py_ssize_t h = fr[0].h, w = fr[0].w, c = fr[0].c;
     const Py_ssize_t hp = (h + 1) / 2, wp = (w + 1) / 2, cr = 2;
