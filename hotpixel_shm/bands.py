@@ -122,6 +122,18 @@ class BandReader:
                 self._cache.popitem(last=False)
         return mean, var
 
+    def _views(self, y0, y1):
+        """Yield ``(s, e, mean_rows, var_rows)`` covering rows ``y0 <= y < y1``:
+        read-only views of the cached bands (each finished once), no copy."""
+        y = int(y0)
+        while y < y1:
+            k = y // self.band_rows
+            m, v = self._band(k)
+            b0 = k * self.band_rows
+            e = min(int(y1), b0 + m.shape[0])
+            yield y, e, m[y - b0:e - b0], v[y - b0:e - b0]
+            y = e
+
     def rows(self, y0, y1, out_mean=None, out_var=None):
         """Mean and variance of rows ``y0 <= y < y1``.
 
@@ -259,6 +271,9 @@ class ArrayBands(BandReader):
             return self._mean[y0:y1], self._var[y0:y1]      # views: nothing copied
         return super().rows(y0, y1, out_mean, out_var)
 
+    def _views(self, y0, y1):
+        yield int(y0), int(y1), self._mean[y0:y1], self._var[y0:y1]
+
     def gather(self, which, ys, xs, cs):
         a = self._mean if which == "mean" else self._var
         return a[np.asarray(ys, np.intp), np.asarray(xs, np.intp), np.asarray(cs, np.intp)]
@@ -334,30 +349,27 @@ class BandArray:
             # RGB band), the other plane kept for the call that comes next
             out = self.reader.gather_view(self.which, self._rows, self._cols, self._chan)
             return out if dtype is None else out.astype(dtype, copy=False)
+        out = np.empty((rn,) + self.shape[1:], self.dtype if dtype is None else dtype)
         if rn == 0:
-            out = np.empty((0,) + self.shape[1:], self.dtype)
-        else:
-            last = r0 + rs * (rn - 1)
-            lo, hi = min(r0, last), max(r0, last) + 1
-            parts = []
-            step = max(1, self.reader.band_rows)
-            for s in range(lo, hi, step):
-                e = min(hi, s + step)
-                m, v = self.reader.rows(s, e)
-                parts.append((s, (m if self.which == "mean" else v)))
-            rows_wanted = np.arange(rn) * rs + r0
-            out = np.empty((rn,) + self.shape[1:], self.dtype)
-            cols = slice(self._cols[0], self._cols[0] + self._cols[1] * self._cols[2], self._cols[1]) \
-                if self._cols[1] > 0 else _neg_slice(*self._cols)
-            chan = self._chan if isinstance(self._chan, int) else (
-                slice(self._chan[0], self._chan[0] + self._chan[1] * self._chan[2], self._chan[1])
-                if self._chan[1] > 0 else _neg_slice(*self._chan))
-            for s, block in parts:
-                sel = (rows_wanted >= s) & (rows_wanted < s + block.shape[0])
-                if sel.any():
-                    out[sel] = block[rows_wanted[sel] - s][:, cols, chan]
-        if dtype is not None:
-            out = out.astype(dtype, copy=False)
+            return out
+        last = r0 + rs * (rn - 1)
+        lo, hi = min(r0, last), max(r0, last) + 1
+        cols = slice(self._cols[0], self._cols[0] + self._cols[1] * self._cols[2], self._cols[1]) \
+            if self._cols[1] > 0 else _neg_slice(*self._cols)
+        chan = self._chan if isinstance(self._chan, int) else (
+            slice(self._chan[0], self._chan[0] + self._chan[1] * self._chan[2], self._chan[1])
+            if self._chan[1] > 0 else _neg_slice(*self._chan))
+        # each band of rows read once, straight from the reader's cache (no
+        # copy of it), and written (cast, if a dtype was asked) where it goes
+        wanted = None if rs == 1 else np.arange(rn) * rs + r0
+        for s, e, m, v in self.reader._views(lo, hi):
+            block = m if self.which == "mean" else v
+            if wanted is None:
+                out[s - r0:e - r0] = block[:, cols, chan]
+                continue
+            sel = (wanted >= s) & (wanted < e)
+            if sel.any():
+                out[sel] = block[wanted[sel] - s][:, cols, chan]
         return out
 
     def __getitem__(self, key):

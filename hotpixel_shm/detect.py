@@ -593,6 +593,89 @@ def _strongest(rec, k):
 
 def _detect_plane(pm, pv, opts, channel, rng):
     """Flagged subpixels of one channel: a dict of equal-length arrays."""
+    steps = _plane_steps(pm, pv, opts, channel, rng)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _band_buffers(hgt, wid, h):
+    """The band buffers of ``_plane_steps``: ``(bm, bs, hsum, abs_m, abs_s, mask, mask_s)``."""
+    band = _band_rows(hgt)
+    bm = np.empty((band + 2 * h, wid + 2 * h), dtype=np.float32)
+    hsum = np.empty((band + 2 * h, wid), dtype=np.float32)
+    abs_m = np.empty((band, wid), dtype=np.float32)
+    mask = np.empty((band, wid), dtype=bool)
+    return bm, np.empty_like(bm), hsum, abs_m, np.empty_like(abs_m), mask, np.empty_like(mask)
+
+
+def _detect_planes(mean, var, opts, rng):
+    """``_detect_plane`` of every channel, band by band: the channels' steps
+    take turns on each band, so that statistics read band by band
+    (``BandArray``) finish each band of rows once for every channel, and the
+    channels share one set of band buffers (issue 10).  The same records as
+    channel after channel: each channel's arithmetic is its own, and the
+    global-scale samples are drawn in channel order before any band."""
+    c = mean.shape[2]
+    if isinstance(mean, BandArray) or isinstance(var, BandArray):
+        rows_m, rows_v = _SharedRows(mean), _SharedRows(var)
+        planes = [(_ChannelRows(rows_m, k), _ChannelRows(rows_v, k)) for k in range(c)]
+    else:
+        planes = [(mean[:, :, k], var[:, :, k]) for k in range(c)]
+    hgt, wid = mean.shape[:2]
+    buffers = _band_buffers(hgt, wid, opts.window // 2)
+    steps = [_plane_steps(pm, pv, opts, k, rng, buffers) for k, (pm, pv) in enumerate(planes)]
+    out = [None] * c
+    live = list(range(c))
+    while live:             # the first turn: each channel's global scales, in channel order
+        for k in list(live):
+            try:
+                next(steps[k])
+            except StopIteration as done:
+                out[k] = done.value
+                live.remove(k)
+    return out
+
+
+class _SharedRows:
+    """The last band of rows read from a band-read plane, every channel:
+    read once, sliced by each channel's ``_ChannelRows``."""
+
+    def __init__(self, source):
+        self.source = source
+        self.key = None
+        self.rows = None
+
+    def get(self, lo, hi):
+        if self.key != (lo, hi):
+            self.rows = None
+            self.rows = np.asarray(self.source[lo:hi])
+            self.key = (lo, hi)
+        return self.rows
+
+
+class _ChannelRows:
+    """One channel of a :class:`_SharedRows`: ``shape``; a slice of rows
+    (from the shared band); anything else from the plane's own view."""
+
+    def __init__(self, shared, channel):
+        self._shared = shared
+        self._channel = channel
+        self._view = shared.source[:, :, channel]
+        self.shape = self._view.shape
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            lo, hi, _ = key.indices(self.shape[0])
+            return self._shared.get(lo, hi)[:, :, self._channel]
+        return self._view[key]
+
+
+def _plane_steps(pm, pv, opts, channel, rng, buffers=None):
+    """``_detect_plane`` one band at a time: a generator that yields once
+    after the global scales and after each band, and returns the records."""
     hgt, wid = pm.shape
     h = opts.window // 2
     geo = _geometry(opts.window)
@@ -602,16 +685,12 @@ def _detect_plane(pm, pv, opts, channel, rng):
     thr_s = _phase_thresholds(_CANDIDATE_FRACTION * lowest * gsb, wid)
 
     band = _band_rows(hgt)
-    bm = np.empty((band + 2 * h, wid + 2 * h), dtype=np.float32)
-    bs = np.empty_like(bm)
-    hsum = np.empty((band + 2 * h, wid), dtype=np.float32)
-    abs_m = np.empty((band, wid), dtype=np.float32)
-    abs_s = np.empty_like(abs_m)
-    mask = np.empty((band, wid), dtype=bool)
-    mask_s = np.empty_like(mask)
+    # (shared by the channels' steps: each band's use of them ends within its step)
+    bm, bs, hsum, abs_m, abs_s, mask, mask_s = buffers or _band_buffers(hgt, wid, h)
     found = []
     kept = 0
     for y0 in range(0, hgt, band):
+        yield
         y1 = min(hgt, y0 + band)
         rows = y1 - y0
         vm, vs = bm[:rows + 2 * h], bs[:rows + 2 * h]
@@ -985,8 +1064,7 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
         return _detect_cfa(mean, var, opts, cfa, colour_desc, residuals if use_t else None)
     wid = mean.shape[1]
     rng = np.random.default_rng(0)        # the global-scale sample: reproducible
-    recs = [_detect_plane(mean[:, :, c], var[:, :, c], opts, c, rng)
-            for c in range(mean.shape[2])]
+    recs = _detect_planes(mean, var, opts, rng)
     if use_t:
         from .temporal import temporal_records   # scipy.stats: only when residuals are tested
         overlay = None
@@ -1074,9 +1152,12 @@ def detect_memory_bytes(shape) -> int:
         Bytes: the band buffers of one channel (a tile high), the exact pass
         over one chunk of candidates, the global-scale sample, and the
         flagged records at their cap, for the default window.  It grows
-        with the width only (the bands are reused, channel after channel).
+        with the width only (the channels take turns on one set of bands),
+        plus, for statistics read band by band, one band of every channel's
+        mean and variance (float64) read once for all channels.
     """
     wid = int(shape[1])
+    chans = int(shape[2]) if len(shape) > 2 else 1
     h = DetectOptions.window // 2
     k = DetectOptions.window ** 2 - 1
     band = _TILE
@@ -1091,4 +1172,5 @@ def detect_memory_bytes(shape) -> int:
     chunk_bytes = _CHUNK * (k * (8 + 4 * 8) + 12 * 4 * 4 + 64) + overlay_bytes
     sample_bytes = _SAMPLES * (k * (16 + 8 * 5) + 64)
     flagged_bytes = 2 * _MAX_FLAGGED * 31
-    return int(band_bytes + chunk_bytes + sample_bytes + flagged_bytes + (1 << 20))
+    shared_bytes = 2 * (band + 2 * h) * wid * chans * 8
+    return int(band_bytes + shared_bytes + chunk_bytes + sample_bytes + flagged_bytes + (1 << 20))

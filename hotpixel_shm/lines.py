@@ -177,6 +177,26 @@ class _Plane:
         return block[self.dy::p, self.dx::p]
 
 
+class _SharedRows:
+    """The last rows read of every channel of a photo's mean, as float32
+    (``_Plane.rows`` of each channel, from one read)."""
+
+    def __init__(self, mean):
+        self.mean = mean
+        self.key = None
+        self.block = None
+
+    def channel(self, ch):
+        """``rows(y0, y1)`` of channel ``ch``: ``_Plane(mean, ch).rows``."""
+        def rows(y0, y1):
+            if self.key != (y0, y1):
+                self.block = None
+                self.block = np.asarray(self.mean[y0:y1], dtype=np.float32)
+                self.key = (y0, y1)
+            return self.block if self.block.ndim == 2 else self.block[:, :, ch]
+        return rows
+
+
 def _median(a, axis):
     """``np.median(a, axis)``, bit for bit (for arrays without NaN), by a sort:
     numpy sorts short float runs with SIMD sorting networks, about ten times
@@ -193,38 +213,55 @@ def _median(a, axis):
 def _column_offsets(plane, step):
     """Per band of rows and column: medians of the differences to the column
     ``step`` to the left and to the right."""
-    h, w = plane.height, plane.width
-    nb = -(-h // _BAND)
-    left = np.zeros((nb, w), dtype=np.float32)
-    right = np.zeros((nb, w), dtype=np.float32)
-    if w <= 2 * step:
-        return left, right
-    for b in range(nb):
-        rows = plane.rows(b * _BAND, min(h, (b + 1) * _BAND))
-        left[b, step:] = _median(rows[:, step:] - rows[:, :-step], 0)
-        right[b, :-step] = -left[b, step:]
-    return left, right
+    return _offsets(plane.height, plane.width, step, [plane.rows])[0]["column"]
 
 
 def _row_offsets(plane, step):
     """Per row and band of columns: medians of the differences to the row
     ``step`` above and below (transposed like ``_column_offsets``'s result:
     one row per band of columns)."""
-    h, w = plane.height, plane.width
-    nb = -(-w // _BAND)
-    up = np.zeros((nb, h), dtype=np.float32)
-    down = np.zeros((nb, h), dtype=np.float32)
-    if h <= 2 * step:
-        return up, down
-    # row y against row y - step, for every y >= step; row y against row
-    # y + step is minus that of row y + step
-    for y0 in range(step, h, _BAND):
-        y1 = min(h, y0 + _BAND)
-        rows = plane.rows(y0 - step, y1)
-        up[:, y0:y1] = _band_medians(rows[step:] - rows[:y1 - y0])
-    down[:, step:h - step] = -up[:, 2 * step:]
-    up[:, h - step:] = 0
-    return up, down
+    return _offsets(plane.height, plane.width, step, [plane.rows])[0]["row"]
+
+
+def _offsets(h, w, step, readers):
+    """``_column_offsets`` and ``_row_offsets`` of planes of ``h`` x ``w``,
+    ``{"column": (left, right), "row": (up, down)}`` for each of
+    ``readers`` (``rows(y0, y1)`` of a plane).  One pass over the rows for
+    both, every plane's band taken in turn: planes that are channels of
+    statistics read band by band read each band of rows once (issue 10)."""
+    nbc, nbr = -(-h // _BAND), -(-w // _BAND)
+    out = []
+    for _ in readers:
+        out.append({"column": (np.zeros((nbc, w), dtype=np.float32),
+                               np.zeros((nbc, w), dtype=np.float32)),
+                    "row": (np.zeros((nbr, h), dtype=np.float32),
+                            np.zeros((nbr, h), dtype=np.float32))})
+    cols, rows_ = w > 2 * step, h > 2 * step
+    if cols or rows_:
+        for b in range(nbc):
+            # column band b: rows [b * _BAND, (b + 1) * _BAND); row band b:
+            # row y against row y - step for y in [y0, y1) (every y >= step),
+            # rows [y0 - step, y1) with y0 = step + b * _BAND
+            c0, c1 = b * _BAND, min(h, (b + 1) * _BAND)
+            y0, y1 = step + b * _BAND, min(h, step + (b + 1) * _BAND)
+            lo, hi = c0, max(c1, y1) if rows_ and y0 < h else c1
+            for read, o in zip(readers, out):
+                rows = read(lo, hi)
+                if cols:
+                    left, right = o["column"]
+                    block = rows[c0 - lo:c1 - lo]
+                    left[b, step:] = _median(block[:, step:] - block[:, :-step], 0)
+                    right[b, :-step] = -left[b, step:]
+                if rows_ and y0 < h:
+                    block = rows[y0 - step - lo:y1 - lo]
+                    o["row"][0][:, y0:y1] = _band_medians(block[step:] - block[:y1 - y0])
+    if rows_:
+        for o in out:
+            up, down = o["row"]
+            # row y against row y + step is minus that of row y + step
+            down[:, step:h - step] = -up[:, 2 * step:]
+            up[:, h - step:] = 0
+    return out
 
 
 def _band_medians(diff):
@@ -545,18 +582,20 @@ class _Steady:
 
 
 def _lines_of_plane(plane, step, sigma, edge, res=None, var_planes=(), var=None, reach=4,
-                    echo=1):
+                    echo=1, offsets=None):
     """``(kind, index, start, stop, offset, score)`` in plane coordinates.
     ``res``: the plane's residual mean and variance (2-D, aligned with it)
     and their frame count, or None; ``var_planes``: the variance's planes
     (``_Plane``), every channel of a photo's; ``var``: a photo's variance,
     for the static-overlay rule (``_near_overlay``), or None; ``reach``: a
     JPEG block or its equivalent, in lines, and ``echo`` the reach of a
-    line's echo (see ``_partial_lines``)."""
+    line's echo (see ``_partial_lines``); ``offsets``: the plane's
+    ``_offsets``, when already taken."""
     out = []
-    for kind, offsets, length in (("column", _column_offsets, plane.height),
-                                  ("row", _row_offsets, plane.width)):
-        first, second = offsets(plane, step)
+    if offsets is None:
+        offsets = _offsets(plane.height, plane.width, step, [plane.rows])[0]
+    for kind, length in (("column", plane.height), ("row", plane.width)):
+        first, second = offsets[kind]
         steady = None
         if res is not None:
             m, v, n = res if kind == "column" else (res[0].T, res[1].T, res[2])
@@ -747,11 +786,16 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         s = 2 if step is None else int(step)
         raw = []
         vp = [] if var is None else [_Plane(var, k) for k in range(c)]
+        planes = [_Plane(mean, ch) for ch in range(c)]
+        shared = _SharedRows(mean)
+        every = _offsets(h, w, s, [shared.channel(ch) for ch in range(c)])
+        shared = None
         for ch in range(c):
             res = _residual_planes(residuals, (h, w), s, 0 if c == 3 else ch)
             for kind, i, a, b, off, z in _lines_of_plane(
-                    _Plane(mean, ch), s, sigma, _EDGE, res, vp,
-                    None if var is None or len(var.shape) != 3 else var, _RING, _ECHO):
+                    planes[ch], s, sigma, _EDGE, res, vp,
+                    None if var is None or len(var.shape) != 3 else var, _RING, _ECHO,
+                    every[ch]):
                 raw.append(LineDefect(kind, i, a, b, [ch], off, abs(z)))
         out = _merge_neighbours(raw, max(s, _ECHO))
     out.sort(key=lambda d: (-d.score, d.kind, d.index))

@@ -5,14 +5,19 @@ import pytest
 from hotpixel_shm.bands import ArrayBands, BandArray, BandReader, as_reader, iter_bands
 
 
-def _reader(mean, var, band_rows=3, cache_bands=2):
+def _reader(mean, var, band_rows=3, cache_bands=2, gather=False):
     calls = []
 
     def finish(y0, y1, om, ov):
         calls.append((y0, y1))
         om[...] = mean[y0:y1]
         ov[...] = var[y0:y1]
-    return BandReader(mean.shape, mean.dtype, finish, band_rows=band_rows, cache_bands=cache_bands), calls
+
+    def values_at(flat, om, ov):     # as a run's reader: scattered values alone
+        om[...] = mean.reshape(-1)[flat]
+        ov[...] = var.reshape(-1)[flat]
+    return BandReader(mean.shape, mean.dtype, finish, band_rows=band_rows, cache_bands=cache_bands,
+                      gather=values_at if gather else None), calls
 
 
 @pytest.fixture
@@ -99,6 +104,11 @@ def test_detection_and_picture_read_bands_and_find_the_same(planes):
     got = detect(BandArray(reader, "mean"), BandArray(reader, "var"), 5)
     assert ref and got == ref
     assert calls and max(e - s for s, e in calls) == 32       # never the whole frame at once
+    # the channels take turns on each band: every band of rows is finished
+    # once for all of them (issue 10), not once per channel
+    fresh, calls = _reader(mean, var, band_rows=32, cache_bands=3, gather=True)
+    assert detect(BandArray(fresh, "mean"), BandArray(fresh, "var"), 5) == ref
+    assert sorted(calls) == [(y, min(200, y + 32)) for y in range(0, 200, 32)]
     a, _ = render_picture(mean, ref)
     b, _ = render_picture(BandArray(reader, "mean"), ref)
     assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -333,7 +333,9 @@ def test_raw_mosaic_with_a_cfa():
 
 
 def test_memory_bound_holds_and_depends_on_the_width_only():
-    assert detect_memory_bytes((100, 1000, 3)) == detect_memory_bytes((4000, 1000, 1))
+    # and the channels: statistics read band by band are read a band of every channel at once
+    assert detect_memory_bytes((100, 1000, 3)) == detect_memory_bytes((4000, 1000, 3))
+    assert detect_memory_bytes((100, 1000, 1)) < detect_memory_bytes((100, 1000, 3))
     assert detect_memory_bytes((100, 6000, 3)) > detect_memory_bytes((100, 1000, 3))
     assert detect_memory_bytes((4000, 6000, 3)) < 128 * 2 ** 20
     mean, var = _field(h=300, w=700, seed=12)
@@ -345,6 +347,17 @@ def test_memory_bound_holds_and_depends_on_the_width_only():
     finally:
         tracemalloc.stop()
     assert peak <= detect_memory_bytes(mean.shape)
+    # read band by band: the reader's cache (counted by the plan on its own) on top
+    from hotpixel_shm.bands import ArrayBands, BandArray, BandReader
+    arrays = ArrayBands(mean, var)
+    reader = BandReader(mean.shape, np.float64, arrays._copy)
+    tracemalloc.start()
+    try:
+        detect(BandArray(reader, "mean"), BandArray(reader, "var"), 40)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= detect_memory_bytes(mean.shape) + reader.nbytes_cached()
 
 
 def test_mosaic_period_is_the_whole_frames_from_a_corner():
