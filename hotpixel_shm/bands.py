@@ -25,10 +25,12 @@ import numpy as np
 from .errors import HotPixelError
 
 __all__ = ["band_rows", "BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "default_band_rows",
-           "reader_cache_bytes", "DEFAULT_BAND_VALUES", "DEFAULT_CACHE_BANDS"]
+           "reader_cache_bytes", "DEFAULT_BAND_VALUES", "DEFAULT_CACHE_BANDS", "SUMMARY_LOWEST"]
 
 #: Values per band read at once (per plane): 2**19 float64 values are 4 MiB.
 DEFAULT_BAND_VALUES = 1 << 19
+#: Lowest variances a reader notes for the summary (``BandReader.variance_summary``).
+SUMMARY_LOWEST = 10
 #: Bands a reader keeps: detection reads a band plus the halo of its window
 #: (and the overlay check up to 8 rows around it), so three suffice.
 DEFAULT_CACHE_BANDS = 3
@@ -98,6 +100,11 @@ class BandReader:
         self._cache = collections.OrderedDict()
         self._view_cache = None     # (view, plane, values): the plane gather_view did not return
         self._lock = threading.Lock()
+        # the variance's summary, noted as each band is first finished (issue 10):
+        # band -> (min, max, sum); the SUMMARY_LOWEST lowest (flat index, value)
+        self._noted = {}
+        self._low_idx = np.zeros(0, np.int64)
+        self._low_val = np.zeros(0, np.float64)
 
     def nbytes_cached(self) -> int:
         """Most bytes the cache can hold (both planes)."""
@@ -117,6 +124,8 @@ class BandReader:
         var = np.empty_like(mean)
         self._finish(y0, y1, mean, var)
         with self._lock:
+            if k not in self._noted:
+                self._note(k, var)
             self._cache[k] = (mean, var)
             while len(self._cache) > self.cache_bands:
                 self._cache.popitem(last=False)
@@ -133,6 +142,55 @@ class BandReader:
             e = min(int(y1), b0 + m.shape[0])
             yield y, e, m[y - b0:e - b0], v[y - b0:e - b0]
             y = e
+
+    def _note(self, k, var):
+        """Band ``k``'s part of :meth:`variance_summary` (its variance ``var``)."""
+        flat = var.reshape(-1)
+        self._noted[k] = (float(flat.min()), float(flat.max()), float(flat.sum(dtype=np.float64)))
+        want = SUMMARY_LOWEST
+        if self._low_val.size >= want:
+            # ties with the worst kept may come first in storage order: kept as candidates
+            cand = np.flatnonzero(flat <= self._low_val[-1])
+        else:
+            cand = np.arange(flat.size)
+        if cand.size > want:
+            vals = flat[cand]
+            kth = np.partition(vals, want - 1)[want - 1]
+            below = cand[vals < kth]
+            ties = cand[vals == kth][:want - below.size]     # storage order: lowest first
+            cand = np.concatenate([below, ties])
+        _, w, c = self.shape
+        idx = np.concatenate([self._low_idx, cand + k * self.band_rows * w * c])
+        val = np.concatenate([self._low_val, flat[cand].astype(np.float64)])
+        order = np.lexsort((idx, val))[:want]
+        self._low_idx, self._low_val = idx[order], val[order]
+
+    def variance_summary(self, k=SUMMARY_LOWEST):
+        """``((min, max, mean), lowest)`` of the variance, or None when ``k``
+        is more than ``SUMMARY_LOWEST`` or the reader's bands are not the
+        default ones (:func:`iter_bands`' partition, which the sum follows).
+
+        Noted as each band is first finished, so after a reader of the whole
+        frame (detection) it costs nothing more; bands never read are read
+        now.  ``lowest``: ``k`` ``(flat index, value)`` pairs, lowest value
+        first (ties: in storage order).  Equal to reading :func:`iter_bands`
+        and keeping the same, bit for bit.
+        """
+        if k > SUMMARY_LOWEST or self.band_rows != default_band_rows(self.shape):
+            return None
+        h = self.shape[0]
+        for b in range(-(-h // self.band_rows)):
+            if b not in self._noted:
+                self._band(b)
+        with self._lock:
+            parts = [self._noted[b] for b in range(-(-h // self.band_rows))]
+            lowest = list(zip(self._low_idx[:k].tolist(), self._low_val[:k].tolist()))
+        total = 0.0
+        for _, _, t in parts:
+            total += t
+        low = min(p[0] for p in parts)
+        high = max(p[1] for p in parts)
+        return (low, high, total / (h * self.shape[1] * self.shape[2])), lowest
 
     def rows(self, y0, y1, out_mean=None, out_var=None):
         """Mean and variance of rows ``y0 <= y < y1``.

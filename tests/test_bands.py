@@ -138,3 +138,30 @@ def test_stats_summary_and_file_from_bands(planes, tmp_path):
              dtype=np.asarray("uint8"), files=np.asarray(["a"]), version=np.asarray("0"))
     again, _ = statsio.load_stats(old)
     assert np.array_equal(again.var, var)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_summary_noted_as_bands_are_read(dtype):
+    # the summary's min, max, mean and lowest variances are noted as each band
+    # is first finished (issue 10): after a read of the frame it finishes
+    # nothing more, and equals the full pass over the bands bit for bit
+    from hotpixel_shm.bands import default_band_rows
+    from hotpixel_shm.model import Stats
+    rng = np.random.default_rng(7)
+    shape = (300, 3000, 3)              # six bands, three cached
+    var = rng.integers(0, 4, shape).astype(dtype)      # many ties
+    var[77, 5, 1] = -0.5
+    mean = rng.uniform(0, 255, shape).astype(dtype)
+    reader, calls = _reader(mean, var, band_rows=default_band_rows(shape), cache_bands=3)
+    assert reader.band_rows < 65                         # several bands
+    banded = Stats(n=4, mean=BandArray(reader, "mean"), var=BandArray(reader, "var"),
+                   tier="exact", files=[])
+    for y in (250, 0, 120):                              # any order, as a reader reads
+        np.asarray(banded.mean[y:y + 3])
+    np.asarray(banded.var)
+    done = len(calls)
+    got = (banded.variance_range(), banded.lowest_variance(10))
+    assert len(calls) == done
+    full = Stats(n=4, mean=mean, var=var, tier="exact", files=[])._variance_pass(11)
+    assert got == (full[0], full[1][:10])
+    assert got[1][0] == (5, 77, 1, -0.5)
