@@ -805,12 +805,15 @@ def _prepare_set(args, count, fmt="jpeg"):
     return files, info
 
 
-def _selected(cmds, only):
+def _selected(cmds, only, strict=True):
+    """The commands named in ``only`` (all without it); ``strict``: a name
+    that is none of them is an error (the small set has no article or tier
+    rows, so there they are just left out)."""
     if not only:
         return cmds
     names = set(only)
     unknown = names - {c.name for c in cmds}
-    if unknown:
+    if unknown and strict:
         raise SystemExit(f"unknown command name(s) {sorted(unknown)}; known: "
                          f"{[c.name for c in cmds]}")
     return [c for c in cmds if c.name in names]
@@ -834,10 +837,12 @@ def _bench(args) -> int:
         small = [c for c in build_commands(files[:n_small], args.workers, runs_dir, tiers=(),
                                            suffix="-small", compare_with=args.compare_with)
                  if c.kind != "article"]
-        print(f"small set: {n_small} images, {len(small)} commands", flush=True)
-        run_commands(small, args.rounds, os.path.join(args.out, "logs"), n_small, args.interval,
-                     label="-small")
-        summary["small"] = {"count": n_small, **summarise(small, n_small, info["megapixels"])}
+        small = _selected(small, args.only, strict=False)
+        if small:
+            print(f"small set: {n_small} images, {len(small)} commands", flush=True)
+            run_commands(small, args.rounds, os.path.join(args.out, "logs"), n_small,
+                         args.interval, label="-small")
+            summary["small"] = {"count": n_small, **summarise(small, n_small, info["megapixels"])}
     result = {"machine": machine_info(), "set": info, "workers": args.workers,
               "rounds": args.rounds, "interval": args.interval, **summary}
     result["targets"] = check_targets(summary)
@@ -1167,7 +1172,8 @@ def _build_parser():
                         "(PYTHONPATH=DIR) for a before/after comparison in one run")
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help="run only these commands (article, decode-pillow, decode-simplejpeg, "
-                        "hps-<tier>, hps-auto-workers, hps-default)")
+                        "hps-<tier>, hps-auto-workers, hps-auto-before, hps-default), on the "
+                        "whole set and on the small one")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--scaling", action="store_true",
                       help="cost per image and peak memory as the set grows")

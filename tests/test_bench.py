@@ -95,6 +95,21 @@ def test_every_row_and_ratio_in_json(bench_run, bench_mod):
         assert result["machine"][key]
 
 
+def test_only_filters_the_small_set_too(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--count", "3", "--width", "64", "--height", "48",
+         "--rounds", "1", "--small-count", "2", "--out", str(out),
+         "--only", "decode-pillow", "hps-float32"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out / "bench.json", encoding="utf-8") as fh:
+        result = json.load(fh)
+    assert [r["name"] for r in result["rows"]] == ["decode-pillow", "hps-float32"]
+    # the small set has no tier rows: only the decode bound asked for
+    assert [r["name"] for r in result["small"]["rows"]] == ["decode-pillow"]
+
+
 def test_targets_reported(bench_run):
     _, result, stdout = bench_run
     targets = {t["name"]: t for t in result["targets"]}
