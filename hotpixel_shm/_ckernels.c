@@ -772,11 +772,18 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     Rings *rg = calloc((size_t)K, sizeof(Rings));
     float *res = malloc(sizeof(float) * (size_t)K * (size_t)rows * (size_t)w);
     float *tmp = malloc(sizeof(float) * 2 * (size_t)w);
+    /* Pixel rows in use at once: a residual row's 2 reach + 1; for luma
+     * and chroma, rows 2i - reach .. 2i + 6 (chroma row i + 2 reads up to
+     * 2i + 6) or 2i - reach .. 2i + 1 + reach, and one more.  A ring no
+     * larger than that stays in cache with K frames' rings beside it (a
+     * row evicted early would be converted again, to the same values). */
+    const int pix_slots = (int)(ycc ? (reach + 7 > 2 * reach + 2 ? reach + 7 : 2 * reach + 2) + 1
+                                    : 2 * reach + 1);
     int ok = 0;
     if (!rg || !res || !tmp)
         goto done;
     for (int j = 0; j < K; j++) {
-        if (!ring_init(&rg[j].pix, (int)(2 * reach + 10), (ycc ? 3 : c) * w))
+        if (!ring_init(&rg[j].pix, pix_slots, (ycc ? 3 : c) * w))
             goto done;
         if (ycc && !ring_init(&rg[j].chroma, 8, 2 * wp))
             goto done;
