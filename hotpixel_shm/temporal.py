@@ -30,7 +30,7 @@ group, the one closest to zero kept), and nothing is judged next to a static
 overlay (see ``DetectOptions.static_ratio``).
 
 Thresholds are calibrated (see ``thresholds``).  This module is numerics
-only (numpy, scipy.special).
+only (numpy).
 """
 from __future__ import annotations
 
@@ -119,12 +119,11 @@ def thresholds(n: int, false_alarms: float = FALSE_ALARMS_PER_FRAME,
     if n < 3:
         return math.inf, math.inf
     p = false_alarms / (2.0 * elements)
-    # scipy.special's quantiles are the ones scipy.stats's t.isf and
-    # chi2.isf return (-stdtrit, chdtri), bit for bit, without the 0.6 s
-    # import of scipy.stats (issue 10)
-    from scipy import special as _sc
-    t = _T_CORRECTION * float(-_sc.stdtrit(4 * (n - 1), p))
-    f = _F_CORRECTION * float(_sc.chdtri(n - 1, 2 * p)) / (n - 1)
+    # computed here: importing scipy.stats for two numbers was 0.6-0.9 s of
+    # a run's fixed costs, scipy.special 0.15-0.25 s (issue 10)
+    from .quantiles import chi2_isf, t_isf
+    t = _T_CORRECTION * t_isf(p, 4 * (n - 1))
+    f = _F_CORRECTION * chi2_isf(2 * p, n - 1) / (n - 1)
     return t, f
 
 

@@ -406,3 +406,25 @@ def test_a_defect_the_mean_test_scores_higher_is_no_lobe():
     assert pair(7.9, 9.5) == [("hot", 163, 196)]
     # the mean/variance test scored it, but below the other one: a lobe
     assert pair(12.0, 9.5) == [("hot", 163, 196)]
+
+
+def test_components_partition_equals_scipy_connected_components():
+    # detection's clusters without importing scipy.sparse (issue 10)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from hotpixel_shm.detect import _components
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.integers(1, 300))
+        if trial % 3 == 0:                       # one long chain in random order
+            perm = rng.permutation(n)
+            src, dst = perm[:-1], perm[1:]
+        else:
+            e = int(rng.integers(0, 2 * n))
+            src, dst = rng.integers(0, n, e), rng.integers(0, n, e)
+        graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n))
+        _, ref = connected_components(graph, directed=False)
+        got = _components(n, src, dst)
+        pairs = set(zip(ref.tolist(), got.tolist()))
+        assert len(pairs) == len(set(ref.tolist())) == len(set(got.tolist()))
