@@ -624,12 +624,24 @@ def _detect_planes(mean, var, opts, rng):
         planes = [(_ChannelRows(rows_m, k), _ChannelRows(rows_v, k)) for k in range(c)]
     else:
         planes = [(mean[:, :, k], var[:, :, k]) for k in range(c)]
-    hgt, wid = mean.shape[:2]
-    buffers = _band_buffers(hgt, wid, opts.window // 2)
-    steps = [_plane_steps(pm, pv, opts, k, rng, buffers) for k, (pm, pv) in enumerate(planes)]
-    out = [None] * c
-    live = list(range(c))
-    while live:             # the first turn: each channel's global scales, in channel order
+    return _take_turns(planes, list(range(c)), opts, rng)
+
+
+def _take_turns(planes, channels, opts, rng):
+    """The records of ``_plane_steps`` of each ``(pm, pv)`` of ``planes``
+    (with its channel number), the planes taking turns band by band; planes
+    of one size share one set of band buffers."""
+    h = opts.window // 2
+    shared = {}
+    steps = []
+    for (pm, pv), ch in zip(planes, channels):
+        dims = tuple(pm.shape)
+        if dims not in shared:
+            shared[dims] = _band_buffers(dims[0], dims[1], h)
+        steps.append(_plane_steps(pm, pv, opts, ch, rng, shared[dims]))
+    out = [None] * len(steps)
+    live = list(range(len(steps)))
+    while live:             # the first turn: each plane's global scales, in order
         for k in list(live):
             try:
                 next(steps[k])
@@ -1116,17 +1128,18 @@ def _detect_cfa(mean, var, opts, cfa, letters, residuals=None):
             d.colour = letters[v] if 0 <= v < len(letters) else str(v)
             out.append(d)
     rng = np.random.default_rng(0)
-    for dy in range(p):
-        for dx in range(p):
-            sm, sv = mean[dy::p, dx::p, 0], var[dy::p, dx::p, 0]
-            if sm.size == 0:
-                continue
-            v = int(cfa[dy, dx])
-            colour = letters[v] if 0 <= v < len(letters) else str(v)
-            rec = _detect_plane(sm, sv, opts, 0, rng)
-            rec["x"] = rec["x"] * p + dx
-            rec["y"] = rec["y"] * p + dy
-            out.extend(_to_defects(rec, mean.shape[1], False, colour))
+    # the CFA positions take turns band by band (issue 10): statistics read
+    # band by band finish each band of rows once for all of them (the
+    # reader's cache holds the rows of one band of every position)
+    grids = [(dy, dx) for dy in range(p) for dx in range(p)
+             if mean[dy::p, dx::p, 0].size]
+    planes = [(mean[dy::p, dx::p, 0], var[dy::p, dx::p, 0]) for dy, dx in grids]
+    for (dy, dx), rec in zip(grids, _take_turns(planes, [0] * len(grids), opts, rng)):
+        v = int(cfa[dy, dx])
+        colour = letters[v] if 0 <= v < len(letters) else str(v)
+        rec["x"] = rec["x"] * p + dx
+        rec["y"] = rec["y"] * p + dy
+        out.extend(_to_defects(rec, mean.shape[1], False, colour))
     if residuals is not None:
         # a photosite flagged by both tests is reported once, by the stronger
         best = {}

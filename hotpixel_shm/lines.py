@@ -767,20 +767,26 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
     if cfa is not None:
         p = cfa_period(cfa)
         full = _residual_planes(residuals, (h, w), p, 0)
-        for dy in range(p):
-            for dx in range(p):
-                plane = _Plane(mean, 0, dy, dx, p)
-                if plane.height == 0 or plane.width == 0:
-                    continue
-                res = None if full is None else (full[0][dy::p, dx::p], full[1][dy::p, dx::p],
-                                                 full[2])
-                vp = [] if var is None else [_Plane(var, 0, dy, dx, p)]
-                for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1, res, vp):
-                    if kind == "column":
-                        index, start, stop = i * p + dx, a * p + dy, min(h - 1, b * p + dy)
-                    else:
-                        index, start, stop = i * p + dy, a * p + dx, min(w - 1, b * p + dx)
-                    out.append(LineDefect(kind, index, start, stop, [0], off, abs(z)))
+        grids = [(dy, dx, _Plane(mean, 0, dy, dx, p)) for dy in range(p) for dx in range(p)]
+        grids = [g for g in grids if g[2].height and g[2].width]
+        # the CFA positions' offsets in one pass over the rows, those of one
+        # size together (issue 10: each band read once, from the reader's cache)
+        offsets = {}
+        for size in {(g[2].height, g[2].width) for g in grids}:
+            same = [g for g in grids if (g[2].height, g[2].width) == size]
+            for g, o in zip(same, _offsets(size[0], size[1], 1, [g[2].rows for g in same])):
+                offsets[g[:2]] = o
+        for dy, dx, plane in grids:
+            res = None if full is None else (full[0][dy::p, dx::p], full[1][dy::p, dx::p],
+                                             full[2])
+            vp = [] if var is None else [_Plane(var, 0, dy, dx, p)]
+            for kind, i, a, b, off, z in _lines_of_plane(plane, 1, sigma, 1, res, vp,
+                                                         offsets=offsets[(dy, dx)]):
+                if kind == "column":
+                    index, start, stop = i * p + dx, a * p + dy, min(h - 1, b * p + dy)
+                else:
+                    index, start, stop = i * p + dy, a * p + dx, min(w - 1, b * p + dx)
+                out.append(LineDefect(kind, index, start, stop, [0], off, abs(z)))
         out = _merge_phases(out, cfa, p, colour_desc)
     else:
         s = 2 if step is None else int(step)

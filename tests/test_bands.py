@@ -165,3 +165,30 @@ def test_summary_noted_as_bands_are_read(dtype):
     full = Stats(n=4, mean=mean, var=var, tier="exact", files=[])._variance_pass(11)
     assert got == (full[0], full[1][:10])
     assert got[1][0] == (5, 77, 1, -0.5)
+
+
+def test_mosaic_detection_and_lines_read_each_band_once():
+    # a raw mosaic's CFA positions take turns band by band (issue 10): every
+    # band of rows is finished once for all of them, in detection and in
+    # the line test alike, and both find what the arrays give
+    from hotpixel_shm.detect import detect
+    from hotpixel_shm.lines import find_lines
+    rng = np.random.default_rng(5)
+    h, w = 200, 150
+    yy, xx = np.mgrid[0:h, 0:w]
+    mean = (300 + 40 * np.sin(xx / 9.0) + 30 * np.cos(yy / 13.0) + rng.normal(0, 2, (h, w)))[..., None]
+    var = (20 + rng.normal(0, 0.5, (h, w)))[..., None] ** 2
+    mean[60, 41, 0] += 400
+    mean[:, 90, 0] += 25
+    cfa = np.tile(np.array([[0, 1], [3, 2]], np.uint8), (h // 2, w // 2))
+    ref = (detect(mean, var, 16, cfa=cfa), find_lines(mean, var, cfa=cfa))
+    assert ref[0] and ref[1]
+    bands = [(y, min(h, y + 40)) for y in range(0, h, 40)]
+    reader, calls = _reader(mean, var, band_rows=40, cache_bands=3, gather=True)
+    assert detect(BandArray(reader, "mean"), BandArray(reader, "var"), 16, cfa=cfa) == ref[0]
+    assert calls == bands
+    reader, calls = _reader(mean, var, band_rows=40, cache_bands=3, gather=True)
+    assert find_lines(BandArray(reader, "mean"), BandArray(reader, "var"), cfa=cfa) == ref[1]
+    # one pass for the offsets of all four positions (it was two per
+    # position), then the found column's checks along its length
+    assert sorted(set(calls)) == bands and len(calls) <= 3 * len(bands)
