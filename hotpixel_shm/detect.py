@@ -362,7 +362,10 @@ def _fill_band(buf, plane, y0, y1, h, is_var):
     lo, hi = max(0, y0 - h), min(hgt, y1 + h)
     top = lo - (y0 - h)
     dst = buf[top:top + (hi - lo), h:h + wid]
-    np.copyto(dst, plane[lo:hi], casting="unsafe")
+    if isinstance(plane, _ChannelRows):
+        plane.copy_rows(dst, lo, hi)        # straight from the reader's bands
+    else:
+        np.copyto(dst, plane[lo:hi], casting="unsafe")
     if is_var:
         np.maximum(dst, 0, out=dst)    # rounding can leave tiny negative variances
         np.sqrt(dst, out=dst)
@@ -683,6 +686,20 @@ class _ChannelRows:
             lo, hi, _ = key.indices(self.shape[0])
             return self._shared.get(lo, hi)[:, :, self._channel]
         return self._view[key]
+
+    def copy_rows(self, dst, lo, hi):
+        """``np.copyto(dst, self[lo:hi], casting="unsafe")``: from the
+        reader's cached bands when the plane is a whole frame's, with no
+        copy of the band in between."""
+        src = self._shared.source
+        whole = isinstance(src, BandArray) and not isinstance(src._chan, int) and \
+            (src._rows, src._cols, src._chan) == tuple((0, 1, n) for n in src.reader.shape)
+        if not whole:
+            np.copyto(dst, self[lo:hi], casting="unsafe")
+            return
+        for s, e, m, v in src.reader._views(lo, hi):
+            np.copyto(dst[s - lo:e - lo], (m if src.which == "mean" else v)[:, :, self._channel],
+                      casting="unsafe")
 
 
 def _plane_steps(pm, pv, opts, channel, rng, buffers=None):
