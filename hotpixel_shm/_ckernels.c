@@ -17,7 +17,8 @@
  *       finalise; a gather reads the fields in place)
  *   residual(images, sample_bytes, sums, ycc, reach, consts)
  *       add K frames' temporal residuals to their float32 sums and sums of
- *       squares in one pass (hotpixel_shm.residual)
+ *       squares (and, for RGB photos, the level sums) in one pass
+ *       (hotpixel_shm.residual)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -516,7 +517,8 @@ typedef struct {
     Py_ssize_t sy, sx, sc; /* byte strides of rows, pixels, channels */
     int sb;                /* bytes per sample: 1 or 2 */
     Py_ssize_t h, w, c;
-    float ycc[5];          /* Y's three weights, then the Cb and Cr scales */
+    float ycc[8];          /* Y's three weights, the Cb and Cr scales, their inverses,
+                              the clipping level (residual._KERNEL_CONSTS + clip) */
 } Frame;
 
 /* A ring of converted rows: row i lives in slot i % slots (tag = i). */
@@ -677,16 +679,170 @@ static float *chroma_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py
     return d;
 }
 
-/* residual._median4, then the centre minus it */
-static inline float resid(float a, float b, float c, float d, float v)
+/* Wide row j (residual._wide_rows): per element, the means over the 8x8
+ * pixels of rows 2j-3 .. 2j+4 and columns 2i-3 .. 2i+4 (clamped) of Cb and
+ * Cr, then the levels B = Y + Cb / scale and R = Y + Cr / scale of the same
+ * means: four rows of wp floats.  tmp holds 3 * w + wp floats. */
+static float *wide_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py_ssize_t wp,
+                       float *tmp)
+{
+    int s = (int)(j % ring->slots);
+    float *d = ring->data + s * ring->width;
+    if (ring->tag[s] == j)
+        return d;
+    const Py_ssize_t w = f->w;
+    const float *rows[8];
+    for (int dy = -3; dy <= 4; dy++) {
+        Py_ssize_t y = 2 * j + dy;
+        y = y < 0 ? 0 : (y > f->h - 1 ? f->h - 1 : y);
+        rows[dy + 3] = pixel_row(pix, f, y, 1);
+    }
+    float *ymean = tmp + 3 * w;
+    /* elements i1 <= i < i2 need no clamp: columns 2i-3 >= 0, 2i+4 <= w-1 */
+    const Py_ssize_t i1 = 2, i2 = w >= 5 ? ((w - 5) / 2 + 1 < wp ? (w - 5) / 2 + 1 : wp) : 2;
+    for (int p = 0; p < 3; p++) {
+        /* the eight rows' sum from 0, in the reference's order (one loop
+         * that vectorises) */
+        const Py_ssize_t off = p * w;
+        const float *restrict r0 = rows[0] + off, *restrict r1 = rows[1] + off;
+        const float *restrict r2 = rows[2] + off, *restrict r3 = rows[3] + off;
+        const float *restrict r4 = rows[4] + off, *restrict r5 = rows[5] + off;
+        const float *restrict r6 = rows[6] + off, *restrict r7 = rows[7] + off;
+        float *restrict t = tmp + p * w;
+        for (Py_ssize_t x = 0; x < w; x++) {
+            float v = 0.0f + r0[x];
+            v = v + r1[x];
+            v = v + r2[x];
+            v = v + r3[x];
+            v = v + r4[x];
+            v = v + r5[x];
+            v = v + r6[x];
+            t[x] = v + r7[x];
+        }
+        /* Y's means to the side, Cb's and Cr's into the row */
+        float *restrict o = p == 0 ? ymean : d + (p - 1) * wp;
+        for (Py_ssize_t i = i1; i < i2; i++) {
+            const float *q = t + 2 * i - 3;
+            float v = q[0] + q[1];
+            v = v + q[2];
+            v = v + q[3];
+            v = v + q[4];
+            v = v + q[5];
+            v = v + q[6];
+            v = v + q[7];
+            o[i] = v * 0.015625f;
+        }
+        for (Py_ssize_t i = 0; i < wp; i = (i + 1 == i1 && i2 > i1) ? i2 : i + 1) {
+            float v = 0.0f;
+            for (int dx = -3; dx <= 4; dx++) {
+                Py_ssize_t x = 2 * i + dx;
+                x = x < 0 ? 0 : (x > w - 1 ? w - 1 : x);
+                v = dx == -3 ? t[x] : v + t[x];
+            }
+            o[i] = v * 0.015625f;
+        }
+    }
+    for (int p = 0; p < 2; p++) {
+        const float *restrict c = d + p * wp;
+        float *restrict l = d + (2 + p) * wp;
+        const float inv = f->ycc[5 + p];
+        for (Py_ssize_t i = 0; i < wp; i++) {
+            float t = c[i] * inv;
+            l[i] = t + ymean[i];
+        }
+    }
+    ring->tag[s] = j;
+    return d;
+}
+
+/* residual._median4 */
+static inline float median4(float a, float b, float c, float d)
 {
     float lo = a < b ? a : b, hi = a < b ? b : a;
     float lo2 = c < d ? c : d, hi2 = c < d ? d : c;
     hi = hi2 < hi ? hi2 : hi;
     lo = lo < lo2 ? lo2 : lo;
     float m = lo + hi;
-    m = m * 0.5f;
-    return v - m;
+    return m * 0.5f;
+}
+
+/* residual._median4, then the centre minus it */
+static inline float resid(float a, float b, float c, float d, float v)
+{
+    return v - median4(a, b, c, d);
+}
+
+/* The left and right neighbours of element x of a row (residual._neighbours):
+ * reach r away, reflected at the edges, the element itself where the row is
+ * too narrow. */
+static inline void sides(const float *cen, Py_ssize_t w, Py_ssize_t r, Py_ssize_t x, float *L,
+                         float *R)
+{
+    if (w <= r) {
+        *L = *R = cen[x];
+        return;
+    }
+    Py_ssize_t edge = r < w - r ? r : w - r;
+    *L = x >= r ? cen[x - r] : (x < edge ? cen[x + r] : cen[x]);
+    *R = x >= w - edge ? cen[x - r] : (x < w - r ? cen[x + r] : cen[x]);
+}
+
+/* One frame's level sums of one chroma plane's element row
+ * (residual._level_band): the wide residual r of chroma rows c*, the level
+ * L (median of the four neighbours of level rows l*, 0 where the element or
+ * a neighbour reaches the clipping level), added as r L, L L and r r. */
+static inline void level_add(float cu, float cd, float cl, float cr, float cc, float lu,
+                             float ld, float ll_, float lr, float lc, float clip, float *rl,
+                             float *ll, float *rr)
+{
+    float res = resid(cu, cd, cl, cr, cc);
+    float lam = median4(lu, ld, ll_, lr);
+    float top = lc < lu ? lu : lc;
+    top = top < ld ? ld : top;
+    top = top < ll_ ? ll_ : top;
+    top = top < lr ? lr : top;
+    lam = lam > 0.0f ? lam : 0.0f;
+    lam = top >= clip ? 0.0f : lam;
+    float t = res * lam;
+    *rl = *rl + t;
+    t = lam * lam;
+    *ll = *ll + t;
+    t = res * res;
+    *rr = *rr + t;
+}
+
+static void level_row(const float *restrict cu, const float *restrict cc,
+                      const float *restrict cd, const float *restrict lu,
+                      const float *restrict lc, const float *restrict ld, Py_ssize_t w,
+                      Py_ssize_t r, float clip, float *restrict rl, float *restrict ll,
+                      float *restrict rr)
+{
+    /* r <= x < w - r: both sides inside the row (a loop without branches) */
+    const Py_ssize_t lo = w > r ? r : w, hi = w - r > lo ? w - r : lo;
+    for (Py_ssize_t x = lo; x < hi; x++) {
+        float res = resid(cu[x], cd[x], cc[x - r], cc[x + r], cc[x]);
+        float u = lu[x], dn = ld[x], l_ = lc[x - r], r_ = lc[x + r], c = lc[x];
+        float lam = median4(u, dn, l_, r_);
+        float top = c < u ? u : c;
+        top = top < dn ? dn : top;
+        top = top < l_ ? l_ : top;
+        top = top < r_ ? r_ : top;
+        lam = lam > 0.0f ? lam : 0.0f;
+        lam = top >= clip ? 0.0f : lam;
+        float t = res * lam;
+        rl[x] = rl[x] + t;
+        t = lam * lam;
+        ll[x] = ll[x] + t;
+        t = res * res;
+        rr[x] = rr[x] + t;
+    }
+    for (Py_ssize_t x = 0; x < w; x = (x + 1 == lo && hi > lo) ? hi : x + 1) {
+        float cl, cr_, l_, r_;
+        sides(cc, w, r, x, &cl, &cr_);
+        sides(lc, w, r, x, &l_, &r_);
+        level_add(cu[x], cd[x], cl, cr_, cc[x], lu[x], ld[x], l_, r_, lc[x], clip, rl + x,
+                  ll + x, rr + x);
+    }
 }
 
 /* One row of residuals into out: centre row cen, the rows reach above and
@@ -732,7 +888,7 @@ static void add_rows(float *restrict sum, float *restrict sq, const float *res, 
 }
 
 typedef struct {
-    Ring pix, chroma;
+    Ring pix, chroma, wide;
 } Rings;
 
 static void free_rings(Rings *rg, int K)
@@ -742,6 +898,8 @@ static void free_rings(Rings *rg, int K)
         free(rg[j].pix.tag);
         free(rg[j].chroma.data);
         free(rg[j].chroma.tag);
+        free(rg[j].wide.data);
+        free(rg[j].wide.tag);
     }
     free(rg);
 }
@@ -771,14 +929,14 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     const Py_ssize_t rows = ycc ? 4 : c;
     Rings *rg = calloc((size_t)K, sizeof(Rings));
     float *res = malloc(sizeof(float) * (size_t)K * (size_t)rows * (size_t)w);
-    float *tmp = malloc(sizeof(float) * 2 * (size_t)w);
-    /* Pixel rows in use at once: a residual row's 2 reach + 1; for luma
-     * and chroma, rows 2i - reach .. 2i + 6 (chroma row i + 2 reads up to
-     * 2i + 6) or 2i - reach .. 2i + 1 + reach, and one more.  A ring no
-     * larger than that stays in cache with K frames' rings beside it (a
-     * row evicted early would be converted again, to the same values). */
-    const int pix_slots = (int)(ycc ? (reach + 7 > 2 * reach + 2 ? reach + 7 : 2 * reach + 2) + 1
-                                    : 2 * reach + 1);
+    float *tmp = malloc(sizeof(float) * (3 * (size_t)w + (size_t)wp));
+    /* Pixel rows in use at once: a residual row's 2 reach + 1; for RGB
+     * photos, rows 2i - max(reach, 5) (chroma row i - 2 reads from 2i - 5)
+     * .. 2i + 12 (the wide row i + 4 of the level sums reads up to 2i + 12,
+     * its eight rows at once).  A ring no larger than that stays in cache
+     * with K frames' rings beside it (a row evicted early would be
+     * converted again, to the same values). */
+    const int pix_slots = (int)(ycc ? 13 + (reach > 5 ? reach : 5) + 1 : 2 * reach + 1);
     int ok = 0;
     if (!rg || !res || !tmp)
         goto done;
@@ -786,6 +944,8 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
         if (!ring_init(&rg[j].pix, pix_slots, (ycc ? 3 : c) * w))
             goto done;
         if (ycc && !ring_init(&rg[j].chroma, 8, 2 * wp))
+            goto done;
+        if (ycc && !ring_init(&rg[j].wide, 12, 4 * wp))
             goto done;
     }
     if (!ycc) {
@@ -807,6 +967,9 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
         goto done;
     }
     float *sum_cb = flat + h * w, *sum_cr = sum_cb + hp * wp;
+    /* the level sums after the sums of squares: r L, L L, r r of Cb, then Cr */
+    float *lev = flat + 2 * values;
+    const Py_ssize_t hw = hp * wp, wr = 4; /* residual._WIDE_REACH */
     for (Py_ssize_t i = 0; i < hp; i++) {
         Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
         for (int j = 0; j < K; j++) {
@@ -823,6 +986,17 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
             const float *cen = chroma_row(ch, px, fr + j, i, wp, tmp);
             residual_row(up, cen, dn, wp, cr, out + 2 * w);
             residual_row(up + wp, cen + wp, dn + wp, wp, cr, out + 3 * w);
+            /* the level sums, frame after frame as K calls would add them */
+            Ring *wd = &rg[j].wide;
+            const float *wu = wide_row(wd, px, fr + j, reflect(i - wr, hp, wr), wp, tmp);
+            const float *wn = wide_row(wd, px, fr + j, reflect(i + wr, hp, wr), wp, tmp);
+            const float *wc = wide_row(wd, px, fr + j, i, wp, tmp);
+            for (int p = 0; p < 2; p++) {
+                float *l = lev + 3 * p * hw + i * wp;
+                level_row(wu + p * wp, wc + p * wp, wn + p * wp, wu + (2 + p) * wp,
+                          wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], l, l + hw,
+                          l + 2 * hw);
+            }
         }
         for (Py_ssize_t y = 2 * i; y < y1; y++) {
             float *s = flat + y * w;
@@ -851,13 +1025,13 @@ static PyObject *py_residual(PyObject *self, PyObject *args)
                           &PyTuple_Type, &consts))
         return NULL;
     Py_ssize_t K = PyTuple_GET_SIZE(images);
-    if ((sb != 1 && sb != 2) || reach < 1 || PyTuple_GET_SIZE(consts) != 5 || K < 1 ||
+    if ((sb != 1 && sb != 2) || reach < 1 || PyTuple_GET_SIZE(consts) != 8 || K < 1 ||
         K > MAX_BATCH) {
         PyErr_SetString(PyExc_ValueError, "bad residual arguments");
         return NULL;
     }
-    float ycc_c[5];
-    for (int i = 0; i < 5; i++) {
+    float ycc_c[8];
+    for (int i = 0; i < 8; i++) {
         ycc_c[i] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(consts, i));
         if (PyErr_Occurred())
             return NULL;
@@ -895,7 +1069,8 @@ static PyObject *py_residual(PyObject *self, PyObject *args)
         goto out;
     }
     Py_ssize_t values = ycc ? h * w + 2 * ((h + 1) / 2) * ((w + 1) / 2) : h * w * fr[0].c;
-    if (acc.len != (Py_ssize_t)sizeof(float) * 2 * values) {
+    Py_ssize_t levels = ycc ? 6 * ((h + 1) / 2) * ((w + 1) / 2) : 0;
+    if (acc.len != (Py_ssize_t)sizeof(float) * (2 * values + levels)) {
         PyErr_SetString(PyExc_ValueError, "residual sums of the wrong length");
         goto out;
     }
@@ -928,7 +1103,7 @@ static PyMethodDef methods[] = {
      "total[, index]): merge and finish a flat range, or the values at an int64 index"},
     {"residual", py_residual, METH_VARARGS,
      "residual(images, sample_bytes, sums, ycc, reach, consts): add K frames' temporal "
-     "residuals and their squares to float32 sums, in one pass"},
+     "residuals and their squares (and RGB photos' level sums) to float32 sums, in one pass"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",

@@ -891,14 +891,16 @@ def _absorb_lobes(defects, tz):
     JPEG blurs a strong chroma blob over its 16x16 block, so the elements
     around it -- whose same-colour neighbours now include the blob -- have a
     steady residual of the *opposite* sign: a hot blue photosite shows as a
-    ring of "dead" ones.  A hot or dead defect of the residual test within
-    ``_JPEG_BLOCK`` pixels (a 4:2:0 block) of one of the other of these two
-    kinds with a larger ``|z|`` is such a lobe and is merged into it --
-    unless its own score is above both its ``|z|`` and the other defect's
-    score (the mean/variance test judged it, and more strongly than the
-    other): a lobe is weaker than its host by every test.  (A dead green photosite of a 4:2:2 set, scored 28 by the
-    mean/variance test and ``|z|`` 9.5, was dropped as the lobe of a warm
-    one 16 px away, score 18 and ``|z|`` 18.)
+    ring of "dead" ones.  A hot or dead defect of the residual test less
+    than ``_JPEG_BLOCK`` pixels (a 4:2:0 block) from one of the other of
+    these two kinds with a larger ``|z|`` is such a lobe and is merged into
+    it, unless its own score is above both its ``|z|`` and the other
+    defect's score (the mean/variance test judged it, and more strongly
+    than the other): a lobe is weaker than its host by every test.  (The
+    lobes looked at lay 5 px from their hosts; a dead green photosite of a
+    4:2:2 set, scored 28 by the mean/variance test and ``|z|`` 9.5, was
+    dropped as the lobe of a warm one 16 px away, score 18 and ``|z|`` 18,
+    and a dead red photosite 16 px from a stuck one likewise.)
     """
     opposite = {"hot": "dead", "dead": "hot"}
     grid = {}
@@ -915,7 +917,7 @@ def _absorb_lobes(defects, tz):
                     for h in grid.get((gy, gx), ()):
                         if (h.kind == opposite[d.kind] and tz[id(h)] > t
                                 and not (d.score > max(t, h.score))
-                                and max(abs(h.x - d.x), abs(h.y - d.y)) <= _JPEG_BLOCK):
+                                and max(abs(h.x - d.x), abs(h.y - d.y)) < _JPEG_BLOCK):
                             host = h
         if host is None:
             kept.append(d)

@@ -36,9 +36,29 @@ Residual planes
 Edges are reflected by ``reach`` (the element beyond the edge is the one
 ``reach`` inside it, so a CFA's phase is kept).
 
+Level statistics (RGB photos)
+-----------------------------
+A dead red or blue photosite's residual is proportional to the scene's
+level there: it changes from scene to scene, and its mean over the frames
+stays within a few standard errors of zero.  After 4:2:0 JPEG it is also
+spread over more than the 4x4 footprint.  So for each chroma plane an RGB
+photo also keeps, per 2x2 block, a wide residual ``r`` -- the mean of the
+chroma over the 8x8 pixels around the block (``_WIDE``: the block and three
+pixels on each side, which hold the whole blob) minus the median of the
+same at its four neighbours 4 blocks away -- and the local level ``L`` of
+the plane's colour (blue for Cb, red for Cr: the median over the same four
+neighbours of the 8x8 mean of that colour), and accumulates ``r * L``,
+``L * L`` and ``r * r``.  A dead photosite has ``r = -a L`` in every
+frame: ``hotpixel_shm.temporal`` tests the slope ``a`` of that regression
+through the origin.  A frame in which the block or a neighbour is near
+clipping (``L`` at ``_CLIP`` of the samples' full scale or more: a blown
+sky's edge is the same in every such frame) adds nothing to ``r * L`` and
+``L * L``.
+
 The accumulator is one flat float32 buffer (it may live in shared memory):
 the element count ``n`` (as float64 in its first 8 bytes), then the sums of
-every plane, then the sums of squares.  Frames are processed in bands of
+every plane, then the sums of squares, then (RGB photos) the level sums:
+``r * L``, ``L * L``, ``r * r`` for Cb, then the same for Cr.  Frames are processed in bands of
 ``_BAND`` rows: the working memory is a few band-sized float32 arrays,
 never image-sized.  Partial accumulators combine by adding (``add_into``).
 
@@ -56,7 +76,8 @@ import numpy as np
 from .errors import HotPixelError
 
 __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
-           "residual_nbytes", "residuals_of_frames", "merge_residuals", "sum_residuals"]
+           "residual_nbytes", "residuals_of_frames", "merge_residuals", "sum_residuals",
+           "LEVEL_SUMS"]
 
 # Output rows per band (even: a band holds whole 2x2 chroma blocks).
 _BAND = 64
@@ -75,8 +96,28 @@ _FOOTPRINT = (-1, 0, 1, 2)
 #: Names of the residual planes of an RGB photo.
 YCC_NAMES = ("Y", "Cb", "Cr")
 _HEADER = 8   # bytes: the frame count, float64
-# The compiled kernel's constants: Y's weights, then the Cb and Cr scales.
-_KERNEL_CONSTS = tuple(float(c) for c in (*_YCC[0], _CB, _CR))
+# Offsets of a wide chroma element's 8x8 footprint (level statistics) from
+# its 2x2 block's first row/column, and the neighbour distance in blocks
+# (footprints of neighbours do not overlap).
+_WIDE = tuple(range(-3, 5))
+_WIDE_REACH = 4
+# A frame's level counts only below this fraction of the samples' full scale.
+_CLIP = 0.8
+# The colour's level from the pooled Y and chroma: B = Y + Cb / _CB, R = Y + Cr / _CR.
+_INV_CB = np.float32(1.0 / _CB)
+_INV_CR = np.float32(1.0 / _CR)
+#: Level sums per chroma plane, in the buffer's order.
+LEVEL_SUMS = ("rL", "LL", "rr")
+# The compiled kernel's constants: Y's weights, the Cb and Cr scales, their
+# inverses (the level statistics); the clipping level follows per dtype.
+_KERNEL_CONSTS = tuple(float(c) for c in (*_YCC[0], _CB, _CR, _INV_CB, _INV_CR))
+
+
+def _clip_level(dtype) -> np.float32:
+    """The level at which a frame of ``dtype`` samples counts as clipped there."""
+    dt = np.dtype(dtype)
+    top = float(np.iinfo(dt).max) if dt.kind in "ui" else 1.0
+    return np.float32(_CLIP * top)
 
 
 @dataclass(frozen=True)
@@ -106,6 +147,14 @@ class ResidualLayout:
     def values(self) -> int:
         """Elements in all planes together."""
         return int(sum(h * w for h, w in self.planes))
+
+    @property
+    def level_values(self) -> int:
+        """Values of the level sums (``"ycc"``: three per element of each
+        chroma plane; 0 otherwise)."""
+        if self.mode != "ycc":
+            return 0
+        return int(len(LEVEL_SUMS) * sum(h * w for h, w in self.planes[1:]))
 
     def plane_reach(self, k: int) -> int:
         """Neighbour distance in plane ``k``'s own elements."""
@@ -147,8 +196,8 @@ def residual_layout(shape, period: Optional[int] = None) -> ResidualLayout:
 
 
 def residual_nbytes(layout: ResidualLayout) -> int:
-    """Bytes of a residual accumulator (sums and sums of squares, float32)."""
-    return _HEADER + 2 * 4 * layout.values
+    """Bytes of a residual accumulator (sums, sums of squares and level sums, float32)."""
+    return _HEADER + 4 * (2 * layout.values + layout.level_values)
 
 
 def _reflect(idx, size, reach):
@@ -180,6 +229,15 @@ def _residual_band(plane_rows, y0, y1, reach, out):
     """
     rows = y1 - y0
     ext = plane_rows(_reflect(np.arange(y0 - reach, y1 + reach), plane_rows.height, reach))
+    up, down, left, right, centre = _neighbours(ext, rows, reach)
+    _median4(up, down, left, right, out)
+    np.subtract(centre, out, out=out)
+    return out
+
+
+def _neighbours(ext, rows, reach):
+    """The four same-colour neighbours of the ``rows`` centre rows of ``ext``
+    (the band with ``reach`` rows above and below), and the centre rows."""
     centre = ext[reach:reach + rows]
     width = ext.shape[1]
     if width > reach:
@@ -196,9 +254,73 @@ def _residual_band(plane_rows, y0, y1, reach, out):
             right[:, width - reach:width - edge] = centre[:, width - reach:width - edge]
     else:
         left = right = centre
-    _median4(ext[:rows], ext[2 * reach:2 * reach + rows], left, right, out)
-    np.subtract(centre, out, out=out)
-    return out
+    return ext[:rows], ext[2 * reach:2 * reach + rows], left, right, centre
+
+
+def _wide_rows(source, idx, h, w, hw):
+    """Wide chroma rows ``idx`` of an RGB frame: ``(Cb, Cr, B, R)``, float32.
+
+    Element ``(i, j)`` of Cb and Cr is the mean over the 8x8 pixels of rows
+    ``2i-3 .. 2i+4`` and columns ``2j-3 .. 2j+4`` (clamped at the edges);
+    B and R are the levels of blue and red there, ``Y + Cb / _CB`` and
+    ``Y + Cr / _CR`` of the same means.
+    """
+    lo = max(0, 2 * int(idx.min()) + _WIDE[0])
+    hi = min(h, 2 * int(idx.max()) + _WIDE[-1] + 1)
+    pad = np.empty((idx.size, 2 * hw + 2 * len(_WIDE)), dtype=np.float32)
+    first = -_WIDE[0]             # pad column of pixel column 0
+    means = []
+    for k in range(3):
+        block = source.ycc(lo, hi, k)
+        rows = np.zeros((idx.size, w), dtype=np.float32)
+        for dy in _WIDE:
+            rows += block[np.clip(2 * idx + dy, 0, h - 1) - lo]
+        pad[:, first:first + w] = rows
+        pad[:, :first] = rows[:, :1]
+        pad[:, first + w:] = rows[:, w - 1:w]
+        out = pad[:, 0:2 * hw:2].copy()
+        for dx in range(1, len(_WIDE)):
+            out += pad[:, dx:dx + 2 * hw:2]
+        out *= np.float32(1.0 / len(_WIDE) ** 2)
+        means.append(out)
+    y, cb, cr = means
+    b = cb * _INV_CB
+    b += y
+    r = cr * _INV_CR
+    r += y
+    return cb, cr, b, r
+
+
+def _level_band(wide, i0, i1, hp, clip, sums):
+    """Add one frame's level sums of element rows ``[i0, i1)`` to ``sums``
+    (the six level planes, ``LEVEL_SUMS`` for Cb then Cr).
+
+    ``wide(idx)`` gives ``_wide_rows`` of the element rows ``idx``.
+    """
+    rows = i1 - i0
+    reach = _WIDE_REACH
+    ext = wide(_reflect(np.arange(i0 - reach, i1 + reach), hp, reach))
+    for p in range(2):
+        chroma, level = ext[p], ext[2 + p]
+        r = np.empty((rows, chroma.shape[1]), dtype=np.float32)
+        up, down, left, right, centre = _neighbours(chroma, rows, reach)
+        _median4(up, down, left, right, r)
+        np.subtract(centre, r, out=r)
+        lam = np.empty_like(r)
+        up, down, left, right, centre = _neighbours(level, rows, reach)
+        _median4(up, down, left, right, lam)
+        top = np.maximum(centre, up)
+        np.maximum(top, down, out=top)
+        np.maximum(top, left, out=top)
+        np.maximum(top, right, out=top)
+        np.maximum(lam, np.float32(0), out=lam)
+        lam[top >= clip] = 0
+        rl, ll, rr = sums[3 * p:3 * p + 3]
+        rl[i0:i1] += r * lam
+        lam *= lam
+        ll[i0:i1] += lam
+        r *= r
+        rr[i0:i1] += r
 
 
 class _Source:
@@ -303,7 +425,8 @@ class ResidualAccumulator:
             raise HotPixelError(f"residual buffer of {mem.nbytes} bytes is smaller than "
                                 f"the {nbytes} needed")
         self._count = np.frombuffer(mem, dtype=np.float64, count=1)
-        flat = np.frombuffer(mem, dtype=np.float32, count=2 * layout.values, offset=_HEADER)
+        flat = np.frombuffer(mem, dtype=np.float32, count=2 * layout.values + layout.level_values,
+                             offset=_HEADER)
         self._flat = flat
         self.sums: List[np.ndarray] = []
         self.squares: List[np.ndarray] = []
@@ -314,6 +437,12 @@ class ResidualAccumulator:
         for h, w in layout.planes:
             self.squares.append(flat[off:off + h * w].reshape(h, w))
             off += h * w
+        #: the level sums (``"ycc"``): ``LEVEL_SUMS`` of Cb, then of Cr
+        self.levels: List[np.ndarray] = []
+        for h, w in layout.planes[1:] if layout.mode == "ycc" else ():
+            for _ in LEVEL_SUMS:
+                self.levels.append(flat[off:off + h * w].reshape(h, w))
+                off += h * w
 
     @property
     def n(self) -> int:
@@ -347,8 +476,9 @@ class ResidualAccumulator:
         if not frames:
             return
         from . import kernels   # here: a plan-only run imports this module, not the kernels
+        consts = _KERNEL_CONSTS + (float(_clip_level(frames[0].dtype)),)
         if not kernels.residual_update(frames, self._flat, lay.mode == "ycc", lay.reach,
-                                       _KERNEL_CONSTS):
+                                       consts):
             for img in frames:
                 self._update_numpy(img)
         self._count[0] += len(frames)
@@ -364,6 +494,16 @@ class ResidualAccumulator:
         # band by band over the frame, every plane's rows of the band in
         # turn (the chroma elements of a luma band share its pixel rows)
         for y in range(0, lay.shape[0], _BAND):
+            if self.levels:
+                # the level sums of the band's chroma element rows (first:
+                # they reach furthest back, and the source's rows converted
+                # for them then serve the band's other planes too)
+                hp, wp = lay.planes[1]
+                i0, i1 = y // 2, min(hp, -(-(y + _BAND) // 2))
+                if i0 < i1:
+                    _level_band(lambda idx: _wide_rows(source, idx, lay.shape[0], lay.shape[1],
+                                                       wp),
+                                i0, i1, hp, _clip_level(img.dtype), self.levels)
             for k, (rows, reach, scale) in enumerate(planes):
                 y0, y1 = y // scale, min(rows.height, -(-(y + _BAND) // scale))
                 if y0 >= y1:
@@ -400,7 +540,10 @@ class ResidualAccumulator:
             np.maximum(v, 0, out=v)
             means.append(m)
             variances.append(v)
-        return Residuals(n=n, layout=self.layout, mean=means, var=variances)
+        # the level sums as means over the frames (they merge as means do)
+        levels = [np.multiply(a, inv, out=a if in_place else None) for a in self.levels]
+        return Residuals(n=n, layout=self.layout, mean=means, var=variances,
+                         levels=levels or None)
 
 
 @dataclass
@@ -414,16 +557,23 @@ class Residuals:
     layout : ResidualLayout
     mean, var : list of numpy.ndarray
         One float32 array per plane of ``layout``.
+    levels : list of numpy.ndarray or None
+        RGB photos: the level statistics, per frame means of ``LEVEL_SUMS``
+        (``r * L``, ``L * L``, ``r * r``) for Cb, then for Cr (float32, of
+        the chroma planes' shape); None when not kept (statistics files
+        written before them).
     """
 
     n: int
     layout: ResidualLayout
     mean: List[np.ndarray]
     var: List[np.ndarray]
+    levels: Optional[List[np.ndarray]] = None
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in self.mean) + sum(a.nbytes for a in self.var))
+        return int(sum(a.nbytes for a in self.mean) + sum(a.nbytes for a in self.var)
+                   + sum(a.nbytes for a in self.levels or ()))
 
 
 def sum_residuals(accs) -> Optional[Residuals]:
@@ -452,6 +602,8 @@ def sum_residuals(accs) -> Optional[Residuals]:
 def merge_residuals(a: Residuals, b: Residuals) -> Residuals:
     """Residual statistics over the frames of ``a`` and ``b`` (Chan et al.'s formula).
 
+    The level statistics survive only when both sides have them.
+
     Raises
     ------
     HotPixelError
@@ -468,7 +620,12 @@ def merge_residuals(a: Residuals, b: Residuals) -> Residuals:
         v *= np.float32(1.0 / n)
         means.append(m.astype(np.float32))
         variances.append(v.astype(np.float32))
-    return Residuals(n=n, layout=a.layout, mean=means, var=variances)
+    levels = None
+    if a.levels is not None and b.levels is not None:
+        # means over the frames: weighted by the frame counts
+        levels = [((la.astype(np.float64) * a.n + lb.astype(np.float64) * b.n) / n)
+                  .astype(np.float32) for la, lb in zip(a.levels, b.levels)]
+    return Residuals(n=n, layout=a.layout, mean=means, var=variances, levels=levels)
 
 
 def residuals_of_frames(frames, shape, period: Optional[int] = None) -> Residuals:

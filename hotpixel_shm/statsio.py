@@ -27,6 +27,10 @@ CAMERA_KEY = "camera"
 #: present when the file holds temporal residual statistics: their neighbour
 #: distance; the planes are ``residual_mean_K`` and ``residual_var_K`` (float32)
 RESIDUAL_KEY = "residual_period"
+#: prefix of the level statistics of an RGB photo's residuals,
+#: ``residual_level_K`` (float32, ``residual.LEVEL_SUMS`` of Cb then Cr;
+#: absent in older files, which load and detect without the level test)
+LEVEL_PREFIX = "residual_level_"
 #: present (the format's version, 1) in a checkpoint of band passes: a file
 #: that is no statistics file (it has no ``n``), continued by ``--resume``
 BAND_KEY = "band_checkpoint"
@@ -46,7 +50,9 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
     body is known; ``residual_period`` and the float32 planes
     ``residual_mean_K``, ``residual_var_K`` when the statistics carry
     temporal residual statistics (files without them load, and detect with
-    the mean/variance tests only).  It loads with ``numpy.load(path,
+    the mean/variance tests only), and ``residual_level_K`` when they carry
+    the level statistics of an RGB photo (files without them load, and
+    detect without the level test).  It loads with ``numpy.load(path,
     allow_pickle=False)``.
 
     Notes
@@ -79,6 +85,8 @@ def save_stats(path, stats: Stats, sample_dtype: str = None, *, extra_files=()) 
         for k, (m, v) in enumerate(zip(res.mean, res.var)):
             small[f"residual_mean_{k}"] = np.asarray(m, dtype=np.float32)
             small[f"residual_var_{k}"] = np.asarray(v, dtype=np.float32)
+        for k, a in enumerate(res.levels or ()):
+            small[f"{LEVEL_PREFIX}{k}"] = np.asarray(a, dtype=np.float32)
 
     def write(fh):
         with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -202,7 +210,30 @@ def _residuals(path, data, shape, n):
             raise HotPixelError(f"{path}: residual statistics hold invalid values")
         means.append(m)
         variances.append(v)
-    return Residuals(n=n, layout=layout, mean=means, var=variances)
+    return Residuals(n=n, layout=layout, mean=means, var=variances,
+                     levels=_levels(path, data, layout))
+
+
+def _levels(path, data, layout):
+    """The file's level statistics, validated, or None (older files, or none kept)."""
+    from .residual import LEVEL_SUMS
+
+    if f"{LEVEL_PREFIX}0" not in data:
+        return None
+    if layout.mode != "ycc":
+        raise HotPixelError(f"{path}: level statistics of a one-channel residual layout")
+    out = []
+    for k in range(len(LEVEL_SUMS) * 2):
+        a = data.get(f"{LEVEL_PREFIX}{k}")
+        plane = layout.planes[1 + k // len(LEVEL_SUMS)]
+        if a is None or a.shape != plane or a.dtype != np.float32:
+            raise HotPixelError(f"{path}: level statistics {k} are missing or not {plane} "
+                                f"float32")
+        # r L may be negative; L L and r r are not
+        if not np.all(np.isfinite(a)) or (k % len(LEVEL_SUMS) and np.any(a < 0)):
+            raise HotPixelError(f"{path}: level statistics hold invalid values")
+        out.append(a)
+    return out
 
 
 def _camera(path, data):

@@ -29,6 +29,16 @@ same-colour window (the statistic of the element minus the median of that
 group, the one closest to zero kept), and nothing is judged next to a static
 overlay (see ``DetectOptions.static_ratio``).
 
+RGB photos also carry level statistics (``hotpixel_shm.residual``): per
+chroma element the wide residual ``r`` and its colour's level ``L`` in
+each frame.  A dead red or blue photosite's residual is ``-a L``: it
+follows the scene, so its mean over the frames stays near zero in units of
+its spread, but the slope of the regression of ``r`` on ``L`` through the
+origin is many standard errors from zero.  That slope's t statistic goes
+through the same tests as ``z`` (pooled scale, directional rule, ring,
+overlay, same threshold), and a flagged element is placed at the pixel of
+its 8x8 footprint whose channel plus luma mean is most off.
+
 Thresholds are calibrated (see ``thresholds``).  This module is numerics
 only (numpy).
 """
@@ -270,6 +280,70 @@ def _channel_position(mean, ys, xs, c, sign, scale):
 
 # Residual plane of an RGB photo -> the RGB channel it mostly speaks for.
 _YCC_CHANNEL = (1, 2, 0)
+# Luma weights (JPEG's) for the position of a level-test defect.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class _Slope:
+    """The level test's plane as the mean/variance of a residual plane, lazily.
+
+    From the per-frame means ``P`` of ``r * L``, ``W`` of ``L * L`` and
+    ``Q`` of ``r * r`` (``residual.LEVEL_SUMS``), the regression through
+    the origin ``r = a L`` has ``a = P / W`` and residual sum of squares
+    ``n (Q - P**2 / W)``; with ``mean = P / sqrt(W)`` and ``var = Q - P**2
+    / W`` as a residual plane's mean and variance, ``_plane_records``' ``z``
+    is the t statistic of ``a`` (``n - 1`` degrees of freedom, as the
+    mean's).  Elements of indexing are computed on demand (no plane-sized
+    array): ``which`` is ``"mean"`` or ``"var"``.
+    """
+
+    def __init__(self, P, W, Q, which):
+        self.P, self.W, self.Q, self.which = P, W, Q, which
+        self.shape = P.shape
+
+    def __getitem__(self, key):
+        p = np.asarray(self.P[key], dtype=np.float64)
+        w = np.asarray(self.W[key], dtype=np.float64)
+        live = w > 0
+        safe = np.where(live, w, 1.0)
+        if self.which == "mean":
+            out = np.where(live, p / np.sqrt(safe), 0.0)
+        else:
+            q = np.asarray(self.Q[key], dtype=np.float64)
+            out = np.maximum(np.where(live, q - p * p / safe, q), 0.0)
+        return out.astype(np.float32)
+
+
+def _level_position(mean, ys, xs, c, sign):
+    """Within each level element's 8x8 footprint, the pixel whose channel
+    ``c`` plus luma mean is most off the same at its neighbours 2 px away,
+    in the direction ``sign``.  (Channel ``c`` alone, after 4:2:0, puts a
+    dead blue photosite's blob up to a chroma sample off; the luma, at full
+    resolution, carries a little of every colour.)"""
+    from .residual import _WIDE
+
+    h, w = mean.shape[:2]
+
+    def value(yy, xx):
+        v = np.asarray(mean[yy, xx, c], dtype=np.float32)
+        for k, weight in enumerate(_LUMA):
+            v = v + np.float32(weight) * np.asarray(mean[yy, xx, k], dtype=np.float32)
+        return v
+
+    best_y, best_x = ys * 2, xs * 2
+    best = np.full(ys.size, -np.inf, dtype=np.float32)
+    for oy in _WIDE:
+        for ox in _WIDE:
+            yy = np.clip(ys * 2 + oy, 0, h - 1)
+            xx = np.clip(xs * 2 + ox, 0, w - 1)
+            nb = np.stack([value(np.clip(yy + dy, 0, h - 1), np.clip(xx + dx, 0, w - 1))
+                           for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))], axis=1)
+            off = (value(yy, xx) - np.median(nb, axis=1)) * sign
+            better = off > best
+            best = np.where(better, off, best)
+            best_y = np.where(better, yy, best_y)
+            best_x = np.where(better, xx, best_x)
+    return best_y, best_x
 
 
 def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None,
@@ -319,24 +393,49 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
         c = _YCC_CHANNEL[k] if lay.mode == "ycc" else k
         sign = np.where(code == _DEAD, -1.0, 1.0).astype(np.float32)
         ys, xs = _channel_position(mean, ys, xs, c, sign, lay.plane_scale(k))
-        reach = reach * lay.plane_scale(k)          # in pixels of the frame
-        if overlay is not None:
-            # subsampled chroma rings over its 16x16 block
-            drop = overlay(ys, xs, lay.plane_scale(k)) & (code != _NOISY)
-            if drop.any():
-                keep = ~drop
-                ys, xs, code, score, z = ys[keep], xs[keep], code[keep], score[keep], z[keep]
-        if ys.size == 0:
-            continue
-        cc = np.full(ys.size, c, dtype=np.int16)
-        hgt, wid = mean.shape[:2]
-        nbm = np.stack([mean[np.clip(ys + dy, 0, hgt - 1), np.clip(xs + dx, 0, wid - 1), c]
-                        for dy, dx in ((-reach, 0), (reach, 0), (0, -reach), (0, reach))],
-                       axis=1).astype(np.float32)
-        parts.append({"y": ys.astype(np.int32), "x": xs.astype(np.int32), "c": cc,
-                      "code": code, "score": score.astype(np.float32),
-                      "m": mean[ys, xs, c].astype(np.float32),
-                      "s": np.sqrt(np.maximum(var[ys, xs, c], 0)).astype(np.float32),
-                      "med": np.median(nbm, axis=1).astype(np.float32),
-                      "zm": z.astype(np.float32), "t": np.abs(z).astype(np.float32)})
+        _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z,
+                  reach * lay.plane_scale(k), lay.plane_scale(k))
+    if res.levels is not None and lay.mode == "ycc":
+        from .residual import _WIDE_REACH, LEVEL_SUMS
+
+        # the level test (see hotpixel_shm.residual): the slope of each
+        # chroma plane's wide residual against its colour's level
+        per = len(LEVEL_SUMS)
+        for k in (1, 2):
+            P, W, Q = res.levels[per * (k - 1):per * k]
+            m, v = _Slope(P, W, Q, "mean"), _Slope(P, W, Q, "var")
+            ys, xs, code, score, z = _plane_records(m, v, res.n, _WIDE_REACH, t_thr, math.inf,
+                                                    floor)
+            if ys.size == 0:
+                continue
+            c = _YCC_CHANNEL[k]
+            sign = np.where(code == _DEAD, -1.0, 1.0).astype(np.float32)
+            ys, xs = _level_position(mean, ys, xs, c, sign)
+            _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z, 2, 2)
     return _concat(parts)
+
+
+def _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z, reach, scale):
+    """Flagged subpixels ``(ys, xs)`` of channel ``c`` as detection records,
+    appended to ``parts``: those next to a static overlay dropped (its ring
+    of ``scale`` times a luma block), the values of ``mean``/``var`` there
+    and the median of the same channel ``reach`` pixels away."""
+    if overlay is not None:
+        # subsampled chroma rings over its 16x16 block
+        drop = overlay(ys, xs, scale) & (code != _NOISY)
+        if drop.any():
+            keep = ~drop
+            ys, xs, code, score, z = ys[keep], xs[keep], code[keep], score[keep], z[keep]
+    if ys.size == 0:
+        return
+    cc = np.full(ys.size, c, dtype=np.int16)
+    hgt, wid = mean.shape[:2]
+    nbm = np.stack([mean[np.clip(ys + dy, 0, hgt - 1), np.clip(xs + dx, 0, wid - 1), c]
+                    for dy, dx in ((-reach, 0), (reach, 0), (0, -reach), (0, reach))],
+                   axis=1).astype(np.float32)
+    parts.append({"y": ys.astype(np.int32), "x": xs.astype(np.int32), "c": cc,
+                  "code": code, "score": score.astype(np.float32),
+                  "m": mean[ys, xs, c].astype(np.float32),
+                  "s": np.sqrt(np.maximum(var[ys, xs, c], 0)).astype(np.float32),
+                  "med": np.median(nbm, axis=1).astype(np.float32),
+                  "zm": z.astype(np.float32), "t": np.abs(z).astype(np.float32)})

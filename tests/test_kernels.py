@@ -152,6 +152,26 @@ def test_compiled_residual_gives_the_numpy_bits(shape, period, dtype):
 
 
 @needs_compiled
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(37, 50, 3), (18, 9, 3), (40, 26, 3)])
+def test_compiled_level_sums_clip_as_numpy_does(shape, dtype):
+    """Bright frames (the level statistics leave out clipped elements) with a
+    darker part: the compiled kernel gives the numpy bits, level sums included."""
+    from hotpixel_shm.residual import residual_layout
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(sum(shape) + top)
+    frames = list(rng.integers(int(0.75 * top), top + 1, (5,) + shape, dtype=dtype))
+    for f in frames:
+        f[: shape[0] // 3] //= 3
+    lay = residual_layout(shape)
+    ref = _residual_sums("numpy", lay, frames, 1)
+    levels = ref[2 * lay.values:].view(np.float32).reshape(6, -1)
+    assert np.any(levels[1] == 0) and np.any(levels[1] > 0)     # some clipped, some not
+    for batch in (1, 3):
+        np.testing.assert_array_equal(_residual_sums("compiled", lay, frames, batch), ref)
+
+
+@needs_compiled
 def test_compiled_residual_takes_strided_frames_and_leaves_other_dtypes_to_numpy():
     from hotpixel_shm.residual import residual_layout
     rng = np.random.default_rng(5)

@@ -49,6 +49,75 @@ def _reference(frames, period=None):
             for k in range(len(lay.planes))]
 
 
+def _nb4(p, r):
+    """The four neighbours ``r`` away, stacked, float64: rows reflected,
+    columns reflected where the row is wide enough, else the element itself."""
+    hh, ww = p.shape
+    ys, xs = np.arange(hh), np.arange(ww)
+    if ww <= r:
+        left = right = xs
+    else:
+        edge = min(r, ww - r)
+        left = np.where(xs >= r, xs - r, np.where(xs < edge, xs + r, xs))
+        right = np.where(xs >= ww - edge, xs - r, np.where(xs < ww - r, xs + r, xs))
+    return np.stack([p[_reflect(ys - r, hh, r)], p[_reflect(ys + r, hh, r)],
+                     p[:, left], p[:, right]])
+
+
+def _level_reference(frames, clip):
+    """The level statistics (per-frame means of r L, L L, r r for Cb, then Cr)
+    in float64, the plain way: 8x8 means, neighbours 4 blocks away."""
+    h, w = frames[0].shape[:2]
+    hp, wp = (h + 1) // 2, (w + 1) // 2
+    sums = [np.zeros((hp, wp)) for _ in range(6)]
+    for f in frames:
+        ycc = f.astype(np.float64) @ _YCC.T.astype(np.float64)
+        wide = []
+        for k in range(3):
+            acc = np.zeros((hp, wp))
+            for dy in range(-3, 5):
+                for dx in range(-3, 5):
+                    yy = np.clip(np.arange(hp) * 2 + dy, 0, h - 1)
+                    xx = np.clip(np.arange(wp) * 2 + dx, 0, w - 1)
+                    acc += ycc[..., k][yy][:, xx]
+            wide.append(acc / 64)
+        y, cb, cr = wide
+        for p, (c, level) in enumerate(((cb, y + cb / (0.5 / 0.886)), (cr, y + cr / (0.5 / 0.701)))):
+            nb = np.sort(_nb4(c, 4), axis=0)
+            r = c - (nb[1] + nb[2]) / 2
+            ln = _nb4(level, 4)
+            ls = np.sort(ln, axis=0)
+            lam = np.maximum((ls[1] + ls[2]) / 2, 0)
+            lam[np.maximum(ln.max(axis=0), level) >= clip] = 0
+            for q, v in enumerate((r * lam, lam * lam, r * r)):
+                sums[3 * p + q] += v
+    return [a / len(frames) for a in sums]
+
+
+@pytest.mark.parametrize("bright", [False, True])
+@pytest.mark.parametrize("shape", [(37, 50, 3), (40, 44, 3), (9, 7, 3), (150, 40, 3)])
+def test_level_statistics_match_float64(shape, bright):
+    """The level statistics against float64; bright frames clip in places
+    (their level reaches 0.8 of full scale), which then add no r L, L L."""
+    rng = np.random.default_rng(sum(shape) + bright)
+    lo = 230 if bright else 0
+    frames = [rng.integers(lo, 256, shape).astype(np.uint8) for _ in range(5)]
+    if bright:
+        # half the frame far below the clipping level (204): no 8x8 mean
+        # falls within rounding of it
+        for f in frames:
+            f[:, : shape[1] // 2] //= 2
+    res = residuals_of_frames(frames, shape)
+    want = _level_reference(frames, 0.8 * 255)
+    assert res.levels is not None and len(res.levels) == 6
+    for got, ref in zip(res.levels, want):
+        scale = max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(got, ref, atol=2e-4 * scale)
+    if bright:
+        # the clipped elements of Cr and Cb added no L L, the others did
+        assert np.any(want[1] == 0) and np.any(want[1] > 0)
+
+
 @pytest.mark.parametrize("shape, period", [((37, 50, 3), None), ((40, 44, 3), None),
                                            ((30, 31), 2), ((36, 42), 6), ((20, 22, 1), 1),
                                            ((150, 40, 3), None)])
@@ -68,6 +137,9 @@ def test_partials_add_and_buffer_layout():
     frames = [rng.integers(0, 256, shape).astype(np.uint8) for _ in range(6)]
     lay = residual_layout(shape)
     assert lay.values == 24 * 30 + 2 * 12 * 15
+    assert lay.level_values == 6 * 12 * 15
+    assert residual_nbytes(lay) == 8 + 4 * (2 * lay.values + lay.level_values)
+    assert residual_layout((24, 30)).level_values == 0
     whole = ResidualAccumulator(lay, bytearray(residual_nbytes(lay)))
     a, b = ResidualAccumulator(lay), ResidualAccumulator(lay)
     for i, f in enumerate(frames):
@@ -75,7 +147,8 @@ def test_partials_add_and_buffer_layout():
         (a if i % 3 else b).update(f)
     a.add_into(b)
     assert a.n == whole.n == 6
-    for x, y in zip(a.finish().mean + a.finish().var, whole.finish().mean + whole.finish().var):
+    fa, fw = a.finish(), whole.finish()
+    for x, y in zip(fa.mean + fa.var + fa.levels, fw.mean + fw.var + fw.levels):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-3)
     a.reset()
     assert a.n == 0
@@ -187,6 +260,17 @@ def test_merge_residuals_equals_one_pass():
     assert both.n == 9
     for a, b in zip(both.mean + both.var, whole.mean + whole.var):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2)
+    assert both.levels is None            # a raw mosaic keeps none
+    # RGB photos: the level statistics merge as means; they survive a merge
+    # only when both sides have them
+    rgb = [rng.integers(0, 256, (20, 24, 3)).astype(np.uint8) for _ in range(9)]
+    whole = residuals_of_frames(rgb, (20, 24, 3))
+    a, b = residuals_of_frames(rgb[:4], (20, 24, 3)), residuals_of_frames(rgb[4:], (20, 24, 3))
+    both = merge_residuals(a, b)
+    for x, y in zip(both.levels, whole.levels):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-2)
+    b.levels = None
+    assert merge_residuals(a, b).levels is None
 
 
 def _warm_png_set(tmp_path, n=12):
@@ -253,8 +337,17 @@ def test_statistics_files_keep_residuals_and_old_files_still_load(tmp_path):
     statsio.save_stats(tmp_path / "r.npz", st)
     back, _ = statsio.load_stats(tmp_path / "r.npz")
     assert back.residuals is not None and back.residuals.layout == res.layout
-    for x, y in zip(back.residuals.mean + back.residuals.var, res.mean + res.var):
+    assert len(back.residuals.levels) == 6
+    for x, y in zip(back.residuals.mean + back.residuals.var + back.residuals.levels,
+                    res.mean + res.var + res.levels):
         np.testing.assert_array_equal(x, y)
+    # a file written before the level statistics loads without them
+    with np.load(tmp_path / "r.npz") as z:
+        parts = {k: z[k] for k in z.files if not k.startswith(statsio.LEVEL_PREFIX)}
+    np.savez(tmp_path / "older.npz", **parts)
+    older, _ = statsio.load_stats(tmp_path / "older.npz")
+    assert older.residuals is not None and older.residuals.levels is None
+    detect(older.mean, older.var, older.n, residuals=older.residuals)
     st.residuals = None
     statsio.save_stats(tmp_path / "plain.npz", st)
     assert statsio.load_stats(tmp_path / "plain.npz")[0].residuals is None
@@ -265,3 +358,42 @@ def test_statistics_files_keep_residuals_and_old_files_still_load(tmp_path):
     np.savez(tmp_path / "bad.npz", **parts)
     with pytest.raises(HotPixelError, match="residual"):
         statsio.load_stats(tmp_path / "bad.npz")
+    with np.load(tmp_path / "r.npz") as z:
+        parts = {k: z[k] for k in z.files}
+    parts["residual_level_4"] = -parts["residual_level_4"] - 1       # a negative L L
+    np.savez(tmp_path / "bad_level.npz", **parts)
+    with pytest.raises(HotPixelError, match="level statistics"):
+        statsio.load_stats(tmp_path / "bad_level.npz")
+
+
+def _jpeg420(frame):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, "JPEG", quality=85, subsampling="4:2:0")
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def test_dead_blue_photosites_in_420_jpegs_found_by_the_level_test():
+    """Two dead blue photosites under 4:2:0 JPEG q85: their residual follows
+    the scene's blue level, so only the level test sees them -- at the
+    photosite (within JPEG's pixel), with nothing else reported; without
+    the level statistics (an older statistics file) neither is found."""
+    from hotpixel_shm.synth import simulate_frames
+
+    frames, truth = simulate_frames(20, 128, 160, seed=6, dead_any_colour=True,
+                                    defects={"hot": 0, "weak_hot": 0, "stuck": 0, "dead": 2,
+                                             "noisy": 0})
+    frames = [_jpeg420(f) for f in frames]
+    a = np.stack(frames).astype(np.float64)
+    mean, var = a.mean(0), a.var(0)
+    res = residuals_of_frames(frames, frames[0].shape)
+    assert [p.colour for p in truth] == ["B", "B"]
+    found = detect(mean, var, len(frames), residuals=res)
+    assert len(found) == 2
+    for p in truth:
+        assert any(d.kind == "dead" and abs(d.x - p.x) <= 1 and abs(d.y - p.y) <= 1
+                   for d in found), (p, found)
+    res.levels = None
+    assert detect(mean, var, len(frames), residuals=res) == []
