@@ -17,7 +17,7 @@ from .kernels_numpy import FINISHED, MAX_BATCH, Partial, _integer_merge
 __all__ = ["NAME", "LOOPS", "MAX_BATCH", "update", "reduce_range", "reduce_at", "residual_update"]
 
 NAME = "compiled"
-#: The hot loops' build that runs on this CPU: ``"AVX2"`` or ``"baseline"``.
+#: The hot loops' build that runs on this CPU: ``"AVX-512"``, ``"AVX2"`` or ``"baseline"``.
 LOOPS = _ckernels.LOOPS
 _TIER = {"exact": 0, "float64": 1, "float32": 2, "float16": 3}
 assert _ckernels.MAX_BATCH >= MAX_BATCH
