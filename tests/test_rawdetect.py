@@ -186,3 +186,16 @@ def test_shape_errors_are_clear():
         detect_raw(np.zeros((8, 10, 1)), np.zeros((8, 10, 1)), 5, cfa)
     with pytest.raises(HotPixelError, match="one channel"):
         detect_raw(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)), 5, cfa)
+
+
+@pytest.mark.parametrize("reach", [0, 1, 2, 5])
+def test_dilation_is_ndimage_maximum_filter(reach):
+    from scipy import ndimage
+
+    from hotpixel_shm.rawdetect import _dilate
+    rng = np.random.default_rng(reach)
+    for shape in ((1, 1), (1, 6), (6, 1), (9, 13), (40, 30)):
+        for density in (0.02, 0.2):
+            mask = rng.random(shape) < density
+            want = ndimage.maximum_filter(mask, size=2 * reach + 1, mode="constant")
+            assert np.array_equal(_dilate(mask, reach), want)

@@ -43,3 +43,19 @@ def test_a_photo_run_imports_no_scipy(tmp_path):
             "print(rc, found > 0, 'hotpixel_shm.temporal' in sys.modules, heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 True True []", out.stdout + out.stderr
+
+
+def test_a_raw_run_imports_no_scipy(tmp_path):
+    # the clipped-highlight zone is a numpy dilation (issue 10): a raw run,
+    # clipped highlights included, imports no scipy either
+    from hotpixel_shm.dng import write_raw_set
+    paths, _ = write_raw_set(str(tmp_path / "raw"), n=6, width=160, height=128, seed=3)
+    report = str(tmp_path / "r.json")
+    code = ("import json, sys\n"
+            "from hotpixel_shm.cli import main\n"
+            f"rc = main(['-q', '--json', {report!r}] + {list(paths)!r})\n"
+            f"found = len(json.load(open({report!r}))['defects'])\n"
+            "heavy = sorted(m for m in ('scipy', 'tqdm', 'hotpixel_shm.picture') if m in sys.modules)\n"
+            "print(rc, found > 0, 'hotpixel_shm.rawdetect' in sys.modules, heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 True True []", out.stdout + out.stderr
