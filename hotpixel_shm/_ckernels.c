@@ -51,6 +51,8 @@
 #endif
 
 #define MAX_BATCH 16
+/* chroma rows per band of the RGB residual loop (residual_frames) */
+#define RES_BAND 32
 #define MAX_PARTS 256
 #define MAX_FIELDS 3
 
@@ -978,42 +980,51 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     /* the level sums after the sums of squares: r L, L L, r r of Cb, then Cr */
     float *lev = flat + 2 * values;
     const Py_ssize_t hw = hp * wp, wr = 4; /* residual._WIDE_REACH */
-    for (Py_ssize_t i = 0; i < hp; i++) {
-        Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
+    /* RES_BAND chroma rows at a time, frame after frame: one frame's rings
+     * (about 2 MiB for a 24 MP photo, as large as a core's L2 cache) stay
+     * in cache while it runs through the band, instead of K frames' rings
+     * taking turns at every row, and the band's sums (still in cache for
+     * the next frame) get each frame's residuals in turn, as K calls would
+     * add them.  24 MP, CPU time per photo: K=2 98 -> 91 ms, K=4 105 -> 86. */
+    for (Py_ssize_t i0 = 0; i0 < hp; i0 += RES_BAND) {
+        const Py_ssize_t i9 = i0 + RES_BAND < hp ? i0 + RES_BAND : hp;
         for (int j = 0; j < K; j++) {
-            float *out = res + j * rows * w;
-            for (Py_ssize_t y = 2 * i; y < y1; y++) {
-                const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 1);
-                const float *dn = pixel_row(&rg[j].pix, fr + j, reflect(y + reach, h, reach), 1);
-                const float *cen = pixel_row(&rg[j].pix, fr + j, y, 1);
-                residual_row(up, cen, dn, w, reach, out + (y - 2 * i) * w);
-            }
-            Ring *ch = &rg[j].chroma, *px = &rg[j].pix;
-            const float *up = chroma_row(ch, px, fr + j, reflect(i - cr, hp, cr), wp, tmp);
-            const float *dn = chroma_row(ch, px, fr + j, reflect(i + cr, hp, cr), wp, tmp);
-            const float *cen = chroma_row(ch, px, fr + j, i, wp, tmp);
-            residual_row(up, cen, dn, wp, cr, out + 2 * w);
-            residual_row(up + wp, cen + wp, dn + wp, wp, cr, out + 3 * w);
-            /* the level sums, frame after frame as K calls would add them */
-            Ring *wd = &rg[j].wide;
-            const float *wu = wide_row(wd, px, fr + j, reflect(i - wr, hp, wr), wp, tmp);
-            const float *wn = wide_row(wd, px, fr + j, reflect(i + wr, hp, wr), wp, tmp);
-            const float *wc = wide_row(wd, px, fr + j, i, wp, tmp);
-            for (int p = 0; p < 2; p++) {
-                float *l = lev + 3 * p * hw + i * wp;
-                level_row(wu + p * wp, wc + p * wp, wn + p * wp, wu + (2 + p) * wp,
-                          wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], l, l + hw,
-                          l + 2 * hw);
+            for (Py_ssize_t i = i0; i < i9; i++) {
+                Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
+                float *out = res;
+                for (Py_ssize_t y = 2 * i; y < y1; y++) {
+                    const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 1);
+                    const float *dn = pixel_row(&rg[j].pix, fr + j, reflect(y + reach, h, reach), 1);
+                    const float *cen = pixel_row(&rg[j].pix, fr + j, y, 1);
+                    residual_row(up, cen, dn, w, reach, out + (y - 2 * i) * w);
+                }
+                Ring *ch = &rg[j].chroma, *px = &rg[j].pix;
+                const float *up = chroma_row(ch, px, fr + j, reflect(i - cr, hp, cr), wp, tmp);
+                const float *dn = chroma_row(ch, px, fr + j, reflect(i + cr, hp, cr), wp, tmp);
+                const float *cen = chroma_row(ch, px, fr + j, i, wp, tmp);
+                residual_row(up, cen, dn, wp, cr, out + 2 * w);
+                residual_row(up + wp, cen + wp, dn + wp, wp, cr, out + 3 * w);
+                /* the level sums */
+                Ring *wd = &rg[j].wide;
+                const float *wu = wide_row(wd, px, fr + j, reflect(i - wr, hp, wr), wp, tmp);
+                const float *wn = wide_row(wd, px, fr + j, reflect(i + wr, hp, wr), wp, tmp);
+                const float *wc = wide_row(wd, px, fr + j, i, wp, tmp);
+                for (int p = 0; p < 2; p++) {
+                    float *l = lev + 3 * p * hw + i * wp;
+                    level_row(wu + p * wp, wc + p * wp, wn + p * wp, wu + (2 + p) * wp,
+                              wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], l,
+                              l + hw, l + 2 * hw);
+                }
+                for (Py_ssize_t y = 2 * i; y < y1; y++) {
+                    float *s = flat + y * w;
+                    add_rows(s, s + values, res + (y - 2 * i) * w, 1, w, rows * w);
+                }
+                float *s = sum_cb + i * wp;
+                add_rows(s, s + values, res + 2 * w, 1, wp, rows * w);
+                s = sum_cr + i * wp;
+                add_rows(s, s + values, res + 3 * w, 1, wp, rows * w);
             }
         }
-        for (Py_ssize_t y = 2 * i; y < y1; y++) {
-            float *s = flat + y * w;
-            add_rows(s, s + values, res + (y - 2 * i) * w, K, w, rows * w);
-        }
-        float *s = sum_cb + i * wp;
-        add_rows(s, s + values, res + 2 * w, K, wp, rows * w);
-        s = sum_cr + i * wp;
-        add_rows(s, s + values, res + 3 * w, K, wp, rows * w);
     }
     ok = 1;
 done:

@@ -121,10 +121,13 @@ def test_version_says_which_kernels(capsys):
 # (shape, period): RGB photos (luma and pooled chroma, odd sizes, planes
 # narrower than twice the neighbour distance, one pixel), one-channel mosaics
 # (Bayer, X-Trans, monochrome, planes narrower than the distance) and other
-# channel counts
+# channel counts; RGB photos tall enough for the compiled loop's bands of 32
+# chroma rows (each frame runs through a band before the next: 141 rows are
+# bands of 32, 32 and 7 chroma rows)
 _RESIDUAL_CASES = [((37, 50, 3), None), ((1, 1, 3), None), ((5, 2, 3), None), ((9, 11, 3), 6),
                    ((3, 7, 3), 4), ((30, 31), 2), ((36, 42), 6), ((20, 22, 1), 1), ((5, 5), 6),
-                   ((1, 9), 2), ((11, 8), 7), ((8, 13, 2), 2), ((11, 12, 4), 3)]
+                   ((1, 9), 2), ((11, 8), 7), ((8, 13, 2), 2), ((11, 12, 4), 3),
+                   ((141, 7, 3), None), ((130, 9, 3), 6)]
 
 
 def _residual_sums(name, lay, frames, batch):
