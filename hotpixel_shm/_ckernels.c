@@ -800,10 +800,11 @@ static inline void sides(const float *cen, Py_ssize_t w, Py_ssize_t r, Py_ssize_
 /* One frame's level sums of one chroma plane's element row
  * (residual._level_band): the wide residual r of chroma rows c*, the level
  * L (median of the four neighbours of level rows l*, 0 where the element or
- * a neighbour reaches the clipping level), added as r L, L L and r r. */
+ * a neighbour reaches the clipping level), added as r L, L L and r r, and r
+ * itself where neither reaches it. */
 static inline void level_add(float cu, float cd, float cl, float cr, float cc, float lu,
                              float ld, float ll_, float lr, float lc, float clip, float *rl,
-                             float *ll, float *rr)
+                             float *ll, float *rr, float *rs)
 {
     float res = resid(cu, cd, cl, cr, cc);
     float lam = median4(lu, ld, ll_, lr);
@@ -817,6 +818,8 @@ static inline void level_add(float cu, float cd, float cl, float cr, float cc, f
     *rl = *rl + t;
     t = lam * lam;
     *ll = *ll + t;
+    t = top >= clip ? 0.0f : res;
+    *rs = *rs + t;
     t = res * res;
     *rr = *rr + t;
 }
@@ -825,7 +828,7 @@ static void level_row(const float *restrict cu, const float *restrict cc,
                       const float *restrict cd, const float *restrict lu,
                       const float *restrict lc, const float *restrict ld, Py_ssize_t w,
                       Py_ssize_t r, float clip, float *restrict rl, float *restrict ll,
-                      float *restrict rr)
+                      float *restrict rr, float *restrict rs)
 {
     /* r <= x < w - r: both sides inside the row (a loop without branches) */
     const Py_ssize_t lo = w > r ? r : w, hi = w - r > lo ? w - r : lo;
@@ -843,6 +846,8 @@ static void level_row(const float *restrict cu, const float *restrict cc,
         rl[x] = rl[x] + t;
         t = lam * lam;
         ll[x] = ll[x] + t;
+        t = top >= clip ? 0.0f : res;
+        rs[x] = rs[x] + t;
         t = res * res;
         rr[x] = rr[x] + t;
     }
@@ -851,7 +856,7 @@ static void level_row(const float *restrict cu, const float *restrict cc,
         sides(cc, w, r, x, &cl, &cr_);
         sides(lc, w, r, x, &l_, &r_);
         level_add(cu[x], cd[x], cl, cr_, cc[x], lu[x], ld[x], l_, r_, lc[x], clip, rl + x,
-                  ll + x, rr + x);
+                  ll + x, rr + x, rs + x);
     }
 }
 
@@ -977,7 +982,7 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
         goto done;
     }
     float *sum_cb = flat + h * w, *sum_cr = sum_cb + hp * wp;
-    /* the level sums after the sums of squares: r L, L L, r r of Cb, then Cr */
+    /* the level sums after the sums of squares: r L, L L, r r, r of Cb, then Cr */
     float *lev = flat + 2 * values;
     const Py_ssize_t hw = hp * wp, wr = 4; /* residual._WIDE_REACH */
     /* RES_BAND chroma rows at a time, frame after frame: one frame's rings
@@ -1010,10 +1015,10 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
                 const float *wn = wide_row(wd, px, fr + j, reflect(i + wr, hp, wr), wp, tmp);
                 const float *wc = wide_row(wd, px, fr + j, i, wp, tmp);
                 for (int p = 0; p < 2; p++) {
-                    float *l = lev + 3 * p * hw + i * wp;
+                    float *l = lev + 4 * p * hw + i * wp;
                     level_row(wu + p * wp, wc + p * wp, wn + p * wp, wu + (2 + p) * wp,
                               wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], l,
-                              l + hw, l + 2 * hw);
+                              l + hw, l + 2 * hw, l + 3 * hw);
                 }
                 for (Py_ssize_t y = 2 * i; y < y1; y++) {
                     float *s = flat + y * w;
@@ -1088,7 +1093,7 @@ static PyObject *py_residual(PyObject *self, PyObject *args)
         goto out;
     }
     Py_ssize_t values = ycc ? h * w + 2 * ((h + 1) / 2) * ((w + 1) / 2) : h * w * fr[0].c;
-    Py_ssize_t levels = ycc ? 6 * ((h + 1) / 2) * ((w + 1) / 2) : 0;
+    Py_ssize_t levels = ycc ? 8 * ((h + 1) / 2) * ((w + 1) / 2) : 0;
     if (acc.len != (Py_ssize_t)sizeof(float) * (2 * values + levels)) {
         PyErr_SetString(PyExc_ValueError, "residual sums of the wrong length");
         goto out;

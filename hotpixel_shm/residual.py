@@ -48,17 +48,19 @@ pixels on each side, which hold the whole blob) minus the median of the
 same at its four neighbours 4 blocks away -- and the local level ``L`` of
 the plane's colour (blue for Cb, red for Cr: the median over the same four
 neighbours of the 8x8 mean of that colour), and accumulates ``r * L``,
-``L * L`` and ``r * r``.  A dead photosite has ``r = -a L`` in every
+``L * L``, ``r * r`` and ``r``.  A dead photosite has ``r = -a L`` in every
 frame: ``hotpixel_shm.temporal`` tests the slope ``a`` of that regression
-through the origin.  A frame in which the block or a neighbour is near
-clipping (``L`` at ``_CLIP`` of the samples' full scale or more: a blown
-sky's edge is the same in every such frame) adds nothing to ``r * L`` and
-``L * L``.
+through the origin, and the mean of ``r`` as it tests a residual plane's
+(the wide footprint holds the whole blob of a hot red or blue photosite
+too, which the 4x4 one shares with its neighbours).  A frame in which the
+block or a neighbour is near clipping (a level at ``_CLIP`` of the
+samples' full scale or more: a blown sky's edge is the same in every such
+frame) adds nothing to ``r * L``, ``L * L`` and ``r``.
 
 The accumulator is one flat float32 buffer (it may live in shared memory):
 the element count ``n`` (as float64 in its first 8 bytes), then the sums of
 every plane, then the sums of squares, then (RGB photos) the level sums:
-``r * L``, ``L * L``, ``r * r`` for Cb, then the same for Cr.  Frames are processed in bands of
+``r * L``, ``L * L``, ``r * r``, ``r`` for Cb, then the same for Cr.  Frames are processed in bands of
 ``_BAND`` rows: the working memory is a few band-sized float32 arrays,
 never image-sized.  Partial accumulators combine by adding (``add_into``).
 
@@ -107,7 +109,7 @@ _CLIP = 0.8
 _INV_CB = np.float32(1.0 / _CB)
 _INV_CR = np.float32(1.0 / _CR)
 #: Level sums per chroma plane, in the buffer's order.
-LEVEL_SUMS = ("rL", "LL", "rr")
+LEVEL_SUMS = ("rL", "LL", "rr", "r")
 # The compiled kernel's constants: Y's weights, the Cb and Cr scales, their
 # inverses (the level statistics); the clipping level follows per dtype.
 _KERNEL_CONSTS = tuple(float(c) for c in (*_YCC[0], _CB, _CR, _INV_CB, _INV_CR))
@@ -150,7 +152,7 @@ class ResidualLayout:
 
     @property
     def level_values(self) -> int:
-        """Values of the level sums (``"ycc"``: three per element of each
+        """Values of the level sums (``"ycc"``: four per element of each
         chroma plane; 0 otherwise)."""
         if self.mode != "ycc":
             return 0
@@ -314,11 +316,13 @@ def _level_band(wide, i0, i1, hp, clip, sums):
         np.maximum(top, left, out=top)
         np.maximum(top, right, out=top)
         np.maximum(lam, np.float32(0), out=lam)
-        lam[top >= clip] = 0
-        rl, ll, rr = sums[3 * p:3 * p + 3]
+        clipped = top >= clip
+        lam[clipped] = 0
+        rl, ll, rr, rs = sums[4 * p:4 * p + 4]
         rl[i0:i1] += r * lam
         lam *= lam
         ll[i0:i1] += lam
+        rs[i0:i1] += np.where(clipped, np.float32(0), r)
         r *= r
         rr[i0:i1] += r
 
@@ -559,7 +563,7 @@ class Residuals:
         One float32 array per plane of ``layout``.
     levels : list of numpy.ndarray or None
         RGB photos: the level statistics, per frame means of ``LEVEL_SUMS``
-        (``r * L``, ``L * L``, ``r * r``) for Cb, then for Cr (float32, of
+        (``r * L``, ``L * L``, ``r * r``, ``r``) for Cb, then for Cr (float32, of
         the chroma planes' shape); None when not kept (statistics files
         written before them).
     """

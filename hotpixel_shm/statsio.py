@@ -229,8 +229,9 @@ def _levels(path, data, layout):
         if a is None or a.shape != plane or a.dtype != np.float32:
             raise HotPixelError(f"{path}: level statistics {k} are missing or not {plane} "
                                 f"float32")
-        # r L may be negative; L L and r r are not
-        if not np.all(np.isfinite(a)) or (k % len(LEVEL_SUMS) and np.any(a < 0)):
+        # r L and r may be negative; L L and r r are not
+        if not np.all(np.isfinite(a)) or (LEVEL_SUMS[k % len(LEVEL_SUMS)] in ("LL", "rr")
+                                          and np.any(a < 0)):
             raise HotPixelError(f"{path}: level statistics hold invalid values")
         out.append(a)
     return out

@@ -36,8 +36,11 @@ follows the scene, so its mean over the frames stays near zero in units of
 its spread, but the slope of the regression of ``r`` on ``L`` through the
 origin is many standard errors from zero.  That slope's t statistic goes
 through the same tests as ``z`` (pooled scale, directional rule, ring,
-overlay, same threshold), and a flagged element is placed at the pixel of
-its 8x8 footprint whose channel plus luma mean is most off.
+overlay, same threshold), and so does the wide residual's own mean (the
+8x8 footprint holds all of a hot red or blue photosite's blob, which the
+4x4 one shares with its neighbours, whose lines the directional rule then
+finds as high as the element); a flagged element is placed at the pixel
+of its 8x8 footprint whose channel plus luma mean is most off.
 
 Thresholds are calibrated (see ``thresholds``).  This module is numerics
 only (numpy).
@@ -314,6 +317,23 @@ class _Slope:
         return out.astype(np.float32)
 
 
+class _Wide:
+    """The wide residual's plane as a residual plane's mean and variance,
+    lazily: ``mean = S`` (the per-frame mean of ``r``, clipped frames
+    counted as 0) and ``var = Q - S**2``."""
+
+    def __init__(self, S, Q, which):
+        self.S, self.Q, self.which = S, Q, which
+        self.shape = S.shape
+
+    def __getitem__(self, key):
+        m = np.asarray(self.S[key], dtype=np.float64)
+        if self.which == "mean":
+            return m.astype(np.float32)
+        q = np.asarray(self.Q[key], dtype=np.float64)
+        return np.maximum(q - m * m, 0.0).astype(np.float32)
+
+
 def _level_position(mean, ys, xs, c, sign):
     """Within each level element's 8x8 footprint, the pixel whose channel
     ``c`` plus luma mean is most off the same at its neighbours 2 px away,
@@ -402,16 +422,17 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
         # chroma plane's wide residual against its colour's level
         per = len(LEVEL_SUMS)
         for k in (1, 2):
-            P, W, Q = res.levels[per * (k - 1):per * k]
-            m, v = _Slope(P, W, Q, "mean"), _Slope(P, W, Q, "var")
-            ys, xs, code, score, z = _plane_records(m, v, res.n, _WIDE_REACH, t_thr, math.inf,
-                                                    floor)
-            if ys.size == 0:
-                continue
-            c = _YCC_CHANNEL[k]
-            sign = np.where(code == _DEAD, -1.0, 1.0).astype(np.float32)
-            ys, xs = _level_position(mean, ys, xs, c, sign)
-            _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z, 2, 2)
+            P, W, Q, S = res.levels[per * (k - 1):per * k]
+            for m, v in ((_Slope(P, W, Q, "mean"), _Slope(P, W, Q, "var")),
+                         (_Wide(S, Q, "mean"), _Wide(S, Q, "var"))):
+                ys, xs, code, score, z = _plane_records(m, v, res.n, _WIDE_REACH, t_thr,
+                                                        math.inf, floor)
+                if ys.size == 0:
+                    continue
+                c = _YCC_CHANNEL[k]
+                sign = np.where(code == _DEAD, -1.0, 1.0).astype(np.float32)
+                ys, xs = _level_position(mean, ys, xs, c, sign)
+                _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z, 2, 2)
     return _concat(parts)
 
 

@@ -65,11 +65,12 @@ def _nb4(p, r):
 
 
 def _level_reference(frames, clip):
-    """The level statistics (per-frame means of r L, L L, r r for Cb, then Cr)
-    in float64, the plain way: 8x8 means, neighbours 4 blocks away."""
+    """The level statistics (per-frame means of r L, L L, r r and r where not
+    clipped, for Cb, then Cr) in float64, the plain way: 8x8 means,
+    neighbours 4 blocks away."""
     h, w = frames[0].shape[:2]
     hp, wp = (h + 1) // 2, (w + 1) // 2
-    sums = [np.zeros((hp, wp)) for _ in range(6)]
+    sums = [np.zeros((hp, wp)) for _ in range(8)]
     for f in frames:
         ycc = f.astype(np.float64) @ _YCC.T.astype(np.float64)
         wide = []
@@ -88,9 +89,10 @@ def _level_reference(frames, clip):
             ln = _nb4(level, 4)
             ls = np.sort(ln, axis=0)
             lam = np.maximum((ls[1] + ls[2]) / 2, 0)
-            lam[np.maximum(ln.max(axis=0), level) >= clip] = 0
-            for q, v in enumerate((r * lam, lam * lam, r * r)):
-                sums[3 * p + q] += v
+            clipped = np.maximum(ln.max(axis=0), level) >= clip
+            lam[clipped] = 0
+            for q, v in enumerate((r * lam, lam * lam, r * r, np.where(clipped, 0, r))):
+                sums[4 * p + q] += v
     return [a / len(frames) for a in sums]
 
 
@@ -109,13 +111,14 @@ def test_level_statistics_match_float64(shape, bright):
             f[:, : shape[1] // 2] //= 2
     res = residuals_of_frames(frames, shape)
     want = _level_reference(frames, 0.8 * 255)
-    assert res.levels is not None and len(res.levels) == 6
+    assert res.levels is not None and len(res.levels) == 8
     for got, ref in zip(res.levels, want):
         scale = max(1.0, float(np.abs(ref).max()))
         np.testing.assert_allclose(got, ref, atol=2e-4 * scale)
     if bright:
-        # the clipped elements of Cr and Cb added no L L, the others did
+        # the clipped elements of Cb added no L L (and no r), the others did
         assert np.any(want[1] == 0) and np.any(want[1] > 0)
+        assert np.any(want[3][want[1] == 0] == 0)
 
 
 @pytest.mark.parametrize("shape, period", [((37, 50, 3), None), ((40, 44, 3), None),
@@ -137,7 +140,7 @@ def test_partials_add_and_buffer_layout():
     frames = [rng.integers(0, 256, shape).astype(np.uint8) for _ in range(6)]
     lay = residual_layout(shape)
     assert lay.values == 24 * 30 + 2 * 12 * 15
-    assert lay.level_values == 6 * 12 * 15
+    assert lay.level_values == 8 * 12 * 15
     assert residual_nbytes(lay) == 8 + 4 * (2 * lay.values + lay.level_values)
     assert residual_layout((24, 30)).level_values == 0
     whole = ResidualAccumulator(lay, bytearray(residual_nbytes(lay)))
@@ -337,7 +340,7 @@ def test_statistics_files_keep_residuals_and_old_files_still_load(tmp_path):
     statsio.save_stats(tmp_path / "r.npz", st)
     back, _ = statsio.load_stats(tmp_path / "r.npz")
     assert back.residuals is not None and back.residuals.layout == res.layout
-    assert len(back.residuals.levels) == 6
+    assert len(back.residuals.levels) == 8
     for x, y in zip(back.residuals.mean + back.residuals.var + back.residuals.levels,
                     res.mean + res.var + res.levels):
         np.testing.assert_array_equal(x, y)
@@ -360,7 +363,7 @@ def test_statistics_files_keep_residuals_and_old_files_still_load(tmp_path):
         statsio.load_stats(tmp_path / "bad.npz")
     with np.load(tmp_path / "r.npz") as z:
         parts = {k: z[k] for k in z.files}
-    parts["residual_level_4"] = -parts["residual_level_4"] - 1       # a negative L L
+    parts["residual_level_5"] = -parts["residual_level_5"] - 1       # a negative L L
     np.savez(tmp_path / "bad_level.npz", **parts)
     with pytest.raises(HotPixelError, match="level statistics"):
         statsio.load_stats(tmp_path / "bad_level.npz")
