@@ -257,3 +257,35 @@ def test_article_combination_keeps_the_bug(tmp_path, article_mod):
     assert printed_mean_var == pytest.approx(buggy, rel=1e-3)
     assert printed_mean_var < 0.9 * true_mean_var
     assert "lowest-variance subpixels" in proc.stdout
+
+
+def test_kernels_ab_compares_builds_and_their_bits(capsys):
+    """scripts/kernels_ab.py on a tiny frame, the built kernels against themselves."""
+    pytest.importorskip("hotpixel_shm._ckernels")
+    from hotpixel_shm import _ckernels
+    ab = _load(os.path.join(SCRIPTS, "kernels_ab.py"), "hotpixel_kernels_ab_script")
+    assert ab.main([f"a={_ckernels.__file__}", f"b={_ckernels.__file__}", "--size", "40x30",
+                    "--tiers", "exact,float16", "--batch", "1,3", "--reps", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6      # exact, float16, residual; K = 1 and 3
+    assert all(" a " in ln and " b " in ln and ln.endswith("same bits") for ln in lines)
+
+
+def test_kernels_ab_tells_a_build_that_gives_other_bits():
+    pytest.importorskip("hotpixel_shm._ckernels")
+    import types
+    from hotpixel_shm import _ckernels
+    from hotpixel_shm.welford import Accumulator
+    ab = _load(os.path.join(SCRIPTS, "kernels_ab.py"), "hotpixel_kernels_ab_script")
+
+    def off_by_one(*args):     # the update, then one sum a unit off
+        _ckernels.update(*args)
+        args[2][0][0] += 1
+    other = types.SimpleNamespace(update=off_by_one)
+    frames = [np.full((4, 5, 3), v, np.uint8) for v in (10, 20)]
+    med, same = ab.compare({"a": _ckernels, "b": other}, frames,
+                           lambda: Accumulator("exact", (4, 5, 3), np.uint8),
+                           lambda acc, fs: acc.update_batch(fs), 2, 1)
+    assert not same and set(med) == {"a", "b"}
+    from hotpixel_shm import _kernels_c
+    assert _kernels_c._ckernels is _ckernels      # the build in use is put back
