@@ -805,6 +805,8 @@ class MemoryModel:
     batch_bytes: int = 0
     #: of ``segment_bytes``: the temporal residual statistics (0 when not kept)
     residual_bytes: int = 0
+    #: temporaries of their update in each worker (``residual.scratch_bytes``)
+    residual_scratch_bytes: int = 0
 
     @property
     def shm_bytes_per_worker(self) -> int:
@@ -815,7 +817,8 @@ class MemoryModel:
     def bytes_per_worker(self) -> int:
         """Everything one worker adds; on the serial path, what the work adds to the parent."""
         return (self.segment_bytes + self.decode_bytes + self.batch_bytes + self.file_bytes
-                + self.worker_scratch_bytes + self.worker_baseline_bytes)
+                + self.worker_scratch_bytes + self.residual_scratch_bytes
+                + self.worker_baseline_bytes)
 
     @property
     def accumulate_bytes(self) -> int:
@@ -850,6 +853,7 @@ class MemoryModel:
             (f"{self.batch - 1} more photo(s) of a batch ({per})", self.batch_bytes),
             (f"largest file read whole ({per})", self.file_bytes),
             (f"update scratch ({per})", self.worker_scratch_bytes),
+            (f"residual update scratch ({per})", self.residual_scratch_bytes),
             ("worker interpreter (per worker)", self.worker_baseline_bytes),
             ("main interpreter", self.parent_baseline_bytes),
             ("finished mean and variance (bands read)", self.result_bytes),
@@ -878,7 +882,7 @@ class MemoryModel:
 
 def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_parent_bytes=0,
                  detection=False, checkpoints=False, loaded_dtype=None, decoder="pillow",
-                 batch=1, bands=1, residual_bytes=0) -> MemoryModel:
+                 batch=1, bands=1, residual_bytes=0, residual_period=None) -> MemoryModel:
     """Planned peak memory of a run, by part: the one place that counts bytes.
 
     Parameters
@@ -916,6 +920,11 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         in each segment after the accumulator (0: none; not with band
         passes).  It is summed in place in one kept segment at the end; a
         checkpoint's snapshot copies it once.
+    residual_period : int, optional
+        Neighbour distance of those statistics (a raw mosaic's CFA period;
+        default 2): with ``residual_bytes``, each worker also counts the
+        temporaries of their update (``residual.scratch_bytes`` for the
+        kernels in use and K).
 
     Returns
     -------
@@ -928,7 +937,7 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         segment    = accumulator_nbytes((band rows, width, channels), dtype, tier)
         worker     = segment + decode_bytes(shape, dtype, decoder)
                      + (batch - 1) * values * itemsize + max_file_bytes
-                     + WORKER_SCRATCH_BYTES
+                     + WORKER_SCRATCH_BYTES + residual scratch
                      (+ WORKER_BASELINE_BYTES for a worker process)
         accumulate = workers * worker + PARENT_BASELINE_BYTES
                      + checkpoint + loaded + extra
@@ -1015,7 +1024,17 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         extra_bytes=int(extra_parent_bytes),
         batch=int(batch),
         batch_bytes=(int(batch) - 1) * values * dt.itemsize,
-        residual_bytes=int(residual_bytes))
+        residual_bytes=int(residual_bytes),
+        residual_scratch_bytes=_residual_scratch((h, w, c), batch, residual_period)
+        if residual_bytes else 0)
+
+
+def _residual_scratch(shape, batch, period):
+    """Temporaries of a worker's residual update, for the kernels in use."""
+    from . import kernels
+    from .residual import residual_layout, scratch_bytes
+    return scratch_bytes(residual_layout(shape, period), int(batch),
+                         compiled=kernels.NAME == "compiled")
 
 
 #: The smallest band a pass accumulates: one row of detection's tiles.
@@ -1418,12 +1437,15 @@ def _explain(chosen, options, usable, over, *, dt, budget, counts, workers, tier
                            f"{format_bytes(shm_free_bytes)} free")
     else:
         reasons.append("one process does all the work (serial path): no shared memory, no second interpreter")
-    if over:
-        reasons.append(f"EXCEEDS THE BUDGET by {format_bytes(chosen.total - budget)}: planned "
-                       f"{format_bytes(chosen.total)}, budget {format_bytes(budget)} (forced)")
-    else:
-        reasons.append(f"planned peak {format_bytes(chosen.total)} of the {format_bytes(budget)} budget")
+    reasons.append(_peak_reason(chosen.total, budget, over))
     return reasons
+
+
+def _peak_reason(total, budget, over):
+    if over:
+        return (f"EXCEEDS THE BUDGET by {format_bytes(total - budget)}: planned "
+                f"{format_bytes(total)}, budget {format_bytes(budget)} (forced)")
+    return f"planned peak {format_bytes(total)} of the {format_bytes(budget)} budget"
 
 
 def _candidates(options, chosen, dt, budget, shm_free_bytes, chosen_total):
@@ -1448,7 +1470,7 @@ def _candidates(options, chosen, dt, budget, shm_free_bytes, chosen_total):
 def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None, tier=None, force=False,
               max_file_bytes=0, shm_free_bytes=None, extra_parent_bytes=0, detection=False,
               checkpoints=False, loaded_dtype=None, decoder="pillow", batch=None, bands=None,
-              residual_bytes=0) -> Plan:
+              residual_bytes=0, residual_period=None) -> Plan:
     """Choose the worker count, accumulator tier, batch size and band passes that fit the memory budget.
 
     Parameters
@@ -1485,6 +1507,8 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
         :func:`memory_model`); whether to keep it is the caller's choice
         (``pipeline.plan_group`` keeps it only when it costs no worker, no
         tier and no band pass).
+    residual_period : int, optional
+        Their neighbour distance (see :func:`memory_model`).
 
     Returns
     -------
@@ -1532,7 +1556,7 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     model_kwargs = dict(max_file_bytes=max_file_bytes, extra_parent_bytes=extra_parent_bytes,
                         detection=detection, checkpoints=checkpoints, loaded_dtype=loaded_dtype,
                         decoder=decoder, bands=1 if bands is None else int(bands),
-                        residual_bytes=residual_bytes)
+                        residual_bytes=residual_bytes, residual_period=residual_period)
     options = _options(dims, dt, n_files, counts, tier_list, shm_free_bytes, model_kwargs)
 
     def more_bands(b):
@@ -1546,6 +1570,9 @@ def make_plan(shape, sample_dtype, n_files, cpus, budget_bytes, *, workers=None,
     kwargs = {**model_kwargs, "bands": chosen.model.bands}
     k = _batch(chosen, batch, budget, over, dims, dt, kwargs)
     m = memory_model(dims, dt, chosen.tier, chosen.workers, batch=k, **kwargs)
+    # the peak said among the reasons is the plan's, K's photos included
+    reasons = [_peak_reason(m.total_bytes, budget, over)
+               if r == _peak_reason(chosen.total, budget, over) else r for r in reasons]
     if k > 1:
         reasons.append(f"{k} photos decoded per worker, then folded in one pass over its "
                        f"accumulator ({k - 1} more decoded photo(s) per worker)")

@@ -722,7 +722,7 @@ class Session:
         sizes = shard_sizes(n, threads, cap)
         merges = {}
 
-        def plan_for(residual_bytes):
+        def plan_for(residual_bytes, residual_period=None):
             merge_bytes = 0
             for _ in range(3):  # the merge's bytes depend on the tier the plan chooses
                 plan = budget.make_plan(
@@ -731,7 +731,7 @@ class Session:
                     max_file_bytes=max((h.file_bytes for h in group.headers), default=0),
                     detection=True, extra_parent_bytes=merge_bytes,
                     loaded_dtype=None if prior is None else prior.mean.dtype,
-                    residual_bytes=residual_bytes)
+                    residual_bytes=residual_bytes, residual_period=residual_period)
                 need = self._merge_bytes(group, plan.tier, residual_bytes)
                 if need == merge_bytes:
                     break

@@ -460,7 +460,7 @@ def plan_group(group: Group, settings: Settings, log):
     if prior is not None and not prior.n:
         prior = None                        # nothing loaded to merge
 
-    def plan_for(residual_bytes):
+    def plan_for(residual_bytes, residual_period=None):
         return budget.make_plan(
             group.shape, group.sample_dtype, max(1, len(group.headers)), res.cpus,
             budget.run_budget(res, settings.memory_budget),
@@ -470,7 +470,7 @@ def plan_group(group: Group, settings: Settings, log):
             checkpoints=bool(settings.checkpoint_every or settings.checkpoint_seconds),
             loaded_dtype=None if prior is None else prior.mean.dtype, batch=settings.batch,
             decoder=budget.decoder_for({h.format for h in group.headers}, group.sample_dtype),
-            bands=bands, residual_bytes=residual_bytes,
+            bands=bands, residual_bytes=residual_bytes, residual_period=residual_period,
             # loaded residual statistics, and their merge with the new ones
             extra_parent_bytes=3 * prior.residuals.nbytes if prior is not None
             and prior.residuals is not None else 0)
@@ -486,8 +486,9 @@ def _keep_residuals(plan, plan_for, group: Group, settings: Settings, prior):
     """``plan`` (made by ``plan_for(0)``) with the temporal residual
     statistics when the run keeps them, else with the reason it does not.
 
-    ``plan_for(residual_bytes)`` plans the same run with a residual
-    accumulator of that size beside each accumulator (also used by the Dask
+    ``plan_for(residual_bytes, residual_period)`` plans the same run with a
+    residual accumulator of that size (and neighbour distance) beside each
+    accumulator (also used by the Dask
     path, whose tasks are planned with a worker's memory).
     """
     period, why_not = _residual_period(group, settings, prior)
@@ -531,7 +532,7 @@ def _with_residuals(plan, plan_for, group, period):
 
     extra = residual_nbytes(residual_layout(group.shape, period)) + 64   # + segment alignment
     try:
-        full = plan_for(extra)
+        full = plan_for(extra, period)
     except PlanError:
         full = None
     same = full is not None and (full.workers, full.tier, full.bands) == \

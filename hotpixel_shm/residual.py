@@ -79,7 +79,7 @@ from .errors import HotPixelError
 
 __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
            "residual_nbytes", "residuals_of_frames", "merge_residuals", "sum_residuals",
-           "LEVEL_SUMS"]
+           "LEVEL_SUMS", "scratch_bytes"]
 
 # Output rows per band (even: a band holds whole 2x2 chroma blocks).
 _BAND = 64
@@ -200,6 +200,58 @@ def residual_layout(shape, period: Optional[int] = None) -> ResidualLayout:
 def residual_nbytes(layout: ResidualLayout) -> int:
     """Bytes of a residual accumulator (sums, sums of squares and level sums, float32)."""
     return _HEADER + 4 * (2 * layout.values + layout.level_values)
+
+
+# The numpy reference's temporaries, per column of the frame (its _BAND
+# rows of a few float32 planes at once), measured with tracemalloc on frames
+# of 3000 and 6000 columns (one update, 8- and 16-bit): 5455 bytes for an
+# RGB photo, 1823 + 8 per pixel of reach for one channel (its resident
+# high-water mark, at 200000 columns: 1992 + 8 per reach); and at most 1.7
+# MiB whatever the width (2000 x 20 frames).  Rounded up.
+_NUMPY_COLUMN_BYTES_YCC = 5600
+_NUMPY_COLUMN_BYTES = 2000
+_NUMPY_COLUMN_BYTES_PER_REACH = 9
+_NUMPY_FIXED_BYTES = 2 << 20
+# The compiled kernel's rings (``_ckernels.c``, residual_frames), per frame
+# of a pass: pixel rows in use at once (RGB: 14 + max(reach, 5); one
+# channel: 2 reach + 1), and for RGB 8 pooled chroma rows and 12 wide rows
+# (see scratch_bytes).
+
+
+def scratch_bytes(layout: ResidualLayout, batch: int = 1, compiled: bool = True) -> int:
+    """Most bytes one :meth:`ResidualAccumulator.update_batch` of ``batch``
+    frames allocates besides the accumulator (the memory planner counts it
+    per worker).
+
+    Parameters
+    ----------
+    layout : ResidualLayout
+    batch : int
+        Frames per call (K).
+    compiled : bool
+        The compiled kernel's rings (a few rows per frame of the pass) or
+        the numpy reference's band temporaries (independent of K: it takes
+        the frames one at a time).
+
+    Returns
+    -------
+    int
+    """
+    h, w, c = layout.shape
+    ycc = layout.mode == "ycc"
+    if not compiled:
+        per_column = _NUMPY_COLUMN_BYTES_YCC if ycc else (
+            c * (_NUMPY_COLUMN_BYTES + _NUMPY_COLUMN_BYTES_PER_REACH * layout.reach))
+        return int(per_column * w + _NUMPY_FIXED_BYTES)
+    k = max(1, int(batch))
+    wp = (w + 1) // 2
+    reach = layout.reach
+    slots = 14 + max(reach, 5) if ycc else 2 * reach + 1
+    per_frame = slots * ((3 if ycc else c) * w * 4 + 8)
+    if ycc:
+        per_frame += 8 * (2 * wp * 4 + 8) + 12 * (4 * wp * 4 + 8)
+    rows = 4 if ycc else c
+    return int(k * (per_frame + rows * w * 4) + (3 * w + wp) * 4 + 4096)
 
 
 def _reflect(idx, size, reach):

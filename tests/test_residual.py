@@ -1,14 +1,19 @@
 """Temporal residual statistics: the accumulator against a float64 reference,
 and the residual test of detection on simulated cameras."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from hotpixel_shm import kernels
 from hotpixel_shm.detect import DetectOptions, detect
 from hotpixel_shm.dng import cfa_array, simulate_raw_frames
 from hotpixel_shm.errors import HotPixelError
 from hotpixel_shm.rawdetect import detect_raw
 from hotpixel_shm.residual import (ResidualAccumulator, residual_layout, residual_nbytes,
-                                   residuals_of_frames)
+                                   residuals_of_frames, scratch_bytes)
 from hotpixel_shm.residual import _YCC, _reflect
 from hotpixel_shm.temporal import thresholds
 
@@ -400,3 +405,60 @@ def test_dead_blue_photosites_in_420_jpegs_found_by_the_level_test():
                    for d in found), (p, found)
     res.levels = None
     assert detect(mean, var, len(frames), residuals=res) == []
+
+
+@pytest.mark.parametrize("shape, period, batch", [
+    ((200, 3000, 3), None, 1), ((200, 3000, 3), None, 3), ((200, 1500, 1), 2, 2),
+    ((160, 1200, 1), 6, 1)])
+def test_the_numpy_update_stays_within_its_planned_scratch(shape, period, batch):
+    # the planner counts residual.scratch_bytes per worker: the numpy
+    # reference's temporaries (a worker's without a compiler) must stay
+    # within it, and the figure must not be far above them either
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 250, shape, dtype=np.uint8) for _ in range(batch)]
+    layout = residual_layout(shape, period)
+    acc = ResidualAccumulator(layout)
+    with kernels.use("numpy"):
+        tracemalloc.start()
+        try:
+            acc.update_batch(frames)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    planned = scratch_bytes(layout, batch, compiled=False)
+    assert peak <= planned <= 1.3 * peak + (2 << 20), (peak, planned)
+
+
+@pytest.mark.skipif(isinstance(kernels.available()["compiled"], str)
+                    or not os.path.exists("/proc/self/status"),
+                    reason="compiled kernels not built, or no /proc")
+@pytest.mark.parametrize("shape, period", [((64, 120000, 3), None), ((64, 120000, 1), 6)])
+def test_the_compiled_update_stays_within_its_planned_scratch(shape, period):
+    # the compiled kernel's rings are C memory (no tracemalloc): the resident
+    # high-water mark (VmHWM: getrusage's maxrss would carry the parent's
+    # over exec) of a fresh process, before and after one update of K very
+    # wide frames (so the rings dwarf everything else), is the measure
+    code = f"""
+import numpy as np
+from hotpixel_shm import kernels
+from hotpixel_shm.residual import ResidualAccumulator, residual_layout, scratch_bytes
+assert kernels.NAME == "compiled"
+frames = [np.random.default_rng(2).integers(0, 250, {shape!r}, dtype=np.uint8) for _ in range(3)]
+layout = residual_layout({shape!r}, {period!r})
+acc = ResidualAccumulator(layout)
+acc._flat[:] = 1
+acc._flat[:] = 0
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+before = hwm()
+acc.update_batch(frames)
+grew = hwm() - before
+print(grew, scratch_bytes(layout, 3), flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HOTPIXEL_SHM_KERNELS": "compiled"})
+    grew, planned = (int(v) for v in out.stdout.split())
+    assert 0.5 * planned <= grew <= planned, (grew, planned)
