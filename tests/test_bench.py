@@ -46,7 +46,7 @@ def bench_run(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, BENCH, "--count", "4", "--width", "64", "--height", "48",
          "--rounds", "1", "--small-count", "2", "--out", str(out)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "bench.json", encoding="utf-8") as fh:
         result = json.load(fh)
@@ -101,7 +101,7 @@ def test_only_filters_the_small_set_too(tmp_path):
         [sys.executable, BENCH, "--count", "3", "--width", "64", "--height", "48",
          "--rounds", "1", "--small-count", "2", "--out", str(out),
          "--only", "decode-pillow", "hps-float32"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "bench.json", encoding="utf-8") as fh:
         result = json.load(fh)
@@ -198,7 +198,7 @@ def test_scaling_mode(tmp_path):
         [sys.executable, BENCH, "--scaling", "--scaling-counts", "2,3", "--width", "64",
          "--height", "48", "--rounds", "1", "--out", str(tmp_path),
          "--only", "decode-simplejpeg", "hps-default"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(tmp_path / "bench-scaling.json", encoding="utf-8") as fh:
         result = json.load(fh)
