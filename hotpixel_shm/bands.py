@@ -25,7 +25,8 @@ import numpy as np
 from .errors import HotPixelError
 
 __all__ = ["band_rows", "BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "default_band_rows",
-           "reader_cache_bytes", "DEFAULT_BAND_VALUES", "DEFAULT_CACHE_BANDS", "SUMMARY_LOWEST"]
+           "reader_cache_bytes", "cache_bands_for", "map_ordered", "DEFAULT_BAND_VALUES",
+           "DEFAULT_CACHE_BANDS", "SUMMARY_LOWEST"]
 
 #: Values per band read at once (per plane): 2**19 float64 values are 4 MiB.
 DEFAULT_BAND_VALUES = 1 << 19
@@ -34,6 +35,9 @@ SUMMARY_LOWEST = 10
 #: Bands a reader keeps: detection reads a band plus the halo of its window
 #: (and the overlay check up to 8 rows around it), so three suffice.
 DEFAULT_CACHE_BANDS = 3
+
+
+_Event = threading.Event     # the waits for a band another thread finishes (a test counts them)
 
 
 def band_rows(height, bands):
@@ -47,6 +51,63 @@ def default_band_rows(shape) -> int:
     """Rows of a reader's band for a ``(height, width, channels)`` frame."""
     _, w, c = (int(v) for v in shape)
     return max(1, DEFAULT_BAND_VALUES // (w * c))
+
+
+def cache_bands_for(threads) -> int:
+    """Bands a reader keeps for ``threads`` threads that read neighbouring
+    bands at once (detection and the line test spread over the usable CPUs,
+    ``map_ordered``): two more for each thread after the first -- a
+    detection band of 32 rows and its halo reach into two more of a 24 MP
+    reader's bands of 29 rows -- so that none evicts a band another still
+    reads (which would finish it again)."""
+    return DEFAULT_CACHE_BANDS + 2 * (max(1, int(threads)) - 1)
+
+
+def map_ordered(fn, items, threads=1):
+    """Yield ``fn(item, slot)`` for each of ``items``, in their order, on up
+    to ``threads`` threads.
+
+    At most ``threads`` calls are in flight at once, each with a ``slot``
+    (``0 <= slot < threads``) no other call in flight has: a call may use
+    the scratch buffers of its slot.  Calls start in the order of ``items``
+    and a call starts only when the oldest one in flight is collected, so
+    the threads work on neighbouring items (neighbouring bands of rows stay
+    in a reader's cache) and what the caller keeps of the results stays
+    bounded.  One thread: plain calls, in this thread.  numpy and the
+    compiled kernels release the GIL, so the threads use several cores;
+    the results are the same whatever the thread count as long as ``fn``'s
+    arithmetic depends on its item only.
+    """
+    threads = max(1, int(threads))
+    if threads == 1:
+        for item in items:
+            yield fn(item, 0)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    items = iter(items)
+    free = list(range(threads))
+    pending = collections.deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="hotpixel-bands") as pool:
+        try:
+            while True:
+                while free:
+                    item = next(items, _END)
+                    if item is _END:
+                        break
+                    slot = free.pop()
+                    pending.append((slot, pool.submit(fn, item, slot)))
+                if not pending:
+                    return
+                slot, fut = pending.popleft()
+                result = fut.result()
+                free.append(slot)
+                yield result
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+_END = object()
 
 
 def reader_cache_bytes(shape, dtype, cache_bands=DEFAULT_CACHE_BANDS) -> int:
@@ -98,6 +159,7 @@ class BandReader:
         self.band_rows = int(band_rows) if band_rows else default_band_rows(self.shape)
         self.cache_bands = max(1, int(cache_bands))
         self._cache = collections.OrderedDict()
+        self._busy = {}             # band -> Event: being finished by another thread
         self._view_cache = None     # (view, plane, values): the plane gather_view did not return
         self._lock = threading.Lock()
         # the variance's summary, noted as each band is first finished (issue 10):
@@ -112,23 +174,36 @@ class BandReader:
         return 2 * self.cache_bands * min(h, self.band_rows) * w * c * self.dtype.itemsize
 
     def _band(self, k):
-        with self._lock:
-            hit = self._cache.get(k)
-            if hit is not None:
-                self._cache.move_to_end(k)
-                return hit
-        h, w, c = self.shape
-        y0 = k * self.band_rows
-        y1 = min(h, y0 + self.band_rows)
-        mean = np.empty((y1 - y0, w, c), self.dtype)
-        var = np.empty_like(mean)
-        self._finish(y0, y1, mean, var)
-        with self._lock:
-            if k not in self._noted:
-                self._note(k, var)
-            self._cache[k] = (mean, var)
-            while len(self._cache) > self.cache_bands:
-                self._cache.popitem(last=False)
+        while True:
+            with self._lock:
+                hit = self._cache.get(k)
+                if hit is not None:
+                    self._cache.move_to_end(k)
+                    return hit
+                busy = self._busy.get(k)
+                if busy is None:
+                    # this thread finishes it; others that want it wait
+                    # instead of finishing it a second time
+                    busy = self._busy[k] = _Event()
+                    break
+            busy.wait()
+        try:
+            h, w, c = self.shape
+            y0 = k * self.band_rows
+            y1 = min(h, y0 + self.band_rows)
+            mean = np.empty((y1 - y0, w, c), self.dtype)
+            var = np.empty_like(mean)
+            self._finish(y0, y1, mean, var)
+            with self._lock:
+                if k not in self._noted:
+                    self._note(k, var)
+                self._cache[k] = (mean, var)
+                while len(self._cache) > self.cache_bands:
+                    self._cache.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._busy[k]
+            busy.set()
         return mean, var
 
     def _views(self, y0, y1):

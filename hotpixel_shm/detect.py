@@ -28,12 +28,13 @@ This module is numerics only (numpy and scipy).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 
-from .bands import BandArray
+from .bands import BandArray, map_ordered
 from .errors import HotPixelError
 from .model import KIND_CODES, KINDS, Defect
 
@@ -596,16 +597,11 @@ def _strongest(rec, k):
 
 def _detect_plane(pm, pv, opts, channel, rng):
     """Flagged subpixels of one channel: a dict of equal-length arrays."""
-    steps = _plane_steps(pm, pv, opts, channel, rng)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return _take_turns([(pm, pv)], [channel], opts, rng)[0]
 
 
 def _band_buffers(hgt, wid, h):
-    """The band buffers of ``_plane_steps``: ``(bm, bs, hsum, abs_m, abs_s, mask, mask_s)``."""
+    """The band buffers of ``_PlaneJob.band``: ``(bm, bs, hsum, abs_m, abs_s, mask, mask_s)``."""
     band = _band_rows(hgt)
     bm = np.empty((band + 2 * h, wid + 2 * h), dtype=np.float32)
     hsum = np.empty((band + 2 * h, wid), dtype=np.float32)
@@ -614,61 +610,97 @@ def _band_buffers(hgt, wid, h):
     return bm, np.empty_like(bm), hsum, abs_m, np.empty_like(abs_m), mask, np.empty_like(mask)
 
 
-def _detect_planes(mean, var, opts, rng):
-    """``_detect_plane`` of every channel, band by band: the channels' steps
-    take turns on each band, so that statistics read band by band
+def _detect_planes(mean, var, opts, rng, threads=1):
+    """``_detect_plane`` of every channel, band by band: the channels take
+    turns on each band, so that statistics read band by band
     (``BandArray``) finish each band of rows once for every channel, and the
-    channels share one set of band buffers (issue 10).  The same records as
-    channel after channel: each channel's arithmetic is its own, and the
-    global-scale samples are drawn in channel order before any band."""
+    channels share one set of band buffers (per thread) (issue 10).  The
+    same records as channel after channel: each channel's arithmetic is its
+    own, and the global-scale samples are drawn in channel order before any
+    band."""
     c = mean.shape[2]
     if isinstance(mean, BandArray) or isinstance(var, BandArray):
         rows_m, rows_v = _SharedRows(mean), _SharedRows(var)
         planes = [(_ChannelRows(rows_m, k), _ChannelRows(rows_v, k)) for k in range(c)]
     else:
         planes = [(mean[:, :, k], var[:, :, k]) for k in range(c)]
-    return _take_turns(planes, list(range(c)), opts, rng)
+    return _take_turns(planes, list(range(c)), opts, rng, threads)
 
 
-def _take_turns(planes, channels, opts, rng):
-    """The records of ``_plane_steps`` of each ``(pm, pv)`` of ``planes``
-    (with its channel number), the planes taking turns band by band; planes
-    of one size share one set of band buffers."""
+def _take_turns(planes, channels, opts, rng, threads=1):
+    """The flagged records of each ``(pm, pv)`` of ``planes`` (with its
+    channel number), the planes taking turns band by band.
+
+    The bands are spread over ``threads`` threads (``bands.map_ordered``),
+    each with its own band buffers (planes of one size share a set), and
+    their records are collected in band order: the records, the cap on
+    them and so the defects are the same for any thread count (issue 10).
+    """
     h = opts.window // 2
-    shared = {}
-    steps = []
-    for (pm, pv), ch in zip(planes, channels):
-        dims = tuple(pm.shape)
-        if dims not in shared:
-            shared[dims] = _band_buffers(dims[0], dims[1], h)
-        steps.append(_plane_steps(pm, pv, opts, ch, rng, shared[dims]))
-    out = [None] * len(steps)
-    live = list(range(len(steps)))
-    while live:             # the first turn: each plane's global scales, in order
-        for k in list(live):
-            try:
-                next(steps[k])
-            except StopIteration as done:
-                out[k] = done.value
-                live.remove(k)
-    return out
+    jobs = [_PlaneJob(pm, pv, opts, ch, rng) for (pm, pv), ch in zip(planes, channels)]
+    if not jobs:
+        return []
+    buffers = {}            # slot -> {dims -> band buffers}: one set per thread
+
+    def one_band(k, slot):
+        mine = buffers.setdefault(slot, {})
+        out = []
+        for job in jobs:
+            y0 = k * job.band
+            if y0 >= job.hgt:
+                out.append([])
+                continue
+            if job.dims not in mine:
+                mine[job.dims] = _band_buffers(job.hgt, job.wid, h)
+            out.append(job.band_records(y0, mine[job.dims]))
+        return out
+
+    kept = [_Flagged(job.channel) for job in jobs]
+    count = max(-(-job.hgt // job.band) for job in jobs)
+    for parts in map_ordered(one_band, range(count), threads):
+        for flagged, recs in zip(kept, parts):
+            flagged.add(recs)
+    return [flagged.records() for flagged in kept]
+
+
+class _Flagged:
+    """One plane's flagged records, band after band, at most ``_MAX_FLAGGED``
+    (the strongest), cut as soon as they pass it."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.found = []
+        self.kept = 0
+
+    def add(self, recs):
+        for rec in recs:
+            self.found.append(rec)
+            self.kept += rec["y"].size
+            if self.kept > _MAX_FLAGGED:
+                self.found = [_strongest(_concat(self.found), _MAX_FLAGGED)]
+                self.kept = _MAX_FLAGGED
+                log.warning("more than %d flagged subpixels in channel %d: keeping the "
+                            "strongest", _MAX_FLAGGED, self.channel)
+
+    def records(self):
+        return _concat(self.found)
 
 
 class _SharedRows:
     """The last band of rows read from a band-read plane, every channel:
-    read once, sliced by each channel's ``_ChannelRows``."""
+    read once, sliced by each channel's ``_ChannelRows`` (one per thread:
+    threads read different bands)."""
 
     def __init__(self, source):
         self.source = source
-        self.key = None
-        self.rows = None
+        self._local = threading.local()
 
     def get(self, lo, hi):
-        if self.key != (lo, hi):
-            self.rows = None
-            self.rows = np.asarray(self.source[lo:hi])
-            self.key = (lo, hi)
-        return self.rows
+        last = getattr(self._local, "last", None)
+        if last is None or last[0] != (lo, hi):
+            self._local.last = None
+            last = self._local.last = ((lo, hi), np.asarray(self.source[lo:hi]))
+        return last[1]
 
 
 class _ChannelRows:
@@ -702,25 +734,29 @@ class _ChannelRows:
                       casting="unsafe")
 
 
-def _plane_steps(pm, pv, opts, channel, rng, buffers=None):
-    """``_detect_plane`` one band at a time: a generator that yields once
-    after the global scales and after each band, and returns the records."""
-    hgt, wid = pm.shape
-    h = opts.window // 2
-    geo = _geometry(opts.window)
-    gm, gs, gmb, gsb = _global_scales(pm, pv, opts.window, rng)
-    lowest = min(opts.hot_sigma, opts.dead_sigma, opts.stuck_sigma, opts.noisy_sigma)
-    thr_m = _phase_thresholds(_CANDIDATE_FRACTION * lowest * gmb, wid)
-    thr_s = _phase_thresholds(_CANDIDATE_FRACTION * lowest * gsb, wid)
+class _PlaneJob:
+    """One plane's detection: its global scales and candidate thresholds
+    (drawn from ``rng`` when made), then :meth:`band_records` of any band."""
 
-    band = _band_rows(hgt)
-    # (shared by the channels' steps: each band's use of them ends within its step)
-    bm, bs, hsum, abs_m, abs_s, mask, mask_s = buffers or _band_buffers(hgt, wid, h)
-    found = []
-    kept = 0
-    for y0 in range(0, hgt, band):
-        yield
-        y1 = min(hgt, y0 + band)
+    def __init__(self, pm, pv, opts, channel, rng):
+        self.pm, self.pv, self.opts, self.channel = pm, pv, opts, channel
+        self.hgt, self.wid = pm.shape
+        self.dims = (self.hgt, self.wid)
+        self.band = _band_rows(self.hgt)
+        self.geo = _geometry(opts.window)
+        self.gm, self.gs, gmb, gsb = _global_scales(pm, pv, opts.window, rng)
+        self.lowest = min(opts.hot_sigma, opts.dead_sigma, opts.stuck_sigma, opts.noisy_sigma)
+        self.thr_m = _phase_thresholds(_CANDIDATE_FRACTION * self.lowest * gmb, self.wid)
+        self.thr_s = _phase_thresholds(_CANDIDATE_FRACTION * self.lowest * gsb, self.wid)
+
+    def band_records(self, y0, buffers):
+        """The flagged records of rows ``[y0, y0 + band)``: a list of dicts
+        (one per chunk of candidates with a hit), using ``buffers``
+        (``_band_buffers``) as scratch."""
+        pm, pv, opts, wid, lowest = self.pm, self.pv, self.opts, self.wid, self.lowest
+        h = opts.window // 2
+        bm, bs, hsum, abs_m, abs_s, mask, mask_s = buffers
+        y1 = min(self.hgt, y0 + self.band)
         rows = y1 - y0
         vm, vs = bm[:rows + 2 * h], bs[:rows + 2 * h]
         am, as_ = abs_m[:rows], abs_s[:rows]
@@ -728,16 +764,17 @@ def _plane_steps(pm, pv, opts, channel, rng, buffers=None):
         _fill_band(vs, pv, y0, y1, h, True)
         _box_residuals(vm, hsum[:rows + 2 * h], am, h)
         _box_residuals(vs, hsum[:rows + 2 * h], as_, h)
-        mk = _above(am, thr_m, mask[:rows])
-        mk |= _above(as_, thr_s, mask_s[:rows])
+        mk = _above(am, self.thr_m, mask[:rows])
+        mk |= _above(as_, self.thr_s, mask_s[:rows])
         # flatnonzero is many times faster than nonzero on a 2-D mask
         ys, xs = np.divmod(np.flatnonzero(mk), wid)
+        found = []
         if ys.size == 0:
-            continue
+            return found
         tm, ts, ref_s = _tile_medians((am, as_, vs[h:h + rows, h:h + wid]), xs)
         ph = _phase(ys + y0, xs)
-        scale_m = np.maximum(tm * _MAD_TO_SIGMA, gm[ph])
-        scale_s = np.maximum(ts * _MAD_TO_SIGMA, gs[ph])
+        scale_m = np.maximum(tm * _MAD_TO_SIGMA, self.gm[ph])
+        scale_s = np.maximum(ts * _MAD_TO_SIGMA, self.gs[ph])
         # in texture the tile's scale is the larger: fewer candidates
         keep = ((am[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_m)
                 | (as_[ys, xs] > _CANDIDATE_FRACTION * lowest * scale_s))
@@ -747,25 +784,19 @@ def _plane_steps(pm, pv, opts, channel, rng, buffers=None):
         for i in range(0, ys.size, _CHUNK):
             part = slice(i, i + _CHUNK)
             cy, cx = ys[part], xs[part]
-            res = _judge(vm, vs, cy, cx, h, geo, scale_m[part], scale_s[part], opts)
+            res = _judge(vm, vs, cy, cx, h, self.geo, scale_m[part], scale_s[part], opts)
             if not opts.darks and opts.static_ratio > 0:
                 _drop_near_overlay(res, pv, cy + y0, cx, ref_s[part], opts.static_ratio)
             hit = res["code"] > 0
             if not hit.any():
                 continue
             found.append({"y": (cy[hit] + y0).astype(np.int32), "x": cx[hit].astype(np.int32),
-                          "c": np.full(int(hit.sum()), channel, dtype=np.int16),
+                          "c": np.full(int(hit.sum()), self.channel, dtype=np.int16),
                           "code": res["code"][hit], "score": res["score"][hit],
                           "m": res["m"][hit], "s": res["s"][hit], "med": res["med"][hit],
                           "zm": res["zm"][hit].astype(np.float32),
                           "t": np.zeros(int(hit.sum()), dtype=np.float32)})
-            kept += int(hit.sum())
-            if kept > _MAX_FLAGGED:
-                found = [_strongest(_concat(found), _MAX_FLAGGED)]
-                kept = _MAX_FLAGGED
-                log.warning("more than %d flagged subpixels in channel %d: keeping the "
-                            "strongest", _MAX_FLAGGED, channel)
-    return _concat(found)
+        return found
 
 
 # ---------------------------------------------------------------------------
@@ -1023,7 +1054,7 @@ def check_stats(mean, var, n, opts, cfa=None):
 
 
 def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
-           residuals=None) -> List[Defect]:
+           residuals=None, threads=1) -> List[Defect]:
     """Find hot, stuck, dead and noisy pixels in per-subpixel statistics.
 
     Parameters
@@ -1049,6 +1080,10 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
         (``hotpixel_shm.temporal``) runs beside the mean/variance tests, and
         a subpixel flagged by either is reported once.  Without them (e.g.
         statistics files that lack them) only the mean/variance tests run.
+    threads : int, default 1
+        Threads the bands of rows are spread over (numpy releases the GIL
+        in its loops).  The defects are the same for any count; each
+        thread has its own band buffers (``detect_memory_bytes``).
 
     Returns
     -------
@@ -1117,10 +1152,11 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
         raise HotPixelError(f"residual statistics of shape {residuals.layout.shape} do not "
                             f"match statistics of shape {mean.shape}")
     if cfa is not None:
-        return _detect_cfa(mean, var, opts, cfa, colour_desc, residuals if use_t else None)
+        return _detect_cfa(mean, var, opts, cfa, colour_desc, residuals if use_t else None,
+                           threads)
     wid = mean.shape[1]
     rng = np.random.default_rng(0)        # the global-scale sample: reproducible
-    recs = _detect_planes(mean, var, opts, rng)
+    recs = _detect_planes(mean, var, opts, rng, threads)
     if use_t:
         from .temporal import temporal_records   # scipy.stats: only when residuals are tested
         overlay = None
@@ -1136,7 +1172,7 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
     return _sort_and_cut(defects, opts.top)
 
 
-def _detect_cfa(mean, var, opts, cfa, letters, residuals=None):
+def _detect_cfa(mean, var, opts, cfa, letters, residuals=None, threads=1):
     p = cfa_period(cfa)
     out = []
     if residuals is not None:
@@ -1153,7 +1189,7 @@ def _detect_cfa(mean, var, opts, cfa, letters, residuals=None):
     grids = [(dy, dx) for dy in range(p) for dx in range(p)
              if mean[dy::p, dx::p, 0].size]
     planes = [(mean[dy::p, dx::p, 0], var[dy::p, dx::p, 0]) for dy, dx in grids]
-    for (dy, dx), rec in zip(grids, _take_turns(planes, [0] * len(grids), opts, rng)):
+    for (dy, dx), rec in zip(grids, _take_turns(planes, [0] * len(grids), opts, rng, threads)):
         v = int(cfa[dy, dx])
         colour = letters[v] if 0 <= v < len(letters) else str(v)
         rec["x"] = rec["x"] * p + dx
@@ -1195,13 +1231,16 @@ def _near_overlay(var, ys, xs, ratio, radius=_RING_RADIUS):
     return near
 
 
-def detect_memory_bytes(shape) -> int:
+def detect_memory_bytes(shape, threads=1) -> int:
     """The most working memory ``detect`` allocates for statistics of ``shape``.
 
     Parameters
     ----------
     shape : tuple of int
         ``(height, width[, channels])`` of the mean/var arrays.
+    threads : int, default 1
+        ``detect``'s ``threads``: each works on its own band with its own
+        buffers.
 
     Returns
     -------
@@ -1211,7 +1250,9 @@ def detect_memory_bytes(shape) -> int:
         flagged records at their cap, for the default window.  It grows
         with the width only (the channels take turns on one set of bands),
         plus, for statistics read band by band, one band of every channel's
-        mean and variance (float64) read once for all channels.
+        mean and variance (float64) read once for all channels; the band
+        buffers, the exact pass over a chunk, a band's records and the band
+        read once for every thread.
     """
     wid = int(shape[1])
     chans = int(shape[2]) if len(shape) > 2 else 1
@@ -1230,4 +1271,8 @@ def detect_memory_bytes(shape) -> int:
     sample_bytes = _SAMPLES * (k * (16 + 8 * 5) + 64)
     flagged_bytes = 2 * _MAX_FLAGGED * 31
     shared_bytes = 2 * (band + 2 * h) * wid * chans * 8
-    return int(band_bytes + shared_bytes + chunk_bytes + sample_bytes + flagged_bytes + (1 << 20))
+    # a band's records (31 bytes each, _FIELDS) wait for the bands before
+    # it (bands.map_ordered): at most one per subpixel of the band
+    records_bytes = band * wid * chans * 31
+    per_thread = band_bytes + shared_bytes + chunk_bytes + records_bytes
+    return int(max(1, int(threads)) * per_thread + sample_bytes + flagged_bytes + (1 << 20))

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import shm as _shm
 from . import tiers
-from .bands import BandArray, BandReader, band_rows, default_band_rows, iter_bands
+from .bands import BandArray, BandReader, band_rows, cache_bands_for, default_band_rows, iter_bands
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
@@ -869,7 +869,10 @@ def _band_stats(live, job, used, residuals=None):
     def gather(flat, out_mean, out_var):
         finalise_at(live, flat, out_mean, out_var)
 
-    reader = BandReader(job.acc_shape, tiers.result_dtype(job.tier), finish, gather=gather)
+    # detection reads it on as many threads as there were workers: a cache
+    # for each (bands.cache_bands_for, counted by the plan)
+    reader = BandReader(job.acc_shape, tiers.result_dtype(job.tier), finish, gather=gather,
+                        cache_bands=cache_bands_for(job.workers))
     return Stats(n=int(sum(a.n for a in live)), mean=BandArray(reader, "mean"),
                  var=BandArray(reader, "var"), tier=job.tier, files=list(used),
                  residuals=residuals, owner=live)

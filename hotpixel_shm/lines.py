@@ -35,12 +35,15 @@ This module is numerics only (numpy).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["LineDefect", "find_lines", "LINE_SIGMA", "RUN_SIGMA"]
+from .bands import map_ordered
+
+__all__ = ["LineDefect", "find_lines", "lines_memory_bytes", "LINE_SIGMA", "RUN_SIGMA"]
 
 #: A column's (row's) offset must be this many robust sigmas of all
 #: columns' offsets.  Calibrated on simulated defect-free sets (464 sets of
@@ -179,21 +182,23 @@ class _Plane:
 
 class _SharedRows:
     """The last rows read of every channel of a photo's mean, as float32
-    (``_Plane.rows`` of each channel, from one read)."""
+    (``_Plane.rows`` of each channel, from one read; one per thread:
+    threads read different bands)."""
 
     def __init__(self, mean):
         self.mean = mean
-        self.key = None
-        self.block = None
+        self._local = threading.local()
 
     def channel(self, ch):
         """``rows(y0, y1)`` of channel ``ch``: ``_Plane(mean, ch).rows``."""
         def rows(y0, y1):
-            if self.key != (y0, y1):
-                self.block = None
-                self.block = np.asarray(self.mean[y0:y1], dtype=np.float32)
-                self.key = (y0, y1)
-            return self.block if self.block.ndim == 2 else self.block[:, :, ch]
+            last = getattr(self._local, "last", None)
+            if last is None or last[0] != (y0, y1):
+                self._local.last = None
+                last = self._local.last = ((y0, y1),
+                                           np.asarray(self.mean[y0:y1], dtype=np.float32))
+            block = last[1]
+            return block if block.ndim == 2 else block[:, :, ch]
         return rows
 
 
@@ -223,12 +228,14 @@ def _row_offsets(plane, step):
     return _offsets(plane.height, plane.width, step, [plane.rows])[0]["row"]
 
 
-def _offsets(h, w, step, readers):
+def _offsets(h, w, step, readers, threads=1):
     """``_column_offsets`` and ``_row_offsets`` of planes of ``h`` x ``w``,
     ``{"column": (left, right), "row": (up, down)}`` for each of
     ``readers`` (``rows(y0, y1)`` of a plane).  One pass over the rows for
     both, every plane's band taken in turn: planes that are channels of
-    statistics read band by band read each band of rows once (issue 10)."""
+    statistics read band by band read each band of rows once (issue 10).
+    The bands are spread over ``threads`` threads; each writes its own
+    slots of the results, so the figures do not depend on the count."""
     nbc, nbr = -(-h // _BAND), -(-w // _BAND)
     out = []
     for _ in readers:
@@ -237,24 +244,28 @@ def _offsets(h, w, step, readers):
                     "row": (np.zeros((nbr, h), dtype=np.float32),
                             np.zeros((nbr, h), dtype=np.float32))})
     cols, rows_ = w > 2 * step, h > 2 * step
+
+    def one_band(b, _slot):
+        # column band b: rows [b * _BAND, (b + 1) * _BAND); row band b:
+        # row y against row y - step for y in [y0, y1) (every y >= step),
+        # rows [y0 - step, y1) with y0 = step + b * _BAND
+        c0, c1 = b * _BAND, min(h, (b + 1) * _BAND)
+        y0, y1 = step + b * _BAND, min(h, step + (b + 1) * _BAND)
+        lo, hi = c0, max(c1, y1) if rows_ and y0 < h else c1
+        for read, o in zip(readers, out):
+            rows = read(lo, hi)
+            if cols:
+                left, right = o["column"]
+                block = rows[c0 - lo:c1 - lo]
+                left[b, step:] = _median(block[:, step:] - block[:, :-step], 0)
+                right[b, :-step] = -left[b, step:]
+            if rows_ and y0 < h:
+                block = rows[y0 - step - lo:y1 - lo]
+                o["row"][0][:, y0:y1] = _band_medians(block[step:] - block[:y1 - y0])
+
     if cols or rows_:
-        for b in range(nbc):
-            # column band b: rows [b * _BAND, (b + 1) * _BAND); row band b:
-            # row y against row y - step for y in [y0, y1) (every y >= step),
-            # rows [y0 - step, y1) with y0 = step + b * _BAND
-            c0, c1 = b * _BAND, min(h, (b + 1) * _BAND)
-            y0, y1 = step + b * _BAND, min(h, step + (b + 1) * _BAND)
-            lo, hi = c0, max(c1, y1) if rows_ and y0 < h else c1
-            for read, o in zip(readers, out):
-                rows = read(lo, hi)
-                if cols:
-                    left, right = o["column"]
-                    block = rows[c0 - lo:c1 - lo]
-                    left[b, step:] = _median(block[:, step:] - block[:, :-step], 0)
-                    right[b, :-step] = -left[b, step:]
-                if rows_ and y0 < h:
-                    block = rows[y0 - step - lo:y1 - lo]
-                    o["row"][0][:, y0:y1] = _band_medians(block[step:] - block[:y1 - y0])
+        for _ in map_ordered(one_band, range(nbc), threads):
+            pass
     if rows_:
         for o in out:
             up, down = o["row"]
@@ -710,7 +721,7 @@ def _change_points(gains, start, stop, size, length):
 
 
 def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = LINE_SIGMA,
-               step: Optional[int] = None, residuals=None) -> List[LineDefect]:
+               step: Optional[int] = None, residuals=None, threads: int = 1) -> List[LineDefect]:
     """Bad columns and rows in per-subpixel statistics.
 
     Parameters
@@ -742,6 +753,9 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         ``--no-residuals``), or when their planes do not match the lines'
         (another neighbour distance), only lines offset in more than half
         of the bands, on the mean alone.
+    threads : int, default 1
+        Threads the pass over the rows is spread over; the lines are the
+        same for any count.
 
     Returns
     -------
@@ -774,7 +788,8 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         offsets = {}
         for size in {(g[2].height, g[2].width) for g in grids}:
             same = [g for g in grids if (g[2].height, g[2].width) == size]
-            for g, o in zip(same, _offsets(size[0], size[1], 1, [g[2].rows for g in same])):
+            for g, o in zip(same, _offsets(size[0], size[1], 1, [g[2].rows for g in same],
+                                           threads)):
                 offsets[g[:2]] = o
         for dy, dx, plane in grids:
             res = None if full is None else (full[0][dy::p, dx::p], full[1][dy::p, dx::p],
@@ -794,7 +809,7 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         vp = [] if var is None else [_Plane(var, k) for k in range(c)]
         planes = [_Plane(mean, ch) for ch in range(c)]
         shared = _SharedRows(mean)
-        every = _offsets(h, w, s, [shared.channel(ch) for ch in range(c)])
+        every = _offsets(h, w, s, [shared.channel(ch) for ch in range(c)], threads)
         shared = None
         for ch in range(c):
             res = _residual_planes(residuals, (h, w), s, 0 if c == 3 else ch)
@@ -806,6 +821,33 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         out = _merge_neighbours(raw, max(s, _ECHO))
     out.sort(key=lambda d: (-d.score, d.kind, d.index))
     return out
+
+
+def lines_memory_bytes(shape) -> int:
+    """The most working memory ``find_lines`` allocates for statistics of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width[, channels])``.
+
+    Returns
+    -------
+    int
+        Bytes: the offsets of every band and line against both sides
+        (float32, four arrays per channel), a band of rows of every channel
+        read at once (float64 and its float32 copy) with the differences
+        and sorts over it, and 1 MiB for the lines' own arrays.  The
+        planner counts it when the line test runs beside detection
+        (``hotpixel_shm.budget.finish_threads``).  Measured 40 MiB for
+        6000 x 4000 RGB statistics (this bound: 81 MiB).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    c = int(shape[2]) if len(shape) > 2 else 1
+    nbc, nbr = -(-h // _BAND), -(-w // _BAND)
+    offsets = 16 * c * (nbc * w + nbr * h)
+    band = 2 * (_BAND + 8) * w * c * 8
+    return int(offsets + band + (1 << 20))
 
 
 def _residual_planes(residuals, size, reach, k):

@@ -669,14 +669,17 @@ def _band_resume(group: Group, log):
 
 # --------------------------------------------------------------------------- step 4: detect
 
-def detect_defects(stats: Stats, options: Optional[DetectOptions] = None) -> List[Defect]:
+def detect_defects(stats: Stats, options: Optional[DetectOptions] = None, *,
+                   threads: int = 1) -> List[Defect]:
     """The defects of finished statistics, judged as what they are.
 
     Statistics of a raw mosaic (``stats.mosaic`` set) are judged photosite
     by photosite against same-colour photosites (``rawdetect.detect_raw``),
     each defect with its CFA colour; photos against same-channel neighbours
     (``detect.detect``).  The choice comes from the statistics alone, so
-    loaded statistics are judged as the run that made them.
+    loaded statistics are judged as the run that made them.  ``threads``:
+    the threads detection's bands are spread over (the same defects for
+    any count).
     """
     from .detect import detect
     options = options or DetectOptions()
@@ -685,20 +688,23 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None) -> Lis
         m = stats.mosaic
         return detect_raw(stats.mean, stats.var, stats.n, m.cfa(stats.shape), options,
                           colour_desc=m.colour_desc, white=m.white_level,
-                          residuals=stats.residuals)
-    return detect(stats.mean, stats.var, stats.n, options, residuals=stats.residuals)
+                          residuals=stats.residuals, threads=threads)
+    return detect(stats.mean, stats.var, stats.n, options, residuals=stats.residuals,
+                  threads=threads)
 
 
-def detect_lines(stats: Stats) -> list:
+def detect_lines(stats: Stats, *, threads: int = 1) -> list:
     """Bad columns and rows of finished statistics (``lines.find_lines``):
     per CFA sub-grid for a raw mosaic, per channel for photos; with the
-    temporal residual statistics when the statistics carry them."""
+    temporal residual statistics when the statistics carry them; the pass
+    over the rows on ``threads`` threads."""
     from .lines import find_lines
     if stats.mosaic is not None:
         m = stats.mosaic
         return find_lines(stats.mean, stats.var, cfa=m.cfa(stats.shape),
-                          colour_desc=m.colour_desc or "RGBG", residuals=stats.residuals)
-    return find_lines(stats.mean, stats.var, residuals=stats.residuals)
+                          colour_desc=m.colour_desc or "RGBG", residuals=stats.residuals,
+                          threads=threads)
+    return find_lines(stats.mean, stats.var, residuals=stats.residuals, threads=threads)
 
 
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
@@ -713,8 +719,19 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
     started = time.perf_counter() if started is None else started
     stats, result = run_group(group, plan, settings, log, progress=progress,
                               should_stop=should_stop)
-    defects = detect_defects(stats, settings.detect)
-    lines = detect_lines(stats)
+    # the workers have exited: detection and the line test take their
+    # CPUs, as the plan counted them (issue 10; the merge does the same)
+    from .budget import finish_threads
+    threads, beside = finish_threads(plan.workers)
+    if beside:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1, thread_name_prefix="hotpixel-lines") as pool:
+            found = pool.submit(detect_lines, stats)
+            defects = detect_defects(stats, settings.detect, threads=threads)
+            lines = found.result()
+    else:
+        defects = detect_defects(stats, settings.detect, threads=threads)
+        lines = detect_lines(stats)
     from .frames import frames_for_inputs
     frames = frames_for_inputs([h.path for h in group.headers if h.format == "RAW"])
     return Analysis(camera=group.camera, plan=plan, stats=stats, defects=defects,

@@ -148,7 +148,7 @@ def _in_zone(zone, x: int, y: int) -> bool:
 
 
 def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
-               white: Optional[float] = None, residuals=None) -> List[Defect]:
+               white: Optional[float] = None, residuals=None, threads: int = 1) -> List[Defect]:
     """Hot, stuck, dead and noisy photosites of a raw mosaic.
 
     Parameters
@@ -171,6 +171,9 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
     residuals : hotpixel_shm.residual.Residuals, optional
         Temporal residual statistics of the same frames (neighbour distance
         the CFA period): their test runs beside the mean/variance tests.
+    threads : int, default 1
+        Threads detection spreads its bands over (``detect.detect``); the
+        defects are the same for any count.
 
     Returns
     -------
@@ -212,7 +215,7 @@ def detect_raw(mean, var, n, cfa, options=None, *, colour_desc: str = "RGBG",
 
     found: List[Defect] = []
     for d in detect(mean, var, n, sub_options, cfa=cfa, colour_desc=colour_desc,
-                    residuals=residuals):
+                    residuals=residuals, threads=threads):
         if not _in_zone(zone, d.x, d.y):
             found.append(d)
     found.sort(key=lambda d: (-d.score, d.y, d.x))

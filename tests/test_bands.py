@@ -192,3 +192,64 @@ def test_mosaic_detection_and_lines_read_each_band_once():
     # one pass for the offsets of all four positions (it was two per
     # position), then the found column's checks along its length
     assert sorted(set(calls)) == bands and len(calls) <= 3 * len(bands)
+
+
+def test_map_ordered_in_order_on_distinct_slots():
+    import threading
+    from hotpixel_shm.bands import map_ordered
+    busy, lock, seen = set(), threading.Lock(), []
+
+    def fn(item, slot):
+        with lock:
+            assert slot not in busy         # no two calls in flight share a slot
+            busy.add(slot)
+            seen.append(slot)
+        out = np.arange(item + 1).sum()
+        with lock:
+            busy.discard(slot)
+        return item, out
+    for threads in (1, 2, 3):
+        seen.clear()
+        assert list(map_ordered(fn, range(10), threads)) == [(i, i * (i + 1) // 2) for i in range(10)]
+        assert set(seen) <= set(range(threads))
+
+    def boom(item, slot):
+        if item == 3:
+            raise ValueError("band 3")
+        return item
+    with pytest.raises(ValueError, match="band 3"):
+        list(map_ordered(boom, range(10), 2))
+
+
+def test_a_band_two_threads_want_is_finished_once(monkeypatch):
+    # the second thread waits for the first one's finishing instead of
+    # finishing the band again (issue 10: detection's bands on threads)
+    import threading
+    from hotpixel_shm import bands as bands_mod
+    waiting = threading.Event()
+
+    class Event(threading.Event):
+        def wait(self, timeout=None):
+            waiting.set()
+            return super().wait(timeout)
+    monkeypatch.setattr(bands_mod, "_Event", Event)
+    mean = np.arange(6 * 4 * 3, dtype=np.float64).reshape(6, 4, 3)
+    started, calls = threading.Event(), []
+
+    def finish(y0, y1, out_mean, out_var):
+        calls.append(y0)
+        started.set()
+        waiting.wait(10)        # the other thread waits for this band
+        out_mean[...] = mean[y0:y1]
+        out_var[...] = 2 * mean[y0:y1]
+    reader = BandReader(mean.shape, np.float64, finish, band_rows=3)
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault("a", reader.rows(0, 3)))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: got.setdefault("b", reader.rows(1, 3)))
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert calls == [0] and waiting.is_set()
+    assert np.array_equal(got["a"][0], mean[:3]) and np.array_equal(got["b"][1], 2 * mean[1:3])

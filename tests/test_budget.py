@@ -385,12 +385,14 @@ def test_decode_bytes():
 @pytest.mark.parametrize("tier, kept", [("exact", "all"), ("float64", 1), ("float32", 1), ("float16", "all")])
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_memory_model_formula(tier, kept, workers):
-    from hotpixel_shm.bands import reader_cache_bytes
+    from hotpixel_shm.bands import cache_bands_for, reader_cache_bytes
     seg = accumulator_nbytes(RGB24, "uint8", tier)
     work = seg + decode_bytes(RGB24, "uint8") + 5 * MiB + WORKER_SCRATCH_BYTES
     if workers > 1:
         work += WORKER_BASELINE_BYTES
-    results = 0 if kept == 1 else reader_cache_bytes(RGB24, tiers.result_dtype(tier))
+    # detection reads the finished bands on a thread per worker: a cache for each
+    results = 0 if kept == 1 else reader_cache_bytes(RGB24, tiers.result_dtype(tier),
+                                                     cache_bands_for(workers))
     kept = workers if kept == "all" else 1
     accumulate = workers * work + PARENT_BASELINE_BYTES + 7 * MiB
     finish = kept * seg + PARENT_BASELINE_BYTES + MERGE_SCRATCH_BYTES + results + 7 * MiB
@@ -424,7 +426,11 @@ def test_memory_model_counts_detection_checkpoints_and_loaded_statistics():
     assert (base.detection_bytes, base.checkpoint_bytes, base.loaded_bytes) == (0, 0, 0)
     full = memory_model(RGB24, "uint8", "float32", 2, detection=True, checkpoints=True,
                         loaded_dtype="float32")
-    assert full.detection_bytes == detect_memory_bytes(RGB24) + 24 * MiB     # and its imports
+    # 2 workers: detection on one thread, the line test beside it (issue 10), and their imports
+    from hotpixel_shm.lines import lines_memory_bytes
+    assert full.detection_bytes == detect_memory_bytes(RGB24) + lines_memory_bytes(RGB24) + 24 * MiB
+    one = memory_model(RGB24, "uint8", "float32", 1, detection=True)
+    assert one.detection_bytes == detect_memory_bytes(RGB24) + 24 * MiB
     from hotpixel_shm.bands import reader_cache_bytes
     cache = reader_cache_bytes(RGB24, "float32")
     assert full.checkpoint_bytes == 2 * cache      # snapshot read band by band, merged with the loaded

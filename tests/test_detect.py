@@ -1,6 +1,7 @@
 """Defect detection: recall and false alarms on simulated camera files, exact
 masks on small hand-built statistics, the stamp/sky/border guards, clustering,
 options, raw mosaics and the memory bound."""
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -332,6 +333,68 @@ def test_raw_mosaic_with_a_cfa():
     assert defects[0].score >= defects[1].score
 
 
+def _records(defects):
+    return [dataclasses.astuple(d) for d in defects]
+
+
+@pytest.mark.parametrize("name", ["jpeg420", "darks"])
+def test_threads_give_the_same_defects(sample, name):
+    # issue 10: the bands spread over threads, collected in band order:
+    # the same defects, scores and all, from arrays and from statistics
+    # read band by band (a reader whose bands do not line up with detection's)
+    from hotpixel_shm.bands import ArrayBands, BandArray, BandReader, cache_bands_for
+    s, mean, var, n = sample(name)
+    opts = DetectOptions(darks=SETS[name].get("darks", False))
+    one = _records(detect(mean, var, n, opts))
+    assert len(one) >= 3
+    for threads in (2, 3):
+        assert _records(detect(mean, var, n, opts, threads=threads)) == one
+        arrays = ArrayBands(mean, var)
+        calls = []
+
+        def finish(y0, y1, out_mean, out_var):
+            calls.append(y0)
+            arrays._copy(y0, y1, out_mean, out_var)
+        reader = BandReader(mean.shape, np.float64, finish, band_rows=29,
+                            cache_bands=cache_bands_for(threads))
+        got = detect(BandArray(reader, "mean"), BandArray(reader, "var"), n, opts,
+                     threads=threads)
+        assert _records(got) == one
+        assert set(calls) == set(range(0, mean.shape[0], 29))
+
+
+def test_threads_keep_the_same_strongest_when_too_many_are_flagged(monkeypatch):
+    # the cap on flagged subpixels is applied band after band whatever the threads
+    from hotpixel_shm import detect as detect_mod
+    mean, var = _field(h=160, w=128, seed=21)
+    rng = np.random.default_rng(5)
+    ys, xs = rng.integers(3, 157, 40), rng.integers(3, 125, 40)
+    mean[ys, xs, 1] += rng.uniform(40, 90, 40)
+    monkeypatch.setattr(detect_mod, "_MAX_FLAGGED", 7)
+    one = _records(detect(mean, var, 40, DetectOptions(cluster=False)))
+    assert 0 < len(one) <= 7
+    for threads in (2, 3):
+        assert _records(detect(mean, var, 40, DetectOptions(cluster=False),
+                               threads=threads)) == one
+
+
+def test_raw_mosaic_threads_give_the_same_defects():
+    h, w = 96, 80
+    cfa = np.zeros((h, w), int)
+    cfa[0::2, 1::2] = 1
+    cfa[1::2, 0::2] = 1
+    cfa[1::2, 1::2] = 2
+    rng = np.random.default_rng(12)
+    mean = (np.choose(cfa, [400.0, 900.0, 300.0]) + rng.normal(0, 2, (h, w)))[:, :, None]
+    var = (40 + rng.normal(0, 0.5, (h, w)))[:, :, None] ** 2
+    mean[20, 30, 0] += 200
+    mean[75, 51, 0] = 5.0
+    var[75, 51, 0] = 1.0
+    one = _records(detect(mean, var, 30, cfa=cfa))
+    assert len(one) == 2
+    assert _records(detect(mean, var, 30, cfa=cfa, threads=2)) == one
+
+
 def test_memory_bound_holds_and_depends_on_the_width_only():
     # and the channels: statistics read band by band are read a band of every channel at once
     assert detect_memory_bytes((100, 1000, 3)) == detect_memory_bytes((4000, 1000, 3))
@@ -358,6 +421,15 @@ def test_memory_bound_holds_and_depends_on_the_width_only():
     finally:
         tracemalloc.stop()
     assert peak <= detect_memory_bytes(mean.shape) + reader.nbytes_cached()
+    # on threads: band buffers for each (the threads' bytes are traced too)
+    assert detect_memory_bytes(mean.shape, threads=2) > detect_memory_bytes(mean.shape)
+    tracemalloc.start()
+    try:
+        detect(mean, var, 40, threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= detect_memory_bytes(mean.shape, threads=2)
 
 
 def test_mosaic_period_is_the_whole_frames_from_a_corner():

@@ -254,3 +254,54 @@ def test_max_filter_is_ndimage_maximum_filter1d(reach):
         a = rng.standard_normal(shape).astype(np.float32)
         want = ndimage.maximum_filter1d(a, 2 * reach + 1, axis=1, mode="nearest")
         assert np.array_equal(_max_filter_rows(a, reach), want)
+
+
+def test_threads_give_the_same_lines():
+    # issue 10: the pass over the rows spread over threads, photos (one read
+    # of every channel per band, band by band through a reader) and mosaics
+    from hotpixel_shm.bands import BandArray, BandReader, ArrayBands, cache_bands_for
+
+    lines = [("column", 101, 7.0), ("row", 150, -6.0), ("column", 300, 8.0, 96, 250)]
+    frames, _ = simulate_frames(12, 256, 400, seed=3, defects=NONE, lines=lines)
+    mean, var = _moments(frames, (256, 400, 3))
+
+    def key(found):
+        return [(d.kind, d.index, d.start, d.stop, d.channels, d.offset, d.score) for d in found]
+    one = key(find_lines(mean, var))
+    assert {k[:2] for k in one} == {("column", 101), ("row", 150), ("column", 300)}
+    for threads in (2, 3):
+        assert key(find_lines(mean, var, threads=threads)) == one
+        arrays = ArrayBands(mean, var)
+        reader = BandReader(mean.shape, np.float64, arrays._copy, band_rows=29,
+                            cache_bands=cache_bands_for(threads))
+        assert key(find_lines(BandArray(reader, "mean"), BandArray(reader, "var"),
+                              threads=threads)) == one
+    frames, _ = simulate_raw_frames(8, width=192, height=128, seed=6, n_hot=0, n_weak_hot=0,
+                                    n_stuck=0, n_dead=0, n_noisy=0,
+                                    lines=[("column", 61, 100.0), ("row", 90, -100.0)])
+    mean, var = _moments(list(frames), (128, 192, 1))
+    cfa = cfa_array("RGGB", 128, 192)
+    one = key(find_lines(mean, var, cfa=cfa))
+    assert {k[:2] for k in one} == {("column", 61), ("row", 90)}
+    assert key(find_lines(mean, var, cfa=cfa, threads=2)) == one
+
+
+def test_memory_bound_of_the_line_test():
+    import tracemalloc
+    from hotpixel_shm.bands import ArrayBands, BandArray
+    from hotpixel_shm.lines import lines_memory_bytes
+    lines = [("column", 101, 7.0), ("row", 150, -6.0)]
+    frames, _ = simulate_frames(8, 256, 400, seed=3, defects=NONE, lines=lines)
+    mean, var = _moments(frames, (256, 400, 3))
+    find_lines(mean[:64, :64], var[:64, :64])         # imports and first-use caches
+    for shape in ((256, 400, 3), (256, 400, 1)):
+        m, v = mean[:, :, :shape[2]], var[:, :, :shape[2]]
+        reader = ArrayBands(m, v)
+        tracemalloc.start()
+        try:
+            got = find_lines(BandArray(reader, "mean"), BandArray(reader, "var"))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert got and peak <= lines_memory_bytes(shape)
+    assert lines_memory_bytes((4000, 6000, 3)) < 96 * 2 ** 20

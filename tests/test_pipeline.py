@@ -158,3 +158,52 @@ def test_detect_is_chosen_from_the_statistics(raw_dir):
 
 def _plan(group, settings):
     return pipeline.plan_group(group, settings, pipeline.LogToLogging())
+
+
+def test_line_test_beside_detection_gives_the_same_report(tmp_path, monkeypatch):
+    # issue 10: with more than one worker the line test runs on a thread of
+    # its own beside detection (budget.finish_threads); one worker, one
+    # after the other.  The same statistics (one worker) give the same report
+    # either way, and with detection's bands on three threads.
+    import threading
+    from hotpixel_shm import budget, detect, pipeline as pl
+    from hotpixel_shm.synth import write_sample_set
+    write_sample_set(tmp_path / "set", n=12, seed=31)
+    seen = {}
+    real_lines, real_map = pl.detect_lines, detect.map_ordered
+
+    def lines_spy(*a, **k):
+        seen["lines thread"] = threading.current_thread() is threading.main_thread()
+        return real_lines(*a, **k)
+
+    def map_spy(fn, items, threads=1):
+        seen["detect threads"] = threads
+        return real_map(fn, items, threads)
+    monkeypatch.setattr(pl, "detect_lines", lines_spy)
+    monkeypatch.setattr(detect, "map_ordered", map_spy)
+
+    def run(name, workers):
+        seen.clear()
+        js = str(tmp_path / f"{name}.json")
+        assert main(["-q", "--workers", str(workers), "--dtype", "exact",
+                     str(tmp_path / "set"), "--json", js]) == 0
+        with open(js) as fh:
+            rep = json.load(fh)
+        assert rep["engine"]["workers"] == workers
+        return {k: v for k, v in rep.items() if k not in ("engine", "created")}, dict(seen)
+    _, how = run("two", 2)
+    assert how == {"lines thread": False, "detect threads": 1}
+    one, how = run("one", 1)
+    assert how == {"lines thread": True, "detect threads": 1}
+    assert len(one["defects"]) >= 5
+    monkeypatch.setattr(budget, "finish_threads", lambda workers: (3, True))
+    again, how = run("beside", 1)
+    assert how == {"lines thread": False, "detect threads": 3}
+    assert again == one
+
+
+def test_finish_threads():
+    from hotpixel_shm.budget import finish_threads
+    assert finish_threads(1) == (1, False)
+    assert finish_threads(2) == (1, True)
+    assert finish_threads(3) == (2, True)
