@@ -222,23 +222,9 @@ class BandReader:
         """Band ``k``'s part of :meth:`variance_summary` (its variance ``var``)."""
         flat = var.reshape(-1)
         self._noted[k] = (float(flat.min()), float(flat.max()), float(flat.sum(dtype=np.float64)))
-        want = SUMMARY_LOWEST
-        if self._low_val.size >= want:
-            # ties with the worst kept may come first in storage order: kept as candidates
-            cand = np.flatnonzero(flat <= self._low_val[-1])
-        else:
-            cand = np.arange(flat.size)
-        if cand.size > want:
-            vals = flat[cand]
-            kth = np.partition(vals, want - 1)[want - 1]
-            below = cand[vals < kth]
-            ties = cand[vals == kth][:want - below.size]     # storage order: lowest first
-            cand = np.concatenate([below, ties])
         _, w, c = self.shape
-        idx = np.concatenate([self._low_idx, cand + k * self.band_rows * w * c])
-        val = np.concatenate([self._low_val, flat[cand].astype(np.float64)])
-        order = np.lexsort((idx, val))[:want]
-        self._low_idx, self._low_val = idx[order], val[order]
+        self._low_idx, self._low_val = keep_lowest(self._low_idx, self._low_val, flat,
+                                                   k * self.band_rows * w * c, SUMMARY_LOWEST)
 
     def variance_summary(self, k=SUMMARY_LOWEST):
         """``((min, max, mean), lowest)`` of the variance, or None when ``k``
@@ -583,6 +569,41 @@ for _op in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
     setattr(BandArray, _op, _delegate(_op))
 BandArray.__hash__ = None
 del _op
+
+
+def keep_lowest(idx, val, values, offset, k):
+    """The ``k`` lowest of a kept set and of more values, ties by lowest index.
+
+    Parameters
+    ----------
+    idx, val : ndarray
+        The kept flat indices (int64) and their values (float64), sorted by
+        value then index, at most ``k`` of them.
+    values : ndarray
+        More values (1-D), at flat indices ``offset + i``; they may come in
+        any order of offsets (a tie with the worst kept is a candidate).
+    offset : int
+    k : int
+
+    Returns
+    -------
+    idx, val : ndarray
+        The new kept set, sorted the same way.
+    """
+    if val.size >= k:
+        cand = np.flatnonzero(values <= val[-1])
+    else:
+        cand = np.arange(values.size)
+    if cand.size > k:
+        vals = values[cand]
+        kth = np.partition(vals, k - 1)[k - 1]
+        below = cand[vals < kth]
+        ties = cand[vals == kth][:k - below.size]     # storage order: lowest first
+        cand = np.concatenate([below, ties])
+    idx = np.concatenate([idx, cand + int(offset)])
+    val = np.concatenate([val, values[cand].astype(np.float64)])
+    order = np.lexsort((idx, val))[:k]
+    return idx[order], val[order]
 
 
 def _neg_slice(start, step, count):

@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from .bands import keep_lowest
 from .errors import HotPixelError
 
 __all__ = ["Defect", "Mosaic", "Stats", "KINDS", "KIND_CODES", "merged_metadata"]
@@ -208,11 +209,9 @@ class Stats:
             total += float(v.sum(dtype=np.float64))
             count += v.size
             flat = v.reshape(-1)
-            idx = _lowest(flat, k)
-            best_idx = np.concatenate([best_idx, idx + y0 * w * c])
-            best_val = np.concatenate([best_val, flat[idx].astype(np.float64)])
-            order = np.lexsort((best_idx, best_val))[:k]
-            best_idx, best_val = best_idx[order], best_val[order]
+            for s in range(0, flat.size, _LOWEST_CHUNK):
+                best_idx, best_val = keep_lowest(best_idx, best_val, flat[s:s + _LOWEST_CHUNK],
+                                                 y0 * w * c + s, k)
         lowest = []
         for i, val in zip(best_idx, best_val):
             y, rem = divmod(int(i), w * c)
@@ -265,25 +264,6 @@ def merged_metadata(a: Stats, b: Stats) -> dict:
 _SUMMARY_LOWEST = 10
 
 
-def _lowest(flat, k, chunk=1 << 22):
-    """Indices of the k smallest values (ties: lowest index first), in one
-    pass of chunks instead of a partition of the whole image."""
-    best_idx = np.zeros(0, np.int64)
-    best_val = np.zeros(0, flat.dtype)
-    for s in range(0, flat.size, chunk):
-        c = flat[s:s + chunk]
-        if best_val.size >= k:
-            cand = np.flatnonzero(c < best_val.max())
-        else:
-            cand = np.arange(c.size)
-        if cand.size > k:
-            vals = c[cand]
-            kth = np.partition(vals, k - 1)[k - 1]
-            below = cand[vals < kth]
-            ties = cand[vals == kth][: k - below.size]  # index order: lowest first
-            cand = np.concatenate([below, ties])
-        best_idx = np.concatenate([best_idx, cand + s])
-        best_val = np.concatenate([best_val, c[cand]])
-        order = np.lexsort((best_idx, best_val))[:k]
-        best_idx, best_val = best_idx[order], best_val[order]
-    return best_idx
+# Values of a band searched for the lowest at once (one pass of chunks, not
+# a partition of the whole band).
+_LOWEST_CHUNK = 1 << 22
