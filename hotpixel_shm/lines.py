@@ -43,7 +43,7 @@ import numpy as np
 
 from .bands import map_ordered
 
-__all__ = ["LineDefect", "find_lines", "lines_memory_bytes", "LINE_SIGMA", "RUN_SIGMA"]
+__all__ = ["LineDefect", "find_lines", "lines_memory_bytes", "Cancelled", "LINE_SIGMA", "RUN_SIGMA"]
 
 #: A column's (row's) offset must be this many robust sigmas of all
 #: columns' offsets.  Calibrated on simulated defect-free sets (464 sets of
@@ -228,7 +228,16 @@ def _row_offsets(plane, step):
     return _offsets(plane.height, plane.width, step, [plane.rows])[0]["row"]
 
 
-def _offsets(h, w, step, readers, threads=1):
+class Cancelled(Exception):
+    """Raised by :func:`find_lines` when its ``cancel`` callable says so."""
+
+
+def _check(cancel):
+    if cancel is not None and cancel():
+        raise Cancelled("the line test was cancelled")
+
+
+def _offsets(h, w, step, readers, threads=1, cancel=None):
     """``_column_offsets`` and ``_row_offsets`` of planes of ``h`` x ``w``,
     ``{"column": (left, right), "row": (up, down)}`` for each of
     ``readers`` (``rows(y0, y1)`` of a plane).  One pass over the rows for
@@ -246,6 +255,7 @@ def _offsets(h, w, step, readers, threads=1):
     cols, rows_ = w > 2 * step, h > 2 * step
 
     def one_band(b, _slot):
+        _check(cancel)
         # column band b: rows [b * _BAND, (b + 1) * _BAND); row band b:
         # row y against row y - step for y in [y0, y1) (every y >= step),
         # rows [y0 - step, y1) with y0 = step + b * _BAND
@@ -721,7 +731,8 @@ def _change_points(gains, start, stop, size, length):
 
 
 def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = LINE_SIGMA,
-               step: Optional[int] = None, residuals=None, threads: int = 1) -> List[LineDefect]:
+               step: Optional[int] = None, residuals=None, threads: int = 1,
+               cancel=None) -> List[LineDefect]:
     """Bad columns and rows in per-subpixel statistics.
 
     Parameters
@@ -756,6 +767,10 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
     threads : int, default 1
         Threads the pass over the rows is spread over; the lines are the
         same for any count.
+    cancel : callable, optional
+        Asked between bands and planes; when it returns True the search
+        stops with :class:`Cancelled` (the command line's Ctrl-C while the
+        test runs on a thread beside detection: issue 13, within a second).
 
     Returns
     -------
@@ -789,9 +804,10 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         for size in {(g[2].height, g[2].width) for g in grids}:
             same = [g for g in grids if (g[2].height, g[2].width) == size]
             for g, o in zip(same, _offsets(size[0], size[1], 1, [g[2].rows for g in same],
-                                           threads)):
+                                           threads, cancel)):
                 offsets[g[:2]] = o
         for dy, dx, plane in grids:
+            _check(cancel)
             res = None if full is None else (full[0][dy::p, dx::p], full[1][dy::p, dx::p],
                                              full[2])
             vp = [] if var is None else [_Plane(var, 0, dy, dx, p)]
@@ -809,9 +825,10 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         vp = [] if var is None else [_Plane(var, k) for k in range(c)]
         planes = [_Plane(mean, ch) for ch in range(c)]
         shared = _SharedRows(mean)
-        every = _offsets(h, w, s, [shared.channel(ch) for ch in range(c)], threads)
+        every = _offsets(h, w, s, [shared.channel(ch) for ch in range(c)], threads, cancel)
         shared = None
         for ch in range(c):
+            _check(cancel)
             res = _residual_planes(residuals, (h, w), s, 0 if c == 3 else ch)
             for kind, i, a, b, off, z in _lines_of_plane(
                     planes[ch], s, sigma, _EDGE, res, vp,

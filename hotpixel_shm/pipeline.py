@@ -693,18 +693,19 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None, *,
                   threads=threads)
 
 
-def detect_lines(stats: Stats, *, threads: int = 1) -> list:
+def detect_lines(stats: Stats, *, threads: int = 1, cancel=None) -> list:
     """Bad columns and rows of finished statistics (``lines.find_lines``):
     per CFA sub-grid for a raw mosaic, per channel for photos; with the
     temporal residual statistics when the statistics carry them; the pass
-    over the rows on ``threads`` threads."""
+    over the rows on ``threads`` threads; ``cancel`` as ``find_lines``'."""
     from .lines import find_lines
     if stats.mosaic is not None:
         m = stats.mosaic
         return find_lines(stats.mean, stats.var, cfa=m.cfa(stats.shape),
                           colour_desc=m.colour_desc or "RGBG", residuals=stats.residuals,
-                          threads=threads)
-    return find_lines(stats.mean, stats.var, residuals=stats.residuals, threads=threads)
+                          threads=threads, cancel=cancel)
+    return find_lines(stats.mean, stats.var, residuals=stats.residuals, threads=threads,
+                      cancel=cancel)
 
 
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
@@ -724,10 +725,19 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
     from .budget import finish_threads
     threads, beside = finish_threads(plan.workers)
     if beside:
+        import threading
         from concurrent.futures import ThreadPoolExecutor
+        stop = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="hotpixel-lines") as pool:
-            found = pool.submit(detect_lines, stats)
-            defects = detect_defects(stats, settings.detect, threads=threads)
+            found = pool.submit(detect_lines, stats, cancel=stop.is_set)
+            try:
+                defects = detect_defects(stats, settings.detect, threads=threads)
+            except BaseException:
+                # Ctrl-C, SIGTERM or an error: the line test stops at its
+                # next band instead of running to its end while the pool
+                # waits for it (issue 13: a signal is obeyed within a second)
+                stop.set()
+                raise
             lines = found.result()
     else:
         defects = detect_defects(stats, settings.detect, threads=threads)

@@ -207,3 +207,64 @@ def test_finish_threads():
     assert finish_threads(1) == (1, False)
     assert finish_threads(2) == (1, True)
     assert finish_threads(3) == (2, True)
+
+
+def test_an_interrupt_in_detection_stops_the_line_test_beside_it(tmp_path, monkeypatch):
+    # issue 13: Ctrl-C is obeyed within a second at any moment.  With two
+    # workers the line test runs on a thread beside detection; when
+    # detection is interrupted, the pool must not wait for the whole line
+    # test (about a second at 24 MP): it stops at its next band.  Here the
+    # line test waits (up to 10 s) for the cancel, then runs: it must end
+    # with lines.Cancelled, and the interrupt must come through.
+    import threading
+    import time
+    from hotpixel_shm import lines
+    from hotpixel_shm.synth import write_sample_set
+    write_sample_set(tmp_path / "set", n=6, seed=32)
+    started, seen = threading.Event(), {}
+    real = lines.find_lines
+
+    def slow_lines(*a, cancel=None, **k):
+        started.set()
+        t0 = time.monotonic()
+        while not cancel() and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        seen["waited"] = time.monotonic() - t0
+        try:
+            return real(*a, cancel=cancel, **k)
+        except lines.Cancelled:
+            seen["cancelled"] = True
+            raise
+
+    def interrupted_detection(*a, **k):
+        assert started.wait(10)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lines, "find_lines", slow_lines)
+    monkeypatch.setattr(pipeline, "detect_defects", interrupted_detection)
+    settings = pipeline.Settings(workers=2)
+    log = pipeline.LogToLogging()
+    group = pipeline.prepare([str(tmp_path / "set")], settings, log)[0]
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.analyse_group(group, _plan(group, settings), settings, log)
+    assert seen.get("cancelled") and seen["waited"] < 5, seen
+    assert time.monotonic() - t0 < 30
+
+
+def test_the_line_test_obeys_its_cancel():
+    from hotpixel_shm import lines
+    rng = np.random.default_rng(3)
+    mean = rng.normal(100, 1, (96, 80, 3))
+    var = np.ones_like(mean)
+    assert lines.find_lines(mean, var, cancel=lambda: False) == lines.find_lines(mean, var)
+    asked = []
+
+    def after(k):
+        def cancel():
+            asked.append(1)
+            return len(asked) > k
+        return cancel
+    for k in (0, 2):
+        asked.clear()
+        with pytest.raises(lines.Cancelled):
+            lines.find_lines(mean, var, cancel=after(k))
