@@ -732,13 +732,14 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
             found = pool.submit(detect_lines, stats, cancel=stop.is_set)
             try:
                 defects = detect_defects(stats, settings.detect, threads=threads)
+                # waiting for the line test, too (detection may end first)
+                lines = found.result()
             except BaseException:
                 # Ctrl-C, SIGTERM or an error: the line test stops at its
                 # next band instead of running to its end while the pool
                 # waits for it (issue 13: a signal is obeyed within a second)
                 stop.set()
                 raise
-            lines = found.result()
     else:
         defects = detect_defects(stats, settings.detect, threads=threads)
         lines = detect_lines(stats)

@@ -268,3 +268,55 @@ def test_the_line_test_obeys_its_cancel():
         asked.clear()
         with pytest.raises(lines.Cancelled):
             lines.find_lines(mean, var, cancel=after(k))
+
+
+def test_an_interrupt_while_waiting_for_the_line_test_stops_it(tmp_path, monkeypatch):
+    # issue 13 again: detection may end first (its bands on several
+    # threads); a Ctrl-C that comes while the main thread waits for the
+    # line test must stop that too, not wait for its end.  The SIGINT is
+    # sent once the main thread is seen waiting in the line test's result.
+    import signal
+    import sys
+    import threading
+    import time
+    from hotpixel_shm import lines
+    from hotpixel_shm.synth import write_sample_set
+    write_sample_set(tmp_path / "set", n=6, seed=32)
+    main_thread = threading.main_thread().ident
+    seen = {}
+    real = lines.find_lines
+
+    def waiting_in_result():
+        frame = sys._current_frames().get(main_thread)
+        while frame is not None:
+            if frame.f_code.co_name == "result" and "concurrent" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    def slow_lines(*a, cancel=None, **k):
+        t0 = time.monotonic()
+        while not waiting_in_result() and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+        while not cancel() and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        seen["waited"] = time.monotonic() - t0
+        try:
+            return real(*a, cancel=cancel, **k)
+        except lines.Cancelled:
+            seen["cancelled"] = True
+            raise
+    monkeypatch.setattr(lines, "find_lines", slow_lines)
+    monkeypatch.setattr(pipeline, "detect_defects", lambda *a, **k: [])
+    settings = pipeline.Settings(workers=2)
+    log = pipeline.LogToLogging()
+    group = pipeline.prepare([str(tmp_path / "set")], settings, log)[0]
+    plan = _plan(group, settings)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.analyse_group(group, plan, settings, log)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert seen.get("cancelled") and seen["waited"] < 5, seen
