@@ -60,6 +60,12 @@ CRASH_REASON = "crashed the decoder (killed two worker processes); quarantined"
 _DELAY_ENV = "HOTPIXEL_SHM_TEST_DELAY"
 #: Workers dying before they are ready this many times end the run.
 _MAX_STARTUP_DEATHS = 4
+#: Workers dying this many times in a row with no file to blame (a crash
+#: while adding decoded photos, not while decoding one) and no photo added
+#: in between end the run: requeueing the same photos would go on forever.
+_MAX_BLAMELESS_DEATHS = 3
+#: ``crash_on`` value of the test hook that fails the accumulator update.
+CRASH_IN_UPDATE = ":update"
 _CTX = mp.get_context("spawn")
 
 
@@ -418,6 +424,14 @@ def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixe
         _worker_loop(conn, ingest, seg_name, parent_pid, crash_on)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # parent gone or closed our pipe
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, then this worker dies
+        # the accumulator may be half updated: it is discarded with this
+        # process; the parent says why if it has to give up
+        try:
+            _send(conn, ("error", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+        os._exit(1)
     finally:
         ingest.close()
         del acc, ingest, racc
@@ -437,6 +451,8 @@ def _worker_loop(conn, ingest, seg_name, parent_pid, crash_on):
         pending.append(_recv(conn))
 
     def fold():
+        if crash_on == CRASH_IN_UPDATE and ingest.held:
+            raise RuntimeError("test hook: the accumulator update failed")
         for idx in ingest.flush():
             _send(conn, ("done", idx, ingest.acc.n))
 
@@ -467,16 +483,16 @@ def _worker_loop(conn, ingest, seg_name, parent_pid, crash_on):
         if msg[0] != "file":
             continue
         _, idx, path = msg
-        if crash_on and path.endswith(crash_on):
+        if crash_on and crash_on != CRASH_IN_UPDATE and path.endswith(crash_on):
             os._exit(70)  # test hook: a decoder that takes the process down
         reason = ingest.add(idx, path)
         if reason is not None:
             _send(conn, ("skip", idx, reason))
             continue
+        # decoded: a crash from now on (folding it) is not this file's
+        _send(conn, ("held", idx))
         if ingest.full:
             fold()
-        else:
-            _send(conn, ("held", idx))  # decoded: a crash from now on is not this file's
         if delay:
             time.sleep(delay)
 
@@ -901,6 +917,10 @@ class _Parallel:
         self.max_msg = 0
         self.deaths = 0
         self.startup_deaths = 0
+        self.added = 0              # "done" messages received: photos added
+        self.blameless = 0          # deaths in a row with no file to blame, nothing added
+        self.blameless_mark = 0
+        self.last_error = None      # the last error a worker reported before dying
         self.stop_sig = None
         self.pausing = False
 
@@ -985,7 +1005,12 @@ class _Parallel:
             while s.conn.poll(0):
                 data = s.conn.recv_bytes()
                 self.max_msg = max(self.max_msg, len(data))
-                _handle(s, pickle.loads(data), self.skipped, self.done, self.progress,
+                msg = pickle.loads(data)
+                if msg[0] == "error":
+                    self.last_error = msg[1]
+                    continue
+                self.added += msg[0] == "done"
+                _handle(s, msg, self.skipped, self.done, self.progress,
                         len(self.files), self.queue)
         except (EOFError, ConnectionResetError, OSError):
             pass  # the sentinel tells the rest
@@ -998,7 +1023,13 @@ class _Parallel:
         if not s.ready:
             self.startup_deaths += 1
             _check_startup_deaths(self.startup_deaths, s.proc.exitcode)
-        _on_death(s, self.queue, self.strikes, self.skipped, self.done)
+        exitcode = s.proc.exitcode
+        culprit = _on_death(s, self.queue, self.strikes, self.skipped, self.done)
+        if self.added != self.blameless_mark:
+            self.blameless, self.blameless_mark = 0, self.added
+        if culprit is None and s.ready:
+            self.blameless += 1
+            _check_blameless_deaths(self.blameless, exitcode, self.last_error)
         if self.stop_sig is None:
             s.start(self.nbytes)
         else:
@@ -1063,6 +1094,17 @@ def _check_startup_deaths(count, exitcode):
             f"the main module)")
 
 
+def _check_blameless_deaths(count, exitcode, error):
+    if count >= _MAX_BLAMELESS_DEATHS:
+        why = f"the last one reported {error}" if error else f"exit code {exitcode}"
+        raise HotPixelError(
+            f"worker processes died {count} times in a row while adding decoded photos to "
+            f"their accumulators, with no photo added in between ({why}); the run stops "
+            f"instead of retrying the same photos -- if the compiled kernels were rebuilt "
+            f"or upgraded, reinstall the package (HOTPIXEL_SHM_KERNELS=numpy runs without "
+            f"them); if the system killed them, the memory budget may be too large")
+
+
 def _dispatch(slots, queue, files):
     while queue:
         takers = [s for s in slots if s.ready and s.can_take()]
@@ -1122,6 +1164,7 @@ def _on_death(s, queue, strikes, skipped, done):
             redo.remove(culprit)
     queue.extendleft(sorted(redo, reverse=True))  # back at the front, in order
     s.discard()
+    return culprit
 
 
 def _stop(s):

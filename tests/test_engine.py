@@ -84,6 +84,23 @@ def test_a_file_that_kills_workers_is_quarantined(small_set):
     _check(res.stats, decoded[:3] + decoded[4:], "float64")
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_workers_that_fail_while_adding_photos_stop_the_run_with_the_reason(small_set, batch):
+    # a worker whose accumulator update raises (a broken build of the
+    # kernels, say) dies without a file to blame: its photos went back to
+    # the queue for a fresh worker, which failed the same way -- for ever.
+    # Now the worker reports its error and the run stops after a few such
+    # deaths in a row, saying why, with nothing left behind.
+    from hotpixel_shm.errors import HotPixelError
+    paths, _ = small_set
+    with pytest.raises(HotPixelError) as err:
+        engine.run(_job(paths, (24, 32, 3), "uint8", "exact", 2, batch=batch,
+                        crash_on=engine.CRASH_IN_UPDATE))
+    msg = str(err.value)
+    assert "3 times in a row" in msg and "RuntimeError: test hook: the accumulator update" in msg
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("hpxshm_")]
+
+
 def test_sigkill_of_a_worker_from_outside(tmp_path):
     frames = make_frames(40, (64, 64, 3), seed=9)
     paths, decoded = write_images(tmp_path, frames)
