@@ -39,7 +39,8 @@ import numpy as np
 
 from . import shm as _shm
 from . import tiers
-from .bands import BandArray, BandReader, band_rows, cache_bands_for, default_band_rows, iter_bands
+from .bands import (DEFAULT_CACHE_BANDS, BandArray, BandReader, band_rows, cache_bands_for,
+                    default_band_rows, iter_bands)
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
@@ -632,7 +633,9 @@ class _Checkpointer:
         live = [a for a in accs if a.n]
         if live:
             # read band by band while the workers wait: no image-sized copy
-            snapshot = _band_stats(live, job, used)
+            # read by the saver alone: one reader's default cache, as the
+            # plan counts a checkpoint (not the finishing threads' caches)
+            snapshot = _band_stats(live, job, used, cache_bands=DEFAULT_CACHE_BANDS)
             residuals = None
             raccs = [r for r in raccs if r is not None and r.n]
             if raccs:
@@ -875,10 +878,12 @@ def _in_place(job):
     return tiers.finishes_in_place(job.tier) and job.rows is None
 
 
-def _band_stats(live, job, used, residuals=None):
+def _band_stats(live, job, used, residuals=None, cache_bands=None):
     """Statistics finished band by band from the accumulators ``live`` as
     they are read (issue 9): no image-sized result.  The accumulators must
-    stay unchanged while the statistics are in use."""
+    stay unchanged while the statistics are in use.  ``cache_bands``: the
+    reader's cache (default: one for each of the threads that read the
+    final statistics)."""
     def finish(y0, y1, out_mean, out_var):
         finalise_rows(live, y0, y1, out_mean, out_var)
 
@@ -888,7 +893,7 @@ def _band_stats(live, job, used, residuals=None):
     # detection reads it on as many threads as there were workers: a cache
     # for each (bands.cache_bands_for, counted by the plan)
     reader = BandReader(job.acc_shape, tiers.result_dtype(job.tier), finish, gather=gather,
-                        cache_bands=cache_bands_for(job.workers))
+                        cache_bands=cache_bands or cache_bands_for(job.workers))
     return Stats(n=int(sum(a.n for a in live)), mean=BandArray(reader, "mean"),
                  var=BandArray(reader, "var"), tier=job.tier, files=list(used),
                  residuals=residuals, owner=live)

@@ -180,6 +180,23 @@ def test_periodic_snapshots_are_consistent(tmp_path, workers):
     _check(res.stats, decoded, "float64")
 
 
+def test_a_snapshot_holds_no_more_bands_than_the_plan_counts(tmp_path):
+    # the plan counts a checkpoint's snapshot as one reader's default cache
+    # (budget.memory_model: reader_cache_bytes); the snapshot is read by the
+    # saver alone, so its reader must not take the cache of the threads that
+    # read the final statistics (bands.cache_bands_for(workers))
+    from hotpixel_shm import tiers
+    from hotpixel_shm.bands import reader_cache_bytes
+    shape = (40, 16, 3)
+    frames = make_frames(9, shape, seed=6)
+    paths, _ = write_images(tmp_path, frames)
+    held = []
+    engine.run(_job(paths, shape, "uint8", "exact", 3, checkpoint_every=4),
+               on_checkpoint=lambda st: held.append(st.mean.reader.nbytes_cached()))
+    assert held
+    assert max(held) <= reader_cache_bytes(shape, tiers.result_dtype("exact"))
+
+
 def test_script_without_main_guard_fails_clearly_instead_of_looping(small_set, tmp_path):
     """Spawned workers import the main module; an unguarded call would start
     workers forever.  The engine gives up with an explanation."""
