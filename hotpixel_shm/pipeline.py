@@ -497,6 +497,13 @@ def _keep_residuals(plan, plan_for, group: Group, settings: Settings, prior):
                                  "with band passes")
     if period is not None:
         plan, why_not = _with_residuals(plan, plan_for, group, period)
+    if why_not is None and period is not None and prior is not None \
+            and prior.residuals.levels is None and prior.residuals.layout.mode == "ycc":
+        # statistics files written before the level statistics: the merge
+        # keeps only what both sides have
+        why_not = ("no level statistics: the loaded residual statistics have none (an "
+                   "earlier version's file), so the merged ones keep none and the level "
+                   "test (dead red and blue photosites in 4:2:0 JPEGs) is not made")
     if why_not:
         plan = replace(plan, reasons=plan.reasons + (why_not,))
     return plan

@@ -462,3 +462,30 @@ print(grew, scratch_bytes(layout, 3), flush=True)
                          env={**os.environ, "HOTPIXEL_SHM_KERNELS": "compiled"})
     grew, planned = (int(v) for v in out.stdout.split())
     assert 0.5 * planned <= grew <= planned, (grew, planned)
+
+
+def test_merging_a_file_without_level_statistics_says_the_level_test_is_not_made(tmp_path,
+                                                                                   capsys):
+    # a statistics file of an earlier version has residual statistics but
+    # no level sums: the merge keeps none, and the plan says so
+    from conftest import make_frames, write_images
+
+    from hotpixel_shm import statsio
+    from hotpixel_shm.cli import main
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    write_images(first, make_frames(4, (24, 28, 3), seed=11))
+    write_images(second, make_frames(4, (24, 28, 3), seed=12))
+    saved = str(tmp_path / "s.npz")
+    assert main(["-q", "--workers", "1", "--save-stats", saved, str(first)]) == 0
+    with np.load(saved) as z:
+        parts = {k: z[k] for k in z.files if not k.startswith(statsio.LEVEL_PREFIX)}
+    older = str(tmp_path / "older.npz")
+    np.savez(older, **parts)
+    capsys.readouterr()
+    for stats_file, said in ((saved, False), (older, True)):
+        assert main(["--plan", "-v", "--workers", "1", "--load-stats", stats_file,
+                     str(second)]) == 0
+        out = capsys.readouterr()
+        assert ("no level statistics" in out.out + out.err) is said, out
