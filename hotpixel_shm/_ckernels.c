@@ -620,18 +620,41 @@ static void fill_ycc(const Frame *f, Py_ssize_t y, float *dst)
     }
 }
 
+/* Row y's slot of a ring: *d points at it; true when it already holds row y
+ * (else the caller fills it and tags it with y). */
+static int ring_slot(Ring *ring, Py_ssize_t y, float **d)
+{
+    const int s = (int)(y % ring->slots);
+    *d = ring->data + s * ring->width;
+    return ring->tag[s] == y;
+}
+
+static void ring_tag(Ring *ring, Py_ssize_t y)
+{
+    ring->tag[y % ring->slots] = y;
+}
+
 static float *pixel_row(Ring *ring, const Frame *f, Py_ssize_t y, int ycc)
 {
-    int s = (int)(y % ring->slots);
-    float *d = ring->data + s * ring->width;
-    if (ring->tag[s] != y) {
+    float *d;
+    if (!ring_slot(ring, y, &d)) {
         if (ycc)
             fill_ycc(f, y, d);
         else
             fill_channels(f, y, d);
-        ring->tag[s] = y;
+        ring_tag(ring, y);
     }
     return d;
+}
+
+/* The YCC pixel rows y0 .. y0 + n - 1 of a frame, clamped to its rows. */
+static void clamped_rows(Ring *pix, const Frame *f, Py_ssize_t y0, int n, const float **rows)
+{
+    for (int k = 0; k < n; k++) {
+        Py_ssize_t y = y0 + k;
+        y = y < 0 ? 0 : (y > f->h - 1 ? f->h - 1 : y);
+        rows[k] = pixel_row(pix, f, y, 1);
+    }
 }
 
 /* Chroma row j (residual._Rows, k > 0): for Cb and Cr, the mean over the
@@ -639,17 +662,12 @@ static float *pixel_row(Ring *ring, const Frame *f, Py_ssize_t y, int ycc)
 static float *chroma_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py_ssize_t wp,
                          float *tmp)
 {
-    int s = (int)(j % ring->slots);
-    float *d = ring->data + s * ring->width;
-    if (ring->tag[s] == j)
+    float *d;
+    if (ring_slot(ring, j, &d))
         return d;
     const Py_ssize_t w = f->w;
     const float *rows[4];
-    for (int dy = -1; dy <= 2; dy++) {
-        Py_ssize_t y = 2 * j + dy;
-        y = y < 0 ? 0 : (y > f->h - 1 ? f->h - 1 : y);
-        rows[dy + 1] = pixel_row(pix, f, y, 1);
-    }
+    clamped_rows(pix, f, 2 * j - 1, 4, rows);
     /* the first i > 0 whose columns 2i-1 .. 2i+2 need a clamp */
     const Py_ssize_t i1 = w >= 3 ? (w - 1) / 2 : 1;
     for (int p = 0; p < 2; p++) {
@@ -685,7 +703,7 @@ static float *chroma_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py
             o[i] = v * 0.0625f;
         }
     }
-    ring->tag[s] = j;
+    ring_tag(ring, j);
     return d;
 }
 
@@ -696,17 +714,12 @@ static float *chroma_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py
 static float *wide_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py_ssize_t wp,
                        float *tmp)
 {
-    int s = (int)(j % ring->slots);
-    float *d = ring->data + s * ring->width;
-    if (ring->tag[s] == j)
+    float *d;
+    if (ring_slot(ring, j, &d))
         return d;
     const Py_ssize_t w = f->w;
     const float *rows[8];
-    for (int dy = -3; dy <= 4; dy++) {
-        Py_ssize_t y = 2 * j + dy;
-        y = y < 0 ? 0 : (y > f->h - 1 ? f->h - 1 : y);
-        rows[dy + 3] = pixel_row(pix, f, y, 1);
-    }
+    clamped_rows(pix, f, 2 * j - 3, 8, rows);
     float *ymean = tmp + 3 * w;
     /* elements i1 <= i < i2 need no clamp: columns 2i-3 >= 0, 2i+4 <= w-1 */
     const Py_ssize_t i1 = 2, i2 = w >= 5 ? ((w - 5) / 2 + 1 < wp ? (w - 5) / 2 + 1 : wp) : 2;
@@ -761,7 +774,7 @@ static float *wide_row(Ring *ring, Ring *pix, const Frame *f, Py_ssize_t j, Py_s
             l[i] = t + ymean[i];
         }
     }
-    ring->tag[s] = j;
+    ring_tag(ring, j);
     return d;
 }
 
