@@ -209,6 +209,28 @@ def test_finish_threads():
     assert finish_threads(3) == (2, True)
 
 
+def _cancellable_line_test(monkeypatch, seen, before=lambda: None):
+    """Put in place of ``lines.find_lines``: it calls ``before()``, waits (up
+    to 10 s) to be cancelled, then runs the real search, noting in ``seen``
+    how long it waited and whether it ended with ``lines.Cancelled``."""
+    import time
+    from hotpixel_shm import lines
+    real = lines.find_lines
+
+    def slow_lines(*a, cancel=None, **k):
+        t0 = time.monotonic()
+        before()
+        while not cancel() and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        seen["waited"] = time.monotonic() - t0
+        try:
+            return real(*a, cancel=cancel, **k)
+        except lines.Cancelled:
+            seen["cancelled"] = True
+            raise
+    monkeypatch.setattr(lines, "find_lines", slow_lines)
+
+
 def test_an_interrupt_in_detection_stops_the_line_test_beside_it(tmp_path, monkeypatch):
     # issue 13: Ctrl-C is obeyed within a second at any moment.  With two
     # workers the line test runs on a thread beside detection; when
@@ -218,28 +240,14 @@ def test_an_interrupt_in_detection_stops_the_line_test_beside_it(tmp_path, monke
     # with lines.Cancelled, and the interrupt must come through.
     import threading
     import time
-    from hotpixel_shm import lines
     from hotpixel_shm.synth import write_sample_set
     write_sample_set(tmp_path / "set", n=6, seed=32)
     started, seen = threading.Event(), {}
-    real = lines.find_lines
-
-    def slow_lines(*a, cancel=None, **k):
-        started.set()
-        t0 = time.monotonic()
-        while not cancel() and time.monotonic() - t0 < 10:
-            time.sleep(0.01)
-        seen["waited"] = time.monotonic() - t0
-        try:
-            return real(*a, cancel=cancel, **k)
-        except lines.Cancelled:
-            seen["cancelled"] = True
-            raise
+    _cancellable_line_test(monkeypatch, seen, started.set)
 
     def interrupted_detection(*a, **k):
         assert started.wait(10)
         raise KeyboardInterrupt
-    monkeypatch.setattr(lines, "find_lines", slow_lines)
     monkeypatch.setattr(pipeline, "detect_defects", interrupted_detection)
     settings = pipeline.Settings(workers=2)
     log = pipeline.LogToLogging()
@@ -279,12 +287,10 @@ def test_an_interrupt_while_waiting_for_the_line_test_stops_it(tmp_path, monkeyp
     import sys
     import threading
     import time
-    from hotpixel_shm import lines
     from hotpixel_shm.synth import write_sample_set
     write_sample_set(tmp_path / "set", n=6, seed=32)
     main_thread = threading.main_thread().ident
     seen = {}
-    real = lines.find_lines
 
     def waiting_in_result():
         frame = sys._current_frames().get(main_thread)
@@ -294,20 +300,12 @@ def test_an_interrupt_while_waiting_for_the_line_test_stops_it(tmp_path, monkeyp
             frame = frame.f_back
         return False
 
-    def slow_lines(*a, cancel=None, **k):
+    def interrupt_once_waited_for():
         t0 = time.monotonic()
         while not waiting_in_result() and time.monotonic() - t0 < 10:
             time.sleep(0.01)
         signal.pthread_kill(main_thread, signal.SIGINT)
-        while not cancel() and time.monotonic() - t0 < 10:
-            time.sleep(0.01)
-        seen["waited"] = time.monotonic() - t0
-        try:
-            return real(*a, cancel=cancel, **k)
-        except lines.Cancelled:
-            seen["cancelled"] = True
-            raise
-    monkeypatch.setattr(lines, "find_lines", slow_lines)
+    _cancellable_line_test(monkeypatch, seen, interrupt_once_waited_for)
     monkeypatch.setattr(pipeline, "detect_defects", lambda *a, **k: [])
     settings = pipeline.Settings(workers=2)
     log = pipeline.LogToLogging()

@@ -34,15 +34,7 @@ def test_a_photo_run_imports_no_scipy(tmp_path):
         p = tmp_path / f"p{i}.png"
         Image.fromarray(f).save(p)
         paths.append(str(p))
-    report = str(tmp_path / "r.json")
-    code = ("import json, sys\n"
-            "from hotpixel_shm.cli import main\n"
-            f"rc = main(['-q', '--json', {report!r}] + {paths!r})\n"
-            f"found = len(json.load(open({report!r}))['defects'])\n"
-            "heavy = sorted(m for m in ('scipy', 'tqdm', 'hotpixel_shm.picture') if m in sys.modules)\n"
-            "print(rc, found > 0, 'hotpixel_shm.temporal' in sys.modules, heavy)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "0 True True []", out.stdout + out.stderr
+    assert _run_in_a_fresh_process(tmp_path, paths, "hotpixel_shm.temporal") == "0 True True []"
 
 
 def test_a_raw_run_imports_no_scipy(tmp_path):
@@ -50,12 +42,21 @@ def test_a_raw_run_imports_no_scipy(tmp_path):
     # clipped highlights included, imports no scipy either
     from hotpixel_shm.dng import write_raw_set
     paths, _ = write_raw_set(str(tmp_path / "raw"), n=6, width=160, height=128, seed=3)
+    assert _run_in_a_fresh_process(tmp_path, list(paths), "hotpixel_shm.rawdetect") == \
+        "0 True True []"
+
+
+def _run_in_a_fresh_process(tmp_path, paths, used):
+    """The command on ``paths`` in a new interpreter: ``"rc found used heavy"``
+    -- its exit code, whether it found defects, whether it imported the
+    module ``used`` (the run was the one meant), and which heavy modules it
+    imported."""
     report = str(tmp_path / "r.json")
     code = ("import json, sys\n"
             "from hotpixel_shm.cli import main\n"
-            f"rc = main(['-q', '--json', {report!r}] + {list(paths)!r})\n"
+            f"rc = main(['-q', '--json', {report!r}] + {paths!r})\n"
             f"found = len(json.load(open({report!r}))['defects'])\n"
             "heavy = sorted(m for m in ('scipy', 'tqdm', 'hotpixel_shm.picture') if m in sys.modules)\n"
-            "print(rc, found > 0, 'hotpixel_shm.rawdetect' in sys.modules, heavy)\n")
+            f"print(rc, found > 0, {used!r} in sys.modules, heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "0 True True []", out.stdout + out.stderr
+    return out.stdout.strip().splitlines()[-1]
