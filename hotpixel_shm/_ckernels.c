@@ -19,6 +19,10 @@
  *       add K frames' temporal residuals to their float32 sums and sums of
  *       squares (and, for RGB photos, the level sums) in one pass
  *       (hotpixel_shm.residual)
+ *   candidates(mean_rows, var_rows, top, h, rows, width, buffers, thresholds)
+ *       detection's cheap pass over one band of one channel: the padded
+ *       float32 band of the mean and of the std, their box residuals and
+ *       the candidate mask (hotpixel_shm.detect)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1132,6 +1136,234 @@ out:
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- candidates */
+
+/* detect._PlaneJob.band_records' cheap pass over one band of one plane
+ * pair (hotpixel_shm.detect): _fill_band of the mean and the variance
+ * (float32, edge values repeated; the std for the variance),
+ * _box_residuals of both and the per-phase threshold test of _above, in
+ * the numpy code's operation order (the same float32 bits). */
+
+typedef struct {
+    const char *base;
+    Py_ssize_t rows, sy, sx;
+    int dbl; /* float64, else float32 */
+} RowSrc;
+
+/* One source row -> w float32 values (the std: max(v, 0) then sqrt). */
+static HOT_LOOP void cand_row(const RowSrc *s, Py_ssize_t i, Py_ssize_t w, int is_var,
+                              float *restrict d)
+{
+    const char *p = s->base + i * s->sy;
+    if (s->dbl) {
+        for (Py_ssize_t x = 0; x < w; x++)
+            d[x] = (float)*(const double *)(p + x * s->sx);
+    } else {
+        for (Py_ssize_t x = 0; x < w; x++)
+            d[x] = *(const float *)(p + x * s->sx);
+    }
+    if (is_var) {
+        /* rounding can leave tiny negative variances */
+        for (Py_ssize_t x = 0; x < w; x++) {
+            float v = d[x] < 0.0f ? 0.0f : d[x];
+            d[x] = sqrtf(v);
+        }
+    }
+}
+
+/* _fill_band: the sources' rows into buf rows [top, top + n), the rows
+ * above and below repeat the first and last of them, the h columns either
+ * side the edge columns. */
+static void cand_fill(const RowSrc *src, int nsrc, float *buf, Py_ssize_t brows, Py_ssize_t w,
+                      Py_ssize_t h, Py_ssize_t top, int is_var)
+{
+    const Py_ssize_t wp = w + 2 * h;
+    Py_ssize_t r = top;
+    for (int k = 0; k < nsrc; k++)
+        for (Py_ssize_t i = 0; i < src[k].rows; i++, r++) {
+            float *d = buf + r * wp;
+            cand_row(&src[k], i, w, is_var, d + h);
+            for (Py_ssize_t j = 0; j < h; j++) {
+                d[j] = d[h];
+                d[h + w + j] = d[h + w - 1];
+            }
+        }
+    for (Py_ssize_t q = 0; q < top; q++)
+        memcpy(buf + q * wp, buf + top * wp, (size_t)wp * sizeof(float));
+    for (Py_ssize_t q = r; q < brows; q++)
+        memcpy(buf + q * wp, buf + (r - 1) * wp, (size_t)wp * sizeof(float));
+}
+
+/* One row of window sums along the row: o[x] = b[x] + b[x+1] + ... (win
+ * terms, added in that order).  Called with a constant win, so that the
+ * terms stay in registers and each row is read and written once. */
+static inline void cand_hsum(const float *restrict b, float *restrict o, Py_ssize_t w, int win)
+{
+    for (Py_ssize_t x = 0; x < w; x++) {
+        float s = b[x];
+        for (int k = 1; k < win; k++)
+            s += b[x + k];
+        o[x] = s;
+    }
+}
+
+/* One row of residuals: the column sums of win rows of hs (added top to
+ * bottom), then |S + c * neg| * inv; with a mask, also the threshold test
+ * of this row of both planes (am the mean's, o the std's). */
+static inline void cand_vsum(const float *restrict hs, Py_ssize_t w, int win,
+                             const float *restrict c, float neg, float inv, float *restrict o,
+                             const float *restrict am, const float *t,
+                             unsigned char *restrict mask)
+{
+    for (Py_ssize_t x = 0; x < w; x++) {
+        float s = hs[x];
+        for (int k = 1; k < win; k++)
+            s += hs[k * w + x];
+        float p = c[x] * neg;
+        o[x] = fabsf(s + p) * inv;
+    }
+    if (mask) {
+        const float m0 = t[0], m1 = t[1], s0 = t[4], s1 = t[5];
+        Py_ssize_t x = 0;
+        for (; x + 1 < w; x += 2) {
+            mask[x] = (am[x] > m0) | (o[x] > s0);
+            mask[x + 1] = (am[x + 1] > m1) | (o[x + 1] > s1);
+        }
+        if (x < w)
+            mask[x] = (am[x] > m0) | (o[x] > s0);
+    }
+}
+
+#define CAND_BOX_WIN(WIN)                                                                   \
+    do {                                                                                    \
+        for (Py_ssize_t r = 0; r < brows; r++)                                              \
+            cand_hsum(buf + r * wp, hs + r * w, w, (WIN));                                  \
+        for (Py_ssize_t r = 0; r < rows; r++)                                               \
+            cand_vsum(hs + r * w, w, (WIN), buf + (r + h) * wp + h, neg, inv, out + r * w,  \
+                      am ? am + r * w : NULL, thr + 2 * (r % 2), mask ? mask + r * w : NULL); \
+    } while (0)
+
+/* _box_residuals: window sums by float32 adds in numpy's order (along the
+ * rows into hs, then down the columns), then |(S - w*w*c) / (w*w - 1)|
+ * (multiplied by the float32 of 1 / (w*w - 1), as numpy does); with
+ * mask, also _above of both planes or-ed (am the mean's residuals, out
+ * the std's): band row r takes the thresholds of phase row r % 2, column
+ * x those of x % 2 (thr: the mean's four, then the std's). */
+static HOT_LOOP void cand_box(const float *restrict buf, float *restrict hs, float *restrict out,
+                              Py_ssize_t rows, Py_ssize_t w, Py_ssize_t h,
+                              const float *restrict am, const float *thr,
+                              unsigned char *restrict mask)
+{
+    const Py_ssize_t wp = w + 2 * h, brows = rows + 2 * h;
+    const int win = (int)(2 * h + 1);
+    const float neg = -(float)(win * win), inv = (float)(1.0 / (double)(win * win - 1));
+    /* the usual windows with a constant count of terms (the generic loop
+     * gives the same sums, more slowly) */
+    switch (win) {
+    case 3: CAND_BOX_WIN(3); break;
+    case 5: CAND_BOX_WIN(5); break;
+    case 7: CAND_BOX_WIN(7); break;
+    default: CAND_BOX_WIN(win); break;
+    }
+}
+
+/* The 2-D float sources of a plane's rows: a tuple of buffers, any strides. */
+static int cand_sources(PyObject *tup, Py_buffer *views, int *got, RowSrc *src, Py_ssize_t w,
+                        Py_ssize_t *rows)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(tup);
+    *rows = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_buffer *v = &views[*got];
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(tup, k), v, PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
+            return 0;
+        (*got)++;
+        const char *f = v->format ? v->format : "B";
+        if (*f == '<' || *f == '=' || *f == '@')
+            f++;
+        int dbl = strcmp(f, "d") == 0, flt = strcmp(f, "f") == 0;
+        if (v->ndim != 2 || v->shape[1] != w || !(dbl || flt)) {
+            PyErr_SetString(PyExc_ValueError, "candidate rows must be 2-D float32 or float64 "
+                                              "of the band's width");
+            return 0;
+        }
+        src[k].base = v->buf;
+        src[k].rows = v->shape[0];
+        src[k].sy = v->strides[0];
+        src[k].sx = v->strides[1];
+        src[k].dbl = dbl;
+        *rows += v->shape[0];
+    }
+    return 1;
+}
+
+#define CAND_SOURCES 64
+
+static PyObject *py_candidates(PyObject *self, PyObject *args)
+{
+    PyObject *msrc, *vsrc, *thr_t, *bufs_t;
+    Py_ssize_t top, h, rows, w;
+    if (!PyArg_ParseTuple(args, "O!O!nnnnO!O!", &PyTuple_Type, &msrc, &PyTuple_Type, &vsrc, &top,
+                          &h, &rows, &w, &PyTuple_Type, &bufs_t, &PyTuple_Type, &thr_t))
+        return NULL;
+    if (PyTuple_GET_SIZE(msrc) < 1 || PyTuple_GET_SIZE(msrc) > CAND_SOURCES ||
+        PyTuple_GET_SIZE(vsrc) < 1 || PyTuple_GET_SIZE(vsrc) > CAND_SOURCES ||
+        PyTuple_GET_SIZE(bufs_t) != 6 || PyTuple_GET_SIZE(thr_t) != 8 || h < 0 || rows < 1 ||
+        w < 1 || top < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad candidates arguments");
+        return NULL;
+    }
+    float thr[8];
+    for (int i = 0; i < 8; i++) {
+        thr[i] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(thr_t, i));
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    Py_buffer views[2 * CAND_SOURCES];
+    RowSrc ms[CAND_SOURCES], vs[CAND_SOURCES];
+    Buffers bufs;
+    bufs.count = 0;
+    int got = 0, ok = 0;
+    Py_ssize_t mrows, vrows;
+    void *p[6];
+    const Py_ssize_t brows = rows + 2 * h, wp = w + 2 * h;
+    /* bm, bs (brows, wp); hsum (brows, w) float32; am, as (rows, w)
+     * float32; mask (rows, w) bool */
+    const Py_ssize_t want[6] = {brows * wp * 4, brows * wp * 4, brows * w * 4, rows * w * 4,
+                                rows * w * 4, rows * w};
+    if (!cand_sources(msrc, views, &got, ms, w, &mrows) ||
+        !cand_sources(vsrc, views, &got, vs, w, &vrows))
+        goto out;
+    for (int i = 0; i < 6; i++) {
+        Py_ssize_t len;
+        p[i] = grab(&bufs, PyTuple_GET_ITEM(bufs_t, i), 1, &len);
+        if (!p[i])
+            goto out;
+        if (len != want[i]) {
+            PyErr_SetString(PyExc_ValueError, "candidate buffers of the wrong size");
+            goto out;
+        }
+    }
+    if (mrows != vrows || mrows < 1 || top + mrows > brows) {
+        PyErr_SetString(PyExc_ValueError, "candidate rows do not fit the band");
+        goto out;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    cand_fill(ms, (int)PyTuple_GET_SIZE(msrc), p[0], brows, w, h, top, 0);
+    cand_fill(vs, (int)PyTuple_GET_SIZE(vsrc), p[1], brows, w, h, top, 1);
+    cand_box(p[0], p[2], p[3], rows, w, h, NULL, thr, NULL);
+    cand_box(p[1], p[2], p[4], rows, w, h, p[3], thr, p[5]);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+out:
+    for (int j = 0; j < got; j++)
+        PyBuffer_Release(&views[j]);
+    release_all(&bufs);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"update", py_update, METH_VARARGS,
      "update(tier, sample_bytes, fields, images, n, start, consts): fold a batch of images"},
@@ -1141,6 +1373,9 @@ static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS,
      "residual(images, sample_bytes, sums, ycc, reach, consts): add K frames' temporal "
      "residuals and their squares (and RGB photos' level sums) to float32 sums, in one pass"},
+    {"candidates", py_candidates, METH_VARARGS,
+     "candidates(mean_rows, var_rows, top, h, rows, width, (bm, bs, hsum, am, as, mask), "
+     "thresholds): detection's cheap pass over one band (fill, box residuals, threshold test)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",

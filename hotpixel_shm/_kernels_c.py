@@ -14,7 +14,8 @@ import numpy as np
 from . import _ckernels, kernels_numpy
 from .kernels_numpy import FINISHED, MAX_BATCH, Partial, _integer_merge
 
-__all__ = ["NAME", "LOOPS", "MAX_BATCH", "update", "reduce_range", "reduce_at", "residual_update"]
+__all__ = ["NAME", "LOOPS", "MAX_BATCH", "update", "reduce_range", "reduce_at", "residual_update",
+           "detect_candidates"]
 
 NAME = "compiled"
 #: The hot loops' build that runs on this CPU: ``"AVX-512"``, ``"AVX2"`` or ``"baseline"``.
@@ -77,4 +78,24 @@ def residual_update(images, sums, ycc, reach, consts):
     for i in range(0, len(images), _ckernels.MAX_BATCH):
         _ckernels.residual(tuple(images[i:i + _ckernels.MAX_BATCH]), dtype.itemsize, sums,
                            bool(ycc), int(reach), consts)
+    return True
+
+
+#: Most source arrays of one plane's band that ``_ckernels.candidates`` takes.
+_CAND_SOURCES = 64
+_CAND_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def detect_candidates(mean_rows, var_rows, top, h, buffers, thresholds):
+    """Detection's cheap pass over one band, compiled (see
+    ``kernels.detect_candidates``); False when the rows are not float32 or
+    float64 (the caller then runs the numpy reference)."""
+    if not (0 < len(mean_rows) <= _CAND_SOURCES and 0 < len(var_rows) <= _CAND_SOURCES):
+        return False
+    if any(np.dtype(a.dtype) not in _CAND_DTYPES for a in (*mean_rows, *var_rows)):
+        return False
+    am = buffers[3]
+    rows, width = am.shape
+    _ckernels.candidates(tuple(mean_rows), tuple(var_rows), int(top), int(h), rows, width,
+                         tuple(buffers), tuple(float(t) for t in thresholds))
     return True

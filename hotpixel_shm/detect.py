@@ -34,6 +34,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import kernels
 from .bands import BandArray, map_ordered
 from .errors import HotPixelError
 from .model import KIND_CODES, KINDS, Defect
@@ -352,6 +353,25 @@ def _global_scales(pm, pv, window, rng):
 # One band of one channel
 # ---------------------------------------------------------------------------
 
+def _halo_rows(hgt, y0, y1, h):
+    """``(lo, hi, top)``: the rows ``[lo, hi)`` of a plane of ``hgt`` rows that
+    rows ``[y0 - h, y1 + h)`` of a band and its halo hold, and the row of the
+    padded band buffer where ``lo`` goes."""
+    lo, hi = max(0, y0 - h), min(hgt, y1 + h)
+    return lo, hi, lo - (y0 - h)
+
+
+def _row_sources(plane, lo, hi):
+    """Rows ``[lo, hi)`` of a plane as a list of 2-D arrays, top to bottom:
+    the band reader's cached bands themselves where the plane is one
+    channel of a whole frame read band by band (no copy), else one array."""
+    if isinstance(plane, _ChannelRows):
+        return plane.row_views(lo, hi)
+    if isinstance(plane, np.ndarray):
+        return [plane[lo:hi]]
+    return [np.asarray(plane[lo:hi])]
+
+
 def _fill_band(buf, plane, y0, y1, h, is_var):
     """Copy rows ``[y0-h, y1+h)`` of ``plane`` into ``buf`` (float32), edge values repeated.
 
@@ -360,8 +380,7 @@ def _fill_band(buf, plane, y0, y1, h, is_var):
     """
     hgt, wid = plane.shape
     rows = y1 - y0 + 2 * h
-    lo, hi = max(0, y0 - h), min(hgt, y1 + h)
-    top = lo - (y0 - h)
+    lo, hi, top = _halo_rows(hgt, y0, y1, h)
     dst = buf[top:top + (hi - lo), h:h + wid]
     if isinstance(plane, _ChannelRows):
         plane.copy_rows(dst, lo, hi)        # straight from the reader's bands
@@ -719,19 +738,25 @@ class _ChannelRows:
             return self._shared.get(lo, hi)[:, :, self._channel]
         return self._view[key]
 
-    def copy_rows(self, dst, lo, hi):
-        """``np.copyto(dst, self[lo:hi], casting="unsafe")``: from the
-        reader's cached bands when the plane is a whole frame's, with no
-        copy of the band in between."""
+    def row_views(self, lo, hi):
+        """Rows ``[lo, hi)`` as a list of 2-D arrays, top to bottom: this
+        channel of the reader's cached bands when the plane is a whole
+        frame's (no copy of the band), else ``[self[lo:hi]]``."""
         src = self._shared.source
         whole = isinstance(src, BandArray) and not isinstance(src._chan, int) and \
             (src._rows, src._cols, src._chan) == tuple((0, 1, n) for n in src.reader.shape)
         if not whole:
-            np.copyto(dst, self[lo:hi], casting="unsafe")
-            return
-        for s, e, m, v in src.reader._views(lo, hi):
-            np.copyto(dst[s - lo:e - lo], (m if src.which == "mean" else v)[:, :, self._channel],
-                      casting="unsafe")
+            return [self[lo:hi]]
+        return [(m if src.which == "mean" else v)[:, :, self._channel]
+                for _, _, m, v in src.reader._views(lo, hi)]
+
+    def copy_rows(self, dst, lo, hi):
+        """``np.copyto(dst, self[lo:hi], casting="unsafe")``, from
+        :meth:`row_views` (no copy of the band in between)."""
+        r = 0
+        for rows in self.row_views(lo, hi):
+            np.copyto(dst[r:r + rows.shape[0]], rows, casting="unsafe")
+            r += rows.shape[0]
 
 
 class _PlaneJob:
@@ -746,8 +771,12 @@ class _PlaneJob:
         self.geo = _geometry(opts.window)
         self.gm, self.gs, gmb, gsb = _global_scales(pm, pv, opts.window, rng)
         self.lowest = min(opts.hot_sigma, opts.dead_sigma, opts.stuck_sigma, opts.noisy_sigma)
-        self.thr_m = _phase_thresholds(_CANDIDATE_FRACTION * self.lowest * gmb, self.wid)
-        self.thr_s = _phase_thresholds(_CANDIDATE_FRACTION * self.lowest * gsb, self.wid)
+        thr_m = (_CANDIDATE_FRACTION * self.lowest * gmb).astype(np.float32)
+        thr_s = (_CANDIDATE_FRACTION * self.lowest * gsb).astype(np.float32)
+        self.thr_m = _phase_thresholds(thr_m, self.wid)
+        self.thr_s = _phase_thresholds(thr_s, self.wid)
+        # the compiled pass's: the mean's then the std's, per 2x2 phase
+        self.thr = tuple(float(t) for t in np.concatenate([thr_m, thr_s]))
 
     def band_records(self, y0, buffers):
         """The flagged records of rows ``[y0, y0 + band)``: a list of dicts
@@ -760,12 +789,19 @@ class _PlaneJob:
         rows = y1 - y0
         vm, vs = bm[:rows + 2 * h], bs[:rows + 2 * h]
         am, as_ = abs_m[:rows], abs_s[:rows]
-        _fill_band(vm, pm, y0, y1, h, False)
-        _fill_band(vs, pv, y0, y1, h, True)
-        _box_residuals(vm, hsum[:rows + 2 * h], am, h)
-        _box_residuals(vs, hsum[:rows + 2 * h], as_, h)
-        mk = _above(am, self.thr_m, mask[:rows])
-        mk |= _above(as_, self.thr_s, mask_s[:rows])
+        mk = mask[:rows]
+        lo, hi, top = _halo_rows(self.hgt, y0, y1, h)
+        # the compiled twin of the four steps below, straight from the
+        # reader's bands, the same bits (issue 10); else numpy
+        if kernels.NAME == "numpy" or not kernels.detect_candidates(
+                _row_sources(pm, lo, hi), _row_sources(pv, lo, hi), top, h,
+                (vm, vs, hsum[:rows + 2 * h], am, as_, mk), self.thr):
+            _fill_band(vm, pm, y0, y1, h, False)
+            _fill_band(vs, pv, y0, y1, h, True)
+            _box_residuals(vm, hsum[:rows + 2 * h], am, h)
+            _box_residuals(vs, hsum[:rows + 2 * h], as_, h)
+            _above(am, self.thr_m, mk)
+            mk |= _above(as_, self.thr_s, mask_s[:rows])
         # flatnonzero is many times faster than nonzero on a 2-D mask
         ys, xs = np.divmod(np.flatnonzero(mk), wid)
         found = []

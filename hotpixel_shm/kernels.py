@@ -17,6 +17,8 @@ the numpy one does, so both give the same bits.
 The temporal residual (:mod:`hotpixel_shm.residual`) keeps its numpy loop as
 the reference; :func:`residual_update` runs its compiled twin when the
 compiled kernels are in use and cover the frames, and says whether it did.
+So does detection's cheap candidate pass (:mod:`hotpixel_shm.detect`) with
+:func:`detect_candidates`.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from . import kernels_numpy
 from .errors import HotPixelError
 
 __all__ = ["NAME", "DESCRIPTION", "ENV", "update", "reduce_range",
-           "reduce_at", "residual_update", "available", "get", "use",
+           "reduce_at", "residual_update", "detect_candidates", "available", "get", "use",
            "describe"]
 
 #: The environment variable that picks the kernels.
@@ -143,6 +145,45 @@ def residual_update(images, sums, ycc, reach, consts) -> bool:
     """
     fn = getattr(_impl, "residual_update", None)
     return fn is not None and bool(fn(images, sums, ycc, reach, consts))
+
+
+def detect_candidates(mean_rows, var_rows, top, h, buffers, thresholds) -> bool:
+    """Detection's cheap pass over one band of one channel with the compiled
+    kernel, if it applies.
+
+    The twin of ``detect._fill_band`` (mean and std), ``detect._box_residuals``
+    (both) and ``detect._above`` (the two masks or-ed), the same float32
+    bits, in one call that releases the GIL.
+
+    Parameters
+    ----------
+    mean_rows, var_rows : sequence of numpy.ndarray
+        2-D float32 or float64 arrays, any strides, one band's rows of the
+        plane's mean and variance, with its halo, from top to bottom (the
+        band reader's views, uncopied; each list may split the rows
+        differently).
+    top : int
+        Row of the padded buffers where the first of these rows goes (the
+        rows above repeat it, those below the last row).
+    h : int
+        Half the window: the padding either side.
+    buffers : tuple of numpy.ndarray
+        C-contiguous ``(bm, bs, hsum, am, as_, mask)``: the padded
+        ``(rows + 2h, width + 2h)`` float32 mean and std, the float32
+        ``(rows + 2h, width)`` scratch, the ``(rows, width)`` float32 box
+        residuals and the ``(rows, width)`` bool candidate mask, all written.
+    thresholds : sequence of 8 float
+        The mean's then the std's threshold per 2x2 phase (float32 values).
+
+    Returns
+    -------
+    bool
+        False when nothing was done: the numpy kernels are in use, or the
+        rows are not float32 or float64; the caller then runs the numpy
+        reference.
+    """
+    fn = getattr(_impl, "detect_candidates", None)
+    return fn is not None and bool(fn(mean_rows, var_rows, top, h, buffers, thresholds))
 
 
 @contextlib.contextmanager

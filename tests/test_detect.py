@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hotpixel_shm import kernels
 from hotpixel_shm.detect import DetectOptions, detect, detect_memory_bytes
 from hotpixel_shm.errors import HotPixelError
 from hotpixel_shm.synth import write_sample_set
@@ -482,3 +483,154 @@ def test_a_defect_the_mean_test_scores_higher_is_no_lobe():
     assert pair(12.0, 9.5) == [("hot", 163, 196)]
     # a full block away: no lobe
     assert pair(7.9, 9.5, dy=16) == [("dead", 173, 212), ("hot", 163, 196)]
+
+
+# --------------------------------------------------------------------------- compiled twin
+
+_HAVE_COMPILED = not isinstance(kernels.available()["compiled"], str)
+_needs_compiled = pytest.mark.skipif(not _HAVE_COMPILED, reason="compiled kernels not built")
+
+# (height, width, window, y0): a top, middle and last band, odd sizes, a
+# frame lower than the window and a band lower than two rows, one pixel,
+# one column, the usual and the wider windows
+_CAND_CASES = [(40, 37, 5, 0), (40, 37, 5, 32), (75, 64, 5, 32), (70, 33, 7, 64),
+               (3, 5, 5, 0), (1, 1, 3, 0), (9, 11, 9, 0), (33, 2, 3, 32), (50, 1, 5, 32),
+               (36, 17, 11, 0)]
+
+
+def _candidate_planes(hgt, wid, dtype, seed):
+    """Mean and variance of 3 channels: noise, a constant (clipped) block,
+    tiny negative variances from rounding, a few spikes."""
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(100, 30, (hgt, wid, 3))
+    var = rng.normal(20, 6, (hgt, wid, 3)) ** 2
+    mean[: hgt // 2, : wid // 3] = 255.0
+    var[: hgt // 2, : wid // 3] = 0.0
+    var[rng.random(var.shape) < 0.05] = -1e-9
+    spikes = rng.random(mean.shape) < 0.02
+    mean[spikes] += 200
+    return mean.astype(dtype), var.astype(dtype)
+
+
+def _split(rows, cuts):
+    """Rows as consecutive pieces cut at ``cuts`` (the band reader's bands)."""
+    edges = [0] + [c for c in cuts if 0 < c < rows.shape[0]] + [rows.shape[0]]
+    return [rows[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+@_needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", _CAND_CASES)
+def test_compiled_candidate_pass_gives_the_numpy_bits(case, dtype):
+    from hotpixel_shm import detect as D
+    hgt, wid, window, y0 = case
+    h = window // 2
+    mean, var = _candidate_planes(hgt, wid, dtype, seed=hgt * wid + window)
+    pm, pv = mean[:, :, 1], var[:, :, 1]            # strided: one channel of three
+    y1 = min(hgt, y0 + D._TILE)
+    rows = y1 - y0
+    lo, hi, top = D._halo_rows(hgt, y0, y1, h)
+    thr = np.array([0.5, 3.0, 1.5, 8.0, 0.2, 2.0, 0.7, 4.0], np.float32)
+
+    def run(compiled):
+        bm, bs, hsum, am, as_, mask, mask_s = D._band_buffers(hgt, wid, h)
+        for b in (bm, bs, hsum, am, as_):
+            b.fill(np.nan)                          # nothing left over counts
+        vm, vs, hs = bm[:rows + 2 * h], bs[:rows + 2 * h], hsum[:rows + 2 * h]
+        am, as_, mk = am[:rows], as_[:rows], mask[:rows]
+        if compiled:
+            # the mean's and the variance's rows cut differently, as pieces
+            done = kernels.get("compiled").detect_candidates(
+                _split(pm[lo:hi], [3, 7]), _split(pv[lo:hi], [1, 2, 20]), top, h,
+                (vm, vs, hs, am, as_, mk), tuple(thr))
+            assert done
+        else:
+            D._fill_band(vm, pm, y0, y1, h, False)
+            D._fill_band(vs, pv, y0, y1, h, True)
+            D._box_residuals(vm, hs, am, h)
+            D._box_residuals(vs, hs, as_, h)
+            D._above(am, D._phase_thresholds(thr[:4], wid), mk)
+            mk |= D._above(as_, D._phase_thresholds(thr[4:], wid), mask_s[:rows])
+        return vm.view(np.uint32).copy(), vs.view(np.uint32).copy(), \
+            am.view(np.uint32).copy(), as_.view(np.uint32).copy(), mk.copy()
+
+    want, got = run(False), run(True)
+    for name, a, b in zip(("mean band", "std band", "mean residual", "std residual", "mask"),
+                          want, got):
+        np.testing.assert_array_equal(b, a, err_msg=name)
+    if want[4].size >= 100:
+        assert 0 < want[4].sum() < want[4].size         # candidates and others
+
+
+@_needs_compiled
+def test_compiled_candidate_pass_leaves_other_dtypes_to_numpy():
+    from hotpixel_shm import detect as D
+    c = kernels.get("compiled")
+    bufs = D._band_buffers(8, 6, 2)
+    rows = [np.zeros((8, 6), np.int32)]
+    assert not c.detect_candidates(rows, rows, 2, 2, (bufs[0][:12], bufs[1][:12], bufs[2][:12],
+                                                       bufs[3][:8], bufs[4][:8], bufs[5][:8]),
+                                   (1.0,) * 8)
+    with pytest.raises(ValueError):
+        # rows that do not fit the band are refused, not written past it
+        rows = [np.zeros((20, 6))]
+        c.detect_candidates(rows, rows, 2, 2, (bufs[0][:12], bufs[1][:12], bufs[2][:12],
+                                               bufs[3][:8], bufs[4][:8], bufs[5][:8]),
+                            (1.0,) * 8)
+
+
+def _detect_on(name, mean, var, n, opts, band_rows=None, threads=1, **kw):
+    from hotpixel_shm.bands import ArrayBands, BandArray, BandReader
+    with kernels.use(name):
+        if band_rows:
+            arrays = ArrayBands(mean, var)
+            reader = BandReader(mean.shape, mean.dtype, arrays._copy, band_rows=band_rows,
+                                cache_bands=8)
+            mean, var = BandArray(reader, "mean"), BandArray(reader, "var")
+        return _records(detect(mean, var, n, opts, threads=threads, **kw))
+
+
+@_needs_compiled
+@pytest.mark.parametrize("name", ["jpeg420", "darks"])
+def test_both_kernel_paths_give_the_same_defects(sample, name, monkeypatch):
+    from hotpixel_shm import detect as D
+    s, mean, var, n = sample(name)
+    opts = DetectOptions(darks=SETS[name].get("darks", False))
+    want = _detect_on("numpy", mean, var, n, opts)
+    assert len(want) >= 3
+    want32 = _detect_on("numpy", mean.astype(np.float32), var.astype(np.float32), n, opts)
+    # the compiled pass really runs: numpy's fill is never called
+    monkeypatch.setattr(D, "_fill_band", None)
+    assert _detect_on("compiled", mean, var, n, opts) == want
+    assert _detect_on("compiled", mean.astype(np.float32), var.astype(np.float32), n,
+                      opts) == want32
+    # read band by band (bands of 7 rows: detection's bands take 6 of them)
+    assert _detect_on("compiled", mean, var, n, opts, band_rows=7) == want
+    assert _detect_on("compiled", mean, var, n, opts, band_rows=7, threads=2) == want
+
+
+@_needs_compiled
+def test_both_kernel_paths_give_the_same_defects_on_hand_built_statistics():
+    mean, var = _field(h=75, w=61, seed=3)
+    mean[30, 20, 0] += 40
+    mean[5, 58, 2] = 2.0
+    var[40, 40, 1] *= 9.0
+    mean[60:, :20] = 250.0                      # a clipped corner
+    var[60:, :20] = 0.0
+    for window in (3, 5, 7):
+        opts = DetectOptions(window=window, cluster=False)
+        want = _detect_on("numpy", mean, var, 40, opts)
+        assert len(want) >= 2
+        assert _detect_on("compiled", mean, var, 40, opts) == want
+        assert _detect_on("compiled", mean, var, 40, opts, band_rows=5) == want
+    h, w = 46, 38
+    cfa = np.zeros((h, w), int)
+    cfa[0::2, 1::2] = 1
+    cfa[1::2, 0::2] = 1
+    cfa[1::2, 1::2] = 2
+    m, v = mean[:h, :w, :1].copy(), var[:h, :w, :1].copy()
+    m[20, 31, 0] += 200
+    want = _detect_on("numpy", m, v, 30, DetectOptions(), cfa=cfa)
+    assert len(want) >= 1
+    assert _detect_on("compiled", m, v, 30, DetectOptions(), cfa=cfa) == want
+    assert _detect_on("compiled", m, v, 30, DetectOptions(), band_rows=9, cfa=cfa) == want
