@@ -84,18 +84,24 @@ def residual_update(images, sums, ycc, reach, consts):
 #: Most source arrays of one plane's band that ``_ckernels.candidates`` takes.
 _CAND_SOURCES = 64
 _CAND_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# a build of the extension older than the candidate pass (a checkout whose
+# extension was not rebuilt) leaves detection to numpy instead of failing
+_candidates = getattr(_ckernels, "candidates", None)
 
 
 def detect_candidates(mean_rows, var_rows, top, h, buffers, thresholds):
     """Detection's cheap pass over one band, compiled (see
     ``kernels.detect_candidates``); False when the rows are not float32 or
-    float64 (the caller then runs the numpy reference)."""
+    float64, or the extension was built before this kernel (the caller then
+    runs the numpy reference)."""
     if not (0 < len(mean_rows) <= _CAND_SOURCES and 0 < len(var_rows) <= _CAND_SOURCES):
+        return False
+    if _candidates is None:
         return False
     if any(np.dtype(a.dtype) not in _CAND_DTYPES for a in (*mean_rows, *var_rows)):
         return False
     am = buffers[3]
     rows, width = am.shape
-    _ckernels.candidates(tuple(mean_rows), tuple(var_rows), int(top), int(h), rows, width,
-                         tuple(buffers), tuple(float(t) for t in thresholds))
+    _candidates(tuple(mean_rows), tuple(var_rows), int(top), int(h), rows, width,
+                tuple(buffers), tuple(float(t) for t in thresholds))
     return True
