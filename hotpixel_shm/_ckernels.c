@@ -426,6 +426,110 @@ HOT_LOOP static void reduce_loop(int mode, int sb, void **f, int np_, const doub
     }
 }
 
+/* Values per block of the exact tier's loop over three or more parts: its
+ * sums and results (4 arrays of 8 bytes) stay in L1 between its steps. */
+#define RBLK 512
+
+/* The exact tier's finish of one or two parts' sums (sum as uint32, sum of
+ * squares as QT) over [s, s + n) straight into outputs of types MT and VT,
+ * one loop the compiler vectorises.  The sum of the two parts' sums stays
+ * below 2**32 (peak * total < 2**32: see py_reduce). */
+#define EXACT_FINISH(NAME, QT, MT, VT)                                                    \
+    static inline void NAME(void **f, int np_, Py_ssize_t s, Py_ssize_t n, double dt,     \
+                            double tt, uint64_t ut, void *om, void *ov)                   \
+    {                                                                                     \
+        const uint32_t *restrict s0 = (const uint32_t *)f[0] + s;                         \
+        const QT *restrict q0 = (const QT *)f[1] + s;                                     \
+        MT *restrict mo = (MT *)om;                                                       \
+        VT *restrict vo = (VT *)ov;                                                       \
+        if (np_ == 1) {                                                                   \
+            for (Py_ssize_t i = 0; i < n; i++) {                                          \
+                const uint64_t si = s0[i];                                                \
+                mo[i] = (MT)((double)si / dt);                                            \
+                vo[i] = (VT)((double)((uint64_t)q0[i] * ut - si * si) / tt);              \
+            }                                                                             \
+        } else {                                                                          \
+            const uint32_t *restrict s1 = (const uint32_t *)f[MAX_FIELDS] + s;            \
+            const QT *restrict q1 = (const QT *)f[MAX_FIELDS + 1] + s;                    \
+            for (Py_ssize_t i = 0; i < n; i++) {                                          \
+                const uint64_t si = (uint32_t)(s0[i] + s1[i]);                            \
+                const uint64_t qi = (uint64_t)q0[i] + q1[i];                              \
+                mo[i] = (MT)((double)si / dt);                                            \
+                vo[i] = (VT)((double)(qi * ut - si * si) / tt);                           \
+            }                                                                             \
+        }                                                                                 \
+    }
+EXACT_FINISH(exact8_dd, uint32_t, double, double)
+EXACT_FINISH(exact8_df, uint32_t, double, float)
+EXACT_FINISH(exact8_fd, uint32_t, float, double)
+EXACT_FINISH(exact8_ff, uint32_t, float, float)
+EXACT_FINISH(exact16_dd, uint64_t, double, double)
+EXACT_FINISH(exact16_df, uint64_t, double, float)
+EXACT_FINISH(exact16_fd, uint64_t, float, double)
+EXACT_FINISH(exact16_ff, uint64_t, float, float)
+
+/* The exact tier over a contiguous range, the case of every band finished
+ * for detection and the line test: reduce_loop's arithmetic, value by
+ * value (the same bits), in loops the compiler vectorises.  One or two
+ * parts in one loop; more parts' sums are added into a block first.  The
+ * outputs overlap no part's field (see py_reduce). */
+HOT_LOOP static void reduce_exact_range(int sb, void **f, int np_, Py_ssize_t start, Py_ssize_t L,
+                                        long long total, void *om, void *ov, int m64, int v64)
+{
+    const double dt = (double)total, tt = (double)total * (double)total;
+    const uint64_t ut = (uint64_t)total;
+    if (np_ <= 2) {
+        const int k = (sb == 1 ? 0 : 4) + (m64 ? 0 : 2) + (v64 ? 0 : 1);
+        switch (k) {
+        case 0: exact8_dd(f, np_, start, L, dt, tt, ut, om, ov); break;
+        case 1: exact8_df(f, np_, start, L, dt, tt, ut, om, ov); break;
+        case 2: exact8_fd(f, np_, start, L, dt, tt, ut, om, ov); break;
+        case 3: exact8_ff(f, np_, start, L, dt, tt, ut, om, ov); break;
+        case 4: exact16_dd(f, np_, start, L, dt, tt, ut, om, ov); break;
+        case 5: exact16_df(f, np_, start, L, dt, tt, ut, om, ov); break;
+        case 6: exact16_fd(f, np_, start, L, dt, tt, ut, om, ov); break;
+        default: exact16_ff(f, np_, start, L, dt, tt, ut, om, ov);
+        }
+        return;
+    }
+    uint32_t S[RBLK];
+    uint64_t Q[RBLK];
+    for (Py_ssize_t b = 0; b < L; b += RBLK) {
+        const Py_ssize_t n = L - b < RBLK ? L - b : RBLK, s = start + b;
+        memset(S, 0, sizeof S);
+        memset(Q, 0, sizeof Q);
+        for (int p = 0; p < np_; p++) {
+            const uint32_t *sp = (const uint32_t *)f[p * MAX_FIELDS] + s;
+            for (Py_ssize_t i = 0; i < n; i++)
+                S[i] += sp[i];
+            if (sb == 1) {
+                const uint32_t *qp = (const uint32_t *)f[p * MAX_FIELDS + 1] + s;
+                for (Py_ssize_t i = 0; i < n; i++)
+                    Q[i] += qp[i];
+            } else {
+                const uint64_t *qp = (const uint64_t *)f[p * MAX_FIELDS + 1] + s;
+                for (Py_ssize_t i = 0; i < n; i++)
+                    Q[i] += qp[i];
+            }
+        }
+        /* the block's sums as one part of 16-bit layout */
+        void *g[2] = {S, Q};
+        switch ((m64 ? 0 : 2) + (v64 ? 0 : 1)) {
+        case 0: exact16_dd(g, 1, 0, n, dt, tt, ut, (double *)om + b, (double *)ov + b); break;
+        case 1: exact16_df(g, 1, 0, n, dt, tt, ut, (double *)om + b, (float *)ov + b); break;
+        case 2: exact16_fd(g, 1, 0, n, dt, tt, ut, (float *)om + b, (double *)ov + b); break;
+        default: exact16_ff(g, 1, 0, n, dt, tt, ut, (float *)om + b, (float *)ov + b);
+        }
+    }
+}
+
+/* Whether [a, a + la) and [b, b + lb) share a byte. */
+static int overlaps(const void *a, Py_ssize_t la, const void *b, Py_ssize_t lb)
+{
+    const char *x = a, *y = b;
+    return la > 0 && lb > 0 && x < y + lb && y < x + la;
+}
+
 static PyObject *py_reduce(PyObject *self, PyObject *args)
 {
     int mode, sb;
@@ -476,6 +580,7 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
         if (PyErr_Occurred())
             goto fail;
     }
+    const int inputs = b->count; /* the parts' views come first */
     if (!(om = grab(b, out_m, 1, &lm)) || !(ov = grab(b, out_v, 1, &lv)))
         goto fail;
     if (index != Py_None) {
@@ -502,8 +607,22 @@ static PyObject *py_reduce(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "output buffers of the wrong length");
         goto fail;
     }
+    /* the exact tier's contiguous loop when the sums stay within its
+     * uint32 (peak * total < 2**32: the exact merge's own condition) and no
+     * output overlaps an input (an in-place merge is another tier's, see
+     * tiers.finishes_in_place) */
+    int fast = mode == T_EXACT && !idx && total > 0 &&
+               (unsigned long long)total * (sb == 1 ? 255u : 65535u) < 4294967296ull &&
+               !overlaps(om, lm, ov, lv);
+    for (int k = 0; fast && k < inputs; k++)
+        if (overlaps(b->views[k].buf, b->views[k].len, om, lm) ||
+            overlaps(b->views[k].buf, b->views[k].len, ov, lv))
+            fast = 0;
     Py_BEGIN_ALLOW_THREADS
-    reduce_loop(mode, sb, f, (int)np_, cn, idx, start, L, total, om, ov, m64, v64);
+    if (fast)
+        reduce_exact_range(sb, f, (int)np_, start, L, total, om, ov, m64, v64);
+    else
+        reduce_loop(mode, sb, f, (int)np_, cn, idx, start, L, total, om, ov, m64, v64);
     Py_END_ALLOW_THREADS
     release_all(b);
     PyMem_Free(b);

@@ -9,7 +9,12 @@ repetition, so that the machine's load falls on all of them alike; then the
 temporal residual statistics (``ResidualAccumulator.update_batch``) unless
 ``--no-residual``.  It prints the median CPU time of this process per photo
 (``time.process_time``: steadier than wall time on a shared machine) and
-whether every build left the same bits in its accumulator.
+whether every build left the same bits in its accumulator.  With
+``--reduce PARTS`` it also times the merge and finish of the whole frame
+(``reduce_range``: the parts' statistics to mean and variance, float64 and
+float32 outputs) for each part count, band by band into one band's outputs
+as the band reader finishes them (``bands.DEFAULT_BAND_VALUES``): a frame's
+CPU time per build, and whether every build gave the same bits.
 
 Example::
 
@@ -28,11 +33,12 @@ import time
 import numpy as np
 
 from hotpixel_shm import _kernels_c
+from hotpixel_shm.bands import DEFAULT_BAND_VALUES
 from hotpixel_shm.residual import ResidualAccumulator, residual_layout
 from hotpixel_shm.synth import make_photo_like
 from hotpixel_shm.welford import Accumulator
 
-__all__ = ["load_build", "compare", "main"]
+__all__ = ["load_build", "compare", "compare_reduce", "main"]
 
 
 def load_build(path: str):
@@ -79,6 +85,57 @@ def compare(builds: dict, frames: list, make, update, k: int, reps: int) -> tupl
     return {label: statistics.median(t) for label, t in times.items()}, same
 
 
+def compare_reduce(builds: dict, parts: list, out_dtype, reps: int,
+                   band: int = DEFAULT_BAND_VALUES) -> tuple:
+    """Median CPU s of each build to merge and finish ``parts`` (Partial
+    objects over the same values) band by band into one band's
+    ``out_dtype`` outputs, and whether all gave the same bits (every band's)."""
+    size = parts[0].fields[0].size
+    band = max(1, min(int(band), size))
+    outs = {label: (np.empty(band, out_dtype), np.empty(band, out_dtype)) for label in builds}
+    digests = {label: [] for label in builds}
+    times = {label: [] for label in builds}
+
+    def frame(label, keep=False):
+        m, v = outs[label]
+        for s in range(0, size, band):
+            e = min(s + band, size)
+            _kernels_c.reduce_range(parts, s, e, m[:e - s], v[:e - s])
+            if keep:
+                digests[label].append((m[:e - s].tobytes(), v[:e - s].tobytes()))
+
+    saved = _kernels_c._ckernels
+    try:
+        for label, mod in builds.items():      # bits kept, outputs' pages touched
+            _kernels_c._ckernels = mod
+            frame(label, keep=True)
+        for _ in range(reps):
+            for label, mod in builds.items():
+                _kernels_c._ckernels = mod
+                times[label].append(_cpu(lambda: frame(label)))
+    finally:
+        _kernels_c._ckernels = saved
+    first = next(iter(digests.values()))
+    same = all(d == first for d in digests.values())
+    return {label: statistics.median(t) for label, t in times.items()}, same
+
+
+def _reduce_rows(builds, tiers, frames, counts, reps):
+    """One line per tier, part count and output dtype of the merge-and-finish timing."""
+    for tier in tiers:
+        for count in counts:
+            accs = [Accumulator(tier, frames[0].shape, frames[0].dtype) for _ in range(count)]
+            for j, frame in enumerate(frames):
+                accs[j % count].update(frame)
+            parts = [a.as_partial() for a in accs]
+            for out_dtype in (np.float64, np.float32):
+                med, same = compare_reduce(builds, parts, out_dtype, reps)
+                name = f"{tier} reduce"
+                print(f"{name:14s} parts={count:<2d} {np.dtype(out_dtype).name:7s} "
+                      + "  ".join(f"{label} {s * 1e3:7.1f} ms" for label, s in med.items())
+                      + ("  same bits" if same else "  BITS DIFFER"), flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("builds", nargs="+", metavar="LABEL=PATH")
@@ -87,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="6000x4000", help="frame WIDTHxHEIGHT (default 6000x4000)")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--no-residual", action="store_true")
+    p.add_argument("--reduce", default="", metavar="PARTS",
+                   help="also time the merge and finish of the frame for these comma-separated "
+                        "part counts (e.g. 1,2), per frame")
     args = p.parse_args(argv)
     builds = {}
     for item in args.builds:
@@ -110,6 +170,9 @@ def main(argv=None) -> int:
             print(f"{name:9s} K={k:<2d} " + "  ".join(f"{label} {s * 1e3:7.1f} ms"
                                                       for label, s in med.items())
                   + ("  same bits" if same else "  BITS DIFFER"), flush=True)
+    counts = [int(v) for v in args.reduce.split(",") if v.strip()]
+    if counts:
+        _reduce_rows(builds, list(filter(None, args.tiers.split(","))), frames, counts, args.reps)
     return 0
 
 

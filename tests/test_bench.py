@@ -271,6 +271,30 @@ def test_kernels_ab_compares_builds_and_their_bits(capsys):
     assert all(" a " in ln and " b " in ln and ln.endswith("same bits") for ln in lines)
 
 
+def test_kernels_ab_times_the_reduce_and_tells_other_bits(capsys):
+    """--reduce: a line per tier, part count and output dtype; a build whose
+    finish is a unit off in the last place is told."""
+    pytest.importorskip("hotpixel_shm._ckernels")
+    import types
+    from hotpixel_shm import _ckernels
+    from hotpixel_shm.welford import Accumulator
+    ab = _load(os.path.join(SCRIPTS, "kernels_ab.py"), "hotpixel_kernels_ab_script")
+    assert ab.main([f"a={_ckernels.__file__}", f"b={_ckernels.__file__}", "--size", "40x30",
+                    "--batch", "2", "--reps", "1", "--no-residual", "--reduce", "1,2"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "reduce" in ln]
+    assert len(lines) == 4 and all(ln.endswith("same bits") for ln in lines)
+
+    def off(*args):     # the reduce, then one mean a unit in the last place off
+        total = _ckernels.reduce(*args)
+        args[8][0] = np.nextafter(args[8][0], np.inf)
+        return total
+    acc = Accumulator("exact", (4, 5, 3), np.uint8)
+    acc.update(np.full((4, 5, 3), 9, np.uint8))
+    med, same = ab.compare_reduce({"a": _ckernels, "b": types.SimpleNamespace(reduce=off)},
+                                  [acc.as_partial()], np.float64, 1, band=16)
+    assert not same and set(med) == {"a", "b"}
+
+
 def test_kernels_ab_tells_a_build_that_gives_other_bits():
     pytest.importorskip("hotpixel_shm._ckernels")
     import types

@@ -109,6 +109,66 @@ def test_compiled_merge_gives_the_numpy_bits(tier, dtype, workers):
     assert results[0][0] == results[1][0] == 11
 
 
+def _exact_parts(dtype, counts, size, seed):
+    """Exact-tier partial results of ``counts`` images each, their sums drawn
+    anywhere a part of that many images can reach (sums of squares from the
+    sums' own square over n upwards: numerators past 2**53 when counts are large)."""
+    rng = np.random.default_rng(seed)
+    peak = int(np.iinfo(dtype).max)
+    qdt = tiers.fields("exact", dtype)[1][1]
+    parts = []
+    for n in counts:
+        S = rng.integers(0, peak * n + 1, size, dtype=np.uint64)
+        low = -(-(S * S) // np.uint64(n))
+        spare = np.uint64(peak * peak * n) - low
+        Q = low + (rng.random(size) * spare.astype(np.float64)).astype(np.uint64)
+        parts.append(kernels_numpy.Partial(int(n), "exact", np.dtype(dtype),
+                                           (S.astype(np.uint32), Q.astype(qdt))))
+    return parts
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("counts", [(5,), (3, 4), (2, 7, 1), (66052,), (30000, 36052), (20000, 1, 45000, 7)])
+@pytest.mark.parametrize("out_dtypes", [(np.float64, np.float64), (np.float32, np.float32),
+                                        (np.float64, np.float32), (np.float32, np.float64)])
+def test_compiled_exact_range_gives_the_numpy_bits(dtype, counts, out_dtypes):
+    """The exact tier's own contiguous loops (1 and 2 parts, and the block
+    loop of more), every output dtype, ranges that start anywhere and are
+    no multiple of a vector or block; 16-bit sums of many images make the
+    variance's numerator exceed 2**53, where its rounding to float64 counts."""
+    if np.iinfo(dtype).max * sum(counts) >= 2 ** 32:
+        # 16-bit: scaled into the exact merge's 65536 images
+        counts = tuple(max(1, c * 65000 // sum(counts)) for c in counts)
+    assert kernels_numpy._integer_merge(_exact_parts(dtype, counts, 1, 0), sum(counts))
+    parts = _exact_parts(dtype, counts, 1500, sum(counts) + np.dtype(dtype).itemsize)
+    c = kernels.get("compiled")
+    for start, stop in ((0, 1500), (7, 1300), (513, 514)):
+        want = [np.empty(stop - start, d) for d in out_dtypes]
+        got = [np.empty(stop - start, d) for d in out_dtypes]
+        assert kernels_numpy.reduce_range(parts, start, stop, *want, block_values=100) == sum(counts)
+        assert c.reduce_range(parts, start, stop, *got) == sum(counts)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b, err_msg=f"[{start}, {stop})")
+
+
+@needs_compiled
+def test_compiled_exact_reduce_over_its_own_sums_gives_the_numpy_bits():
+    """Outputs written over the first part's fields (float32 over the 8-bit
+    tier's uint32 sums, at the same positions) leave the exact loop for the
+    value-by-value one: the bits of an out-of-place numpy reduce."""
+    from hotpixel_shm import _ckernels
+    parts = _exact_parts(np.uint8, (9, 4), 700, 3)
+    want = [np.empty(700, np.float32) for _ in range(2)]
+    kernels_numpy.reduce_range(parts, 0, 700, *want)
+    first = [f.copy() for f in parts[0].fields]
+    out = (first[0].view(np.float32), first[1].view(np.float32))
+    _ckernels.reduce(0, 1, (tuple(first), parts[1].fields), (9.0, 4.0), (0.0, 4 / 13), (0.0, 9 * 4 / 13),
+                     0, 700, *out, 13)
+    for a, b in zip(out, want):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_version_says_which_kernels(capsys):
     from hotpixel_shm.cli import main
     with pytest.raises(SystemExit) as exc:
