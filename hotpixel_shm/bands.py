@@ -25,7 +25,7 @@ import numpy as np
 from .errors import HotPixelError
 
 __all__ = ["band_rows", "BandReader", "ArrayBands", "BandArray", "iter_bands", "as_reader", "default_band_rows",
-           "reader_cache_bytes", "cache_bands_for", "map_ordered", "DEFAULT_BAND_VALUES",
+           "reader_cache_bytes", "cache_bands_for", "map_ordered", "frame_reader", "DEFAULT_BAND_VALUES",
            "DEFAULT_CACHE_BANDS", "SUMMARY_LOWEST"]
 
 #: Values per band read at once (per plane): 2**19 float64 values are 4 MiB.
@@ -130,7 +130,8 @@ class BandReader:
         Of the finished values (float32 or float64).
     finish : callable
         ``finish(y0, y1, out_mean, out_var)`` writes rows ``y0 <= y < y1`` into
-        the two C-contiguous ``(y1 - y0, width, channels)`` arrays.
+        the two C-contiguous ``(y1 - y0, width, channels)`` arrays (of
+        ``dtype``, or float32 for :meth:`rows_through`), any number of rows.
     band_rows : int, optional
         Rows finished at once (the cache's unit); default: about
         ``DEFAULT_BAND_VALUES`` values.
@@ -300,6 +301,47 @@ class BandReader:
             np.copyto(out_var[y - y0:e - y0], v[y - b0:e - b0], casting="unsafe")
             y = e
         return out_mean, out_var
+
+    def rows_through(self, y0, y1, out_mean, out_var):
+        """Mean and variance of rows ``y0 <= y < y1`` written into the
+        caller's arrays past the cache: rows of a cached band are copied from
+        it, the others finished straight into ``out_mean`` and ``out_var``
+        and not kept.
+
+        For one pass over the frame beside threads that read it through the
+        cache (the line test beside detection, issue 10): it evicts none of
+        their bands, and float32 rows are finished as float32 (the same bits
+        as the reader's values cast), not finished in float64 to be cast.
+
+        Parameters
+        ----------
+        y0, y1 : int
+            ``0 <= y0 <= y1 <= height``.
+        out_mean, out_var : ndarray
+            C-contiguous ``(y1 - y0, width, channels)`` arrays, float32 or
+            of :attr:`dtype` (``finish`` writes either).
+        """
+        h, w, c = self.shape
+        y0, y1 = int(y0), int(y1)
+        if not 0 <= y0 <= y1 <= h:
+            raise HotPixelError(f"rows [{y0}, {y1}) are not within the {h} rows")
+        y, todo = y0, y0        # rows [todo, y) are not in the cache
+        while y < y1:
+            k = y // self.band_rows
+            b0 = k * self.band_rows
+            e = min(y1, b0 + self.band_rows)
+            with self._lock:
+                hit = self._cache.get(k)
+            if hit is not None:
+                if todo < y:
+                    self._finish(todo, y, out_mean[todo - y0:y - y0], out_var[todo - y0:y - y0])
+                np.copyto(out_mean[y - y0:e - y0], hit[0][y - b0:e - b0], casting="unsafe")
+                np.copyto(out_var[y - y0:e - y0], hit[1][y - b0:e - b0], casting="unsafe")
+                todo = e
+            y = e
+        if todo < y1:
+            # the rows of bands not in the cache, finished at once
+            self._finish(todo, y1, out_mean[todo - y0:], out_var[todo - y0:])
 
     def gather_view(self, which, rows, cols, chan):
         """One plane of a strided one-channel view ``(rows, cols)`` as
@@ -627,6 +669,17 @@ def iter_bands(source, band_rows=None):
         y1 = min(h, y0 + step)
         m, v = reader.rows(y0, y1)
         yield y0, y1, m, v
+
+
+def frame_reader(plane):
+    """The :class:`BandReader` behind a :class:`BandArray` that views every
+    row, column and channel of its frame, else None."""
+    if not isinstance(plane, BandArray):
+        return None
+    h, w, c = plane.reader.shape
+    if plane._rows == (0, 1, h) and plane._cols == (0, 1, w) and plane._chan == (0, 1, c):
+        return plane.reader
+    return None
 
 
 def as_reader(mean, var):

@@ -170,62 +170,107 @@ class _Plane:
         self.height = len(range(dy, h, p))
         self.width = len(range(dx, w, p))
 
-    def rows(self, y0, y1):
-        """Rows ``y0 <= y < y1`` of the plane, float32."""
-        m, p = self.mean, self.p
-        block = m[y0 * p:(y1 - 1) * p + self.dy + 1]
-        block = np.asarray(block, dtype=np.float32)
-        if block.ndim == 3:
-            block = block[:, :, self.ch]
-        return block[self.dy::p, self.dx::p]
+    def rows(self, y0, y1, x0=0, x1=None):
+        """Rows ``y0 <= y < y1`` of the plane, columns ``x0 <= x < x1`` (all
+        by default), float32.  Only those values are read: a few columns of
+        a band reader's one channel are finished value by value (issue 10:
+        a candidate line's checks read a window of 15 columns)."""
+        m, p, dy, dx = self.mean, self.p, self.dy, self.dx
+        x1 = self.width if x1 is None else x1
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0)), np.float32)
+        key = (slice(y0 * p + dy, (y1 - 1) * p + dy + 1, p),
+               slice(x0 * p + dx, (x1 - 1) * p + dx + 1, p))
+        if len(m.shape) == 3:
+            key += (self.ch,)
+        return np.asarray(m[key], dtype=np.float32)
 
 
 class _SharedRows:
-    """The last rows read of every channel of a photo's mean, as float32
-    (``_Plane.rows`` of each channel, from one read; one per thread:
-    threads read different bands)."""
+    """Rows of every channel of a photo's mean, float32, ``(rows, width,
+    channels)``, read once for all channels (one read per thread: threads
+    read different bands).
+
+    A whole-frame ``BandArray`` is read past its reader's cache
+    (``BandReader.rows_through``) into float32 buffers of this thread's own:
+    the line test reads each band once, beside detection, which reads the
+    same reader through its cache (issue 10).  The rows a read shares with
+    the thread's previous read are kept, not finished again.
+    """
 
     def __init__(self, mean):
+        from .bands import frame_reader
         self.mean = mean
+        self.reader = frame_reader(mean)
+        self.channels = mean.shape[2] if len(mean.shape) == 3 else 1
         self._local = threading.local()
 
-    def channel(self, ch):
-        """``rows(y0, y1)`` of channel ``ch``: ``_Plane(mean, ch).rows``."""
-        def rows(y0, y1):
-            last = getattr(self._local, "last", None)
-            if last is None or last[0] != (y0, y1):
-                self._local.last = None
-                last = self._local.last = ((y0, y1),
-                                           np.asarray(self.mean[y0:y1], dtype=np.float32))
-            block = last[1]
-            return block if block.ndim == 2 else block[:, :, ch]
-        return rows
+    def block(self, y0, y1):
+        """Rows ``y0 <= y < y1``: valid until this thread's next read."""
+        local = self._local
+        last = getattr(local, "last", None)
+        if last is not None and last[0] == (y0, y1):
+            return last[1]
+        if self.reader is None:
+            block = np.asarray(self.mean[y0:y1], dtype=np.float32)
+            block = block if block.ndim == 3 else block[:, :, None]
+        else:
+            block = self._through(y0, y1, last)
+        local.last = ((y0, y1), block)
+        return block
+
+    def _through(self, y0, y1, last):
+        _, w, c = self.reader.shape
+        local = self._local
+        n = (y1 - y0) * w * c
+        bufs = getattr(local, "bufs", None)
+        if bufs is None or bufs[0].size < n:
+            last = None
+            bufs = local.bufs = (np.empty(n, np.float32), np.empty(n, np.float32))
+        mean = bufs[0][:n].reshape(y1 - y0, w, c)
+        var = bufs[1][:n].reshape(y1 - y0, w, c)
+        y = y0
+        if last is not None and last[0][0] < y0 < last[0][1] <= y1:
+            # the rows the previous band read ends with (its halo)
+            (p0, p1), prev = last
+            mean[:p1 - y0] = prev[y0 - p0:].copy()
+            y = p1
+        self.reader.rows_through(y, y1, mean[y - y0:], var[y - y0:])
+        return mean
 
 
-def _median(a, axis):
+def _median(a, axis, overwrite=False):
     """``np.median(a, axis)``, bit for bit (for arrays without NaN), by a sort:
     numpy sorts short float runs with SIMD sorting networks, about ten times
     faster than the partition ``np.median`` does, and the medians of 32 values
-    were most of a 24 MP photo's detection time."""
-    s = np.sort(a, axis=axis)
+    were most of a 24 MP photo's detection time; runs of thousands (the
+    medians over the lines of each band) sort about four times faster than
+    ``np.median`` partitions them too.  ``overwrite``: sort ``a`` itself (a
+    scratch array), not a copy."""
+    if overwrite:
+        a.sort(axis=axis)
+        s = a
+    else:
+        s = np.sort(a, axis=axis)
     n = s.shape[axis]
-    hi = np.take(s, n // 2, axis=axis)
+    at = (slice(None),) * (axis % s.ndim)
+    hi = s[at + (n // 2,)]
     if n % 2:
-        return hi
-    return (np.take(s, n // 2 - 1, axis=axis) + hi) / 2
+        return np.array(hi, copy=True) if isinstance(hi, np.ndarray) else hi
+    return (s[at + (n // 2 - 1,)] + hi) / 2
 
 
 def _column_offsets(plane, step):
     """Per band of rows and column: medians of the differences to the column
     ``step`` to the left and to the right."""
-    return _offsets(plane.height, plane.width, step, [plane.rows])[0]["column"]
+    return _offsets(plane.height, plane.width, step, _plane_rows([plane.rows]), 1)[0]["column"]
 
 
 def _row_offsets(plane, step):
     """Per row and band of columns: medians of the differences to the row
     ``step`` above and below (transposed like ``_column_offsets``'s result:
     one row per band of columns)."""
-    return _offsets(plane.height, plane.width, step, [plane.rows])[0]["row"]
+    return _offsets(plane.height, plane.width, step, _plane_rows([plane.rows]), 1)[0]["row"]
 
 
 class Cancelled(Exception):
@@ -237,17 +282,17 @@ def _check(cancel):
         raise Cancelled("the line test was cancelled")
 
 
-def _offsets(h, w, step, readers, threads=1, cancel=None):
-    """``_column_offsets`` and ``_row_offsets`` of planes of ``h`` x ``w``,
-    ``{"column": (left, right), "row": (up, down)}`` for each of
-    ``readers`` (``rows(y0, y1)`` of a plane).  One pass over the rows for
-    both, every plane's band taken in turn: planes that are channels of
-    statistics read band by band read each band of rows once (issue 10).
-    The bands are spread over ``threads`` threads; each writes its own
-    slots of the results, so the figures do not depend on the count."""
+def _offsets(h, w, step, read, planes, threads=1, cancel=None):
+    """``_column_offsets`` and ``_row_offsets`` of ``planes`` planes of ``h``
+    x ``w``, ``{"column": (left, right), "row": (up, down)}`` for each;
+    ``read(y0, y1)`` gives their rows ``y0 <= y < y1``, ``(rows, w,
+    planes)`` float32.  One pass over the rows for both, each band of rows
+    read once for all planes (issue 10).  The bands are spread over
+    ``threads`` threads; each writes its own slots of the results, so the
+    figures do not depend on the count."""
     nbc, nbr = -(-h // _BAND), -(-w // _BAND)
     out = []
-    for _ in readers:
+    for _ in range(planes):
         out.append({"column": (np.zeros((nbc, w), dtype=np.float32),
                                np.zeros((nbc, w), dtype=np.float32)),
                     "row": (np.zeros((nbr, h), dtype=np.float32),
@@ -262,16 +307,24 @@ def _offsets(h, w, step, readers, threads=1, cancel=None):
         c0, c1 = b * _BAND, min(h, (b + 1) * _BAND)
         y0, y1 = step + b * _BAND, min(h, step + (b + 1) * _BAND)
         lo, hi = c0, max(c1, y1) if rows_ and y0 < h else c1
-        for read, o in zip(readers, out):
-            rows = read(lo, hi)
-            if cols:
+        rows = read(lo, hi)
+        if cols:
+            # every plane at once: plane k's column x is element x * planes + k;
+            # the differences written transposed, each column's run of rows
+            # contiguous (numpy sorts a contiguous axis faster than a strided
+            # one), and sorted in place
+            flat = rows[c0 - lo:c1 - lo].reshape(c1 - c0, w * planes)
+            d = np.empty(((w - step) * planes, c1 - c0), np.float32)
+            np.subtract(flat[:, step * planes:].T, flat[:, :-step * planes].T, out=d)
+            med = _median(d, 1, overwrite=True).reshape(w - step, planes)
+            for k, o in enumerate(out):
                 left, right = o["column"]
-                block = rows[c0 - lo:c1 - lo]
-                left[b, step:] = _median(block[:, step:] - block[:, :-step], 0)
+                left[b, step:] = med[:, k]
                 right[b, :-step] = -left[b, step:]
-            if rows_ and y0 < h:
-                block = rows[y0 - step - lo:y1 - lo]
-                o["row"][0][:, y0:y1] = _band_medians(block[step:] - block[:y1 - y0])
+        if rows_ and y0 < h:
+            for k, o in enumerate(out):
+                o["row"][0][:, y0:y1] = _band_medians(rows[y0 - lo:y1 - lo, :, k],
+                                                      rows[y0 - step - lo:y1 - step - lo, :, k])
 
     if cols or rows_:
         for _ in map_ordered(one_band, range(nbc), threads):
@@ -285,16 +338,28 @@ def _offsets(h, w, step, readers, threads=1, cancel=None):
     return out
 
 
-def _band_medians(diff):
-    """``(bands, rows)``: the median of each row of ``diff`` over each band of
-    ``_BAND`` columns (the last band may be narrower), all full bands at once."""
-    r, w = diff.shape
+def _plane_rows(planes):
+    """``read(y0, y1)`` for :func:`_offsets` of planes of one size
+    (``rows(y0, y1)`` of each, 2-D)."""
+    if len(planes) == 1:
+        return lambda y0, y1: planes[0](y0, y1)[:, :, None]
+    return lambda y0, y1: np.stack([p(y0, y1) for p in planes], axis=2)
+
+
+def _band_medians(a, b):
+    """``(bands, rows)``: the median of each row of ``a - b`` over each band
+    of ``_BAND`` columns (the last band may be narrower), all full bands at
+    once (the differences written into one scratch array and sorted there)."""
+    r, w = a.shape
     full = w // _BAND
     out = np.empty((-(-w // _BAND), r), dtype=np.float32)
     if full:
-        out[:full] = _median(diff[:, :full * _BAND].reshape(r, full, _BAND), 2).T
+        n = full * _BAND
+        d = np.empty((r, full, _BAND), np.float32)
+        np.subtract(a[:, :n].reshape(r, full, _BAND), b[:, :n].reshape(r, full, _BAND), out=d)
+        out[:full] = _median(d, 2, overwrite=True).T
     if w > full * _BAND:
-        out[full] = _median(diff[:, full * _BAND:], 1)
+        out[full] = _median(a[:, full * _BAND:] - b[:, full * _BAND:], 1, overwrite=True)
     return out
 
 
@@ -348,8 +413,8 @@ def _judge_lines(first, second, length, step, sigma, edge, steady=None):
         if idx.size < 8:
             continue
         p = prof[idx]
-        centre = float(np.median(p))
-        scale = max(_MAD_TO_SIGMA * float(np.median(np.abs(p - centre))), 1e-6)
+        centre = float(_median(p, 0))
+        scale = max(_MAD_TO_SIGMA * float(_median(np.abs(p - centre), 0, overwrite=True)), 1e-6)
         z = (p - centre) / scale
         hit = (np.abs(z) >= sigma) & (np.abs(p - centre) >= _MIN_OFFSET) & two_sided[idx]
         for i in np.nonzero(hit)[0]:
@@ -396,7 +461,7 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
     # next to an edge that is in every frame (a horizon, a clipped lamp),
     # the demosaic and JPEG ring: a band is not judged where a line within
     # ``reach`` has a one-sided difference of _EDGE_RATIO times its offset
-    centre_all = np.median(band_off, axis=1)
+    centre_all = _median(band_off, 1)
     steep = np.maximum(np.abs(first), np.abs(second))
     steep = _max_filter_rows(steep, reach)
     edgy = steep > _EDGE_RATIO * np.abs(band_off - centre_all[:, None])
@@ -412,9 +477,9 @@ def _partial_lines(first, second, length, step, edge, steady, taken, reach, echo
         if idx.size < 8:
             continue
         p = band_off[:, idx]
-        centre = np.median(p, axis=1, keepdims=True)
-        scale = np.maximum(_MAD_TO_SIGMA * np.median(np.abs(p - centre), axis=1,
-                                                     keepdims=True), 1e-6)
+        centre = _median(p, 1)[:, None]
+        scale = np.maximum(_MAD_TO_SIGMA * _median(np.abs(p - centre), 1, overwrite=True)[:, None],
+                           1e-6)
         z = (p - centre) / scale
         hit = (np.abs(z) >= _RUN_BAND_SIGMA) & (np.abs(p - centre) >= _MIN_OFFSET) \
             & two_sided[:, idx] & ~edgy[:, idx]
@@ -614,7 +679,7 @@ def _lines_of_plane(plane, step, sigma, edge, res=None, var_planes=(), var=None,
     ``_offsets``, when already taken."""
     out = []
     if offsets is None:
-        offsets = _offsets(plane.height, plane.width, step, [plane.rows])[0]
+        offsets = _offsets(plane.height, plane.width, step, _plane_rows([plane.rows]), 1)[0]
     for kind, length in (("column", plane.height), ("row", plane.width)):
         first, second = offsets[kind]
         steady = None
@@ -658,10 +723,10 @@ def _near_edge(plane, kind, step, reach):
         lo = max(0, x - reach - step)
         if kind == "column":
             hi = min(plane.width, x + reach + step + 1)
-            a = plane.rows(v0, v1)[:, lo:hi]
+            a = plane.rows(v0, v1, lo, hi)
         else:
             hi = min(plane.height, x + reach + step + 1)
-            a = plane.rows(lo, hi)[:, v0:v1].T
+            a = plane.rows(lo, hi, v0, v1).T
         if a.shape[1] <= step:
             return False
         d = np.abs(a[:, step:] - a[:, :-step]).max(axis=1)
@@ -673,17 +738,17 @@ def _pixel_var(plane, kind):
     """``f(x0, x1, v0, v1)``: lines ``x0 <= x < x1`` of ``plane`` over
     ``v0 <= v < v1``, as columns (rows of a row plane transposed)."""
     if kind == "column":
-        return lambda x0, x1, v0, v1: plane.rows(v0, v1)[:, x0:x1]
-    return lambda x0, x1, v0, v1: plane.rows(x0, x1)[:, v0:v1].T
+        return lambda x0, x1, v0, v1: plane.rows(v0, v1, x0, x1)
+    return lambda x0, x1, v0, v1: plane.rows(x0, x1, v0, v1).T
 
 
 def _line_profile(plane, kind, index, v0, v1, step):
     """A line's offset at each of its photosites ``v0 <= v < v1``: its mean
     minus the mean of its two same-colour neighbour lines."""
     if kind == "column":
-        rows = plane.rows(v0, v1)
-        return rows[:, index] - 0.5 * (rows[:, index - step] + rows[:, index + step])
-    rows = plane.rows(index - step, index + step + 1)[:, v0:v1]
+        rows = plane.rows(v0, v1, index - step, index + step + 1)
+        return rows[:, step] - 0.5 * (rows[:, 0] + rows[:, 2 * step])
+    rows = plane.rows(index - step, index + step + 1, v0, v1)
     return rows[step] - 0.5 * (rows[0] + rows[2 * step])
 
 
@@ -803,7 +868,8 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         offsets = {}
         for size in {(g[2].height, g[2].width) for g in grids}:
             same = [g for g in grids if (g[2].height, g[2].width) == size]
-            for g, o in zip(same, _offsets(size[0], size[1], 1, [g[2].rows for g in same],
+            for g, o in zip(same, _offsets(size[0], size[1], 1,
+                                           _plane_rows([g[2].rows for g in same]), len(same),
                                            threads, cancel)):
                 offsets[g[:2]] = o
         for dy, dx, plane in grids:
@@ -825,7 +891,7 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         vp = [] if var is None else [_Plane(var, k) for k in range(c)]
         planes = [_Plane(mean, ch) for ch in range(c)]
         shared = _SharedRows(mean)
-        every = _offsets(h, w, s, [shared.channel(ch) for ch in range(c)], threads, cancel)
+        every = _offsets(h, w, s, shared.block, c, threads, cancel)
         shared = None
         for ch in range(c):
             _check(cancel)
@@ -853,11 +919,12 @@ def lines_memory_bytes(shape) -> int:
     int
         Bytes: the offsets of every band and line against both sides
         (float32, four arrays per channel), a band of rows of every channel
-        read at once (float64 and its float32 copy) with the differences
-        and sorts over it, and 1 MiB for the lines' own arrays.  The
-        planner counts it when the line test runs beside detection
-        (``hotpixel_shm.budget.finish_threads``).  Measured 40 MiB for
-        6000 x 4000 RGB statistics (this bound: 81 MiB).
+        read at once (its mean and variance, float32, past the reader's
+        cache) with the differences sorted over it, and 1 MiB for the
+        lines' own arrays.  The planner counts it when the line test runs
+        beside detection (``hotpixel_shm.budget.finish_threads``).
+        Measured 50 MiB (tracemalloc) for 6000 x 4000 RGB statistics with
+        residual statistics, 12 photos (this bound: 81 MiB).
     """
     h, w = int(shape[0]), int(shape[1])
     c = int(shape[2]) if len(shape) > 2 else 1

@@ -74,6 +74,36 @@ def test_cache_finishes_each_band_once(planes):
     assert reader.nbytes_cached() == 2 * 2 * 4 * 7 * 3 * 8
 
 
+def test_rows_through_passes_the_cache_by(planes):
+    # issue 10: the line test's pass over the frame beside detection: rows of
+    # cached bands copied from the cache, the others finished straight into
+    # the caller's arrays (float32 too: the reader's values cast), in one call
+    # per run of uncached rows, and the cache neither filled nor reordered
+    from hotpixel_shm.bands import frame_reader
+    mean, var = planes
+    reader, calls = _reader(mean, var, band_rows=3, cache_bands=2)
+    np.asarray(BandArray(reader, "mean")[3:5])          # band 1 cached
+    np.asarray(BandArray(reader, "mean")[9:10])         # band 3 cached
+    assert calls == [(3, 6), (9, 11)]
+    for dtype in (np.float32, np.float64):
+        del calls[:]
+        om = np.full((10, 7, 3), np.nan, dtype)
+        ov = np.full((10, 7, 3), np.nan, dtype)
+        reader.rows_through(1, 11, om, ov)
+        assert np.array_equal(om, mean[1:11].astype(dtype))
+        assert np.array_equal(ov, var[1:11].astype(dtype))
+        assert calls == [(1, 3), (6, 9)]
+        assert list(reader._cache) == [1, 3]
+    reader.rows_through(4, 4, om[:0], ov[:0])
+    assert calls == [(1, 3), (6, 9)]
+    with pytest.raises(Exception, match="not within"):
+        reader.rows_through(5, 12, om, ov)
+    whole = BandArray(reader, "mean")
+    assert frame_reader(whole) is reader and frame_reader(BandArray(reader, "var")) is reader
+    assert frame_reader(whole[:, :, 0]) is None and frame_reader(whole[1:]) is None
+    assert frame_reader(mean) is None
+
+
 def test_iter_bands_and_rows_cover_the_frame(planes):
     mean, var = planes
     reader, _ = _reader(mean, var, band_rows=2, cache_bands=1)

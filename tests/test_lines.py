@@ -305,3 +305,108 @@ def test_memory_bound_of_the_line_test():
             tracemalloc.stop()
         assert got and peak <= lines_memory_bytes(shape)
     assert lines_memory_bytes((4000, 6000, 3)) < 96 * 2 ** 20
+
+
+def _counting_reader(mean, var, band_rows):
+    """A reader like a run's (band by band, and value by value when asked),
+    with the rows each ``finish`` call wrote."""
+    from hotpixel_shm.bands import BandReader
+    calls = []
+
+    def finish(y0, y1, om, ov):
+        calls.append((y0, y1))
+        om[...] = mean[y0:y1]
+        ov[...] = var[y0:y1]
+
+    def values_at(flat, om, ov):
+        om[...] = mean.reshape(-1)[flat]
+        ov[...] = var.reshape(-1)[flat]
+    return BandReader(mean.shape, np.float64, finish, band_rows=band_rows, cache_bands=3,
+                      gather=values_at), calls
+
+
+def test_line_test_reads_each_row_once_past_the_readers_cache():
+    # issue 10: beside detection, which reads the same reader through its
+    # cache, the line test finishes every row of the frame once (float32,
+    # its own buffers: not a band kept in the cache), and a candidate line's
+    # checks read its window of columns value by value: the same lines, to
+    # the last bit, as from the arrays
+    from hotpixel_shm.bands import BandArray
+    from hotpixel_shm.residual import residuals_of_frames
+    frames = _frames_with(3, 57, (10, 60), range(16), 25.0)
+    frames = [f.copy() for f in frames]
+    for f in frames:
+        f[:, 101] = np.clip(f[:, 101].astype(int) + 12, 0, 255)
+    mean = np.stack(frames).astype(np.float64).mean(0)
+    var = np.stack(frames).astype(np.float64).var(0)
+    res = residuals_of_frames(frames, frames[0].shape)
+
+    def key(found):
+        return [(d.kind, d.index, d.start, d.stop, d.channels, d.offset, d.score) for d in found]
+    want = key(find_lines(mean, var, residuals=res))
+    assert {k[:2] for k in want} == {("column", 57), ("column", 101)}
+    for threads in (1, 2):
+        reader, calls = _counting_reader(mean, var, band_rows=29)
+        got = find_lines(BandArray(reader, "mean"), BandArray(reader, "var"), residuals=res,
+                         threads=threads)
+        assert key(got) == want
+        rows = sorted(calls)
+        assert rows[0][0] == 0 and rows[-1][1] == mean.shape[0]
+        if threads == 1:
+            assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))      # each row once
+        else:       # a thread keeps the halo of its own last band only
+            assert all(a[1] - 2 <= b[0] <= a[1] for a, b in zip(rows, rows[1:]))
+        assert not reader._cache
+
+
+def test_shared_rows_keep_the_halo_of_the_last_read():
+    from hotpixel_shm.bands import BandArray
+    from hotpixel_shm.lines import _SharedRows
+    rng = np.random.default_rng(2)
+    mean = rng.uniform(0, 255, (70, 9, 3))
+    reader, calls = _counting_reader(mean, mean ** 2, band_rows=29)
+    rows = _SharedRows(BandArray(reader, "mean"))
+    for y0, y1 in ((0, 34), (32, 66), (64, 70), (10, 20)):
+        got = rows.block(y0, y1)
+        assert got.dtype == np.float32 and np.array_equal(got, mean[y0:y1].astype(np.float32))
+        assert rows.block(y0, y1) is got                 # every channel from one read
+    assert calls == [(0, 34), (34, 66), (66, 70), (10, 20)]
+    plain = _SharedRows(mean[:, :, 0])
+    assert np.array_equal(plain.block(3, 8), mean[3:8, :, :1].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_by_sorting_is_numpy_median(dtype):
+    from hotpixel_shm.lines import _median
+    rng = np.random.default_rng(4)
+    for shape, axis in (((32, 50), 0), ((7, 33), 1), ((5, 6, 32), 2), ((31,), 0), ((4, 1), 1)):
+        a = rng.standard_normal(shape).astype(dtype)
+        a[0] = a[-1]                                      # ties
+        want = np.median(a, axis=axis)
+        assert np.array_equal(_median(a, axis), want)
+        b = a.copy()
+        assert np.array_equal(_median(b, axis, overwrite=True), want)
+
+
+def test_plane_windows_are_the_plane_sliced():
+    # a candidate line's checks read a window of columns of one plane: the
+    # values of the whole plane's rows, for a channel of a photo read band
+    # by band or value by value, and for a CFA sub-grid of a mosaic
+    from hotpixel_shm.bands import BandArray
+    from hotpixel_shm.lines import _Plane
+    rng = np.random.default_rng(6)
+    photo = rng.uniform(0, 255, (40, 30, 3))
+    mosaic = rng.uniform(0, 4095, (41, 31, 1))
+    for arr, kw in ((photo, {"ch": 2}), (mosaic, {"dy": 1, "dx": 0, "p": 2}),
+                    (mosaic[:, :, 0], {"dy": 0, "dx": 1, "p": 2})):
+        full = _Plane(arr, **kw)
+        whole = full.rows(0, full.height)
+        a3 = arr if arr.ndim == 3 else arr[:, :, None]
+        reader, _ = _counting_reader(a3, a3, band_rows=7)
+        view = BandArray(reader, "mean") if arr.ndim == 3 else BandArray(reader, "mean")[:, :, 0]
+        banded = _Plane(view, **kw)
+        for y0, y1, x0, x1 in ((0, 5, 0, 4), (3, 17, 6, 15), (9, 10, 0, full.width), (5, 5, 1, 2)):
+            want = whole[y0:y1, x0:x1]
+            for plane in (full, banded):
+                got = plane.rows(y0, y1, x0, x1)
+                assert got.dtype == np.float32 and np.array_equal(got, want)
