@@ -190,13 +190,24 @@ def _plane_records(mean, var, n, reach, t_thr, f_thr, floor):
     for y0 in range(0, h, _BAND):
         y1 = min(h, y0 + _BAND)
         m = np.asarray(mean[y0:y1], dtype=np.float32)
-        s = np.sqrt(np.maximum(np.asarray(var[y0:y1], dtype=np.float32), 0) * np.float32(corr))
-        scale = np.maximum(s, np.float32(floor))
         # cheap: the own scale only (the pooled one is only ever larger for
-        # z, smaller for F: both cases are checked exactly below)
-        cand = np.abs(m) * np.float32(root_n) >= _CANDIDATE_FRACTION * t_thr * scale
-        cand |= s > np.float32(floor * math.sqrt(f_thr))
-        ys, xs = np.nonzero(cand)
+        # z, smaller for F: both cases are checked exactly below); in place,
+        # the same float32 operations as written out (issue 10)
+        s = np.maximum(np.asarray(var[y0:y1], dtype=np.float32), 0)
+        s *= np.float32(corr)
+        np.sqrt(s, out=s)
+        # an infinite F threshold (the test off) passes nothing
+        cand = s > np.float32(floor * math.sqrt(f_thr)) if f_thr < math.inf else None
+        np.maximum(s, np.float32(floor), out=s)
+        s *= np.float32(_CANDIDATE_FRACTION * t_thr)
+        lhs = np.abs(m)
+        lhs *= np.float32(root_n)
+        if cand is None:
+            cand = lhs >= s
+        else:
+            cand |= lhs >= s
+        # flatnonzero is many times faster than nonzero on a 2-D mask
+        ys, xs = np.divmod(np.flatnonzero(cand), w)
         if ys.size == 0:
             continue
         ys = ys + y0
@@ -305,16 +316,22 @@ class _Slope:
         self.shape = P.shape
 
     def __getitem__(self, key):
-        p = np.asarray(self.P[key], dtype=np.float64)
-        w = np.asarray(self.W[key], dtype=np.float64)
+        # float64 copies, worked on in place: where W > 0, P / sqrt(W) and
+        # max(Q - P * P / W, 0); elsewhere 0 and max(Q, 0) (issue 10: the
+        # same values with a third of the temporaries)
+        p = np.array(self.P[key], dtype=np.float64)
+        w = np.array(self.W[key], dtype=np.float64)
         live = w > 0
-        safe = np.where(live, w, 1.0)
         if self.which == "mean":
-            out = np.where(live, p / np.sqrt(safe), 0.0)
-        else:
-            q = np.asarray(self.Q[key], dtype=np.float64)
-            out = np.maximum(np.where(live, q - p * p / safe, q), 0.0)
-        return out.astype(np.float32)
+            np.sqrt(w, out=w, where=live)
+            np.divide(p, w, out=p, where=live)
+            p[~live] = 0.0
+            return p.astype(np.float32)
+        q = np.array(self.Q[key], dtype=np.float64)
+        np.multiply(p, p, out=p)
+        np.divide(p, w, out=p, where=live)
+        np.subtract(q, p, out=q, where=live)
+        return np.maximum(q, 0.0, out=q).astype(np.float32)
 
 
 class _Wide:
@@ -327,11 +344,13 @@ class _Wide:
         self.shape = S.shape
 
     def __getitem__(self, key):
-        m = np.asarray(self.S[key], dtype=np.float64)
         if self.which == "mean":
-            return m.astype(np.float32)
-        q = np.asarray(self.Q[key], dtype=np.float64)
-        return np.maximum(q - m * m, 0.0).astype(np.float32)
+            return np.asarray(self.S[key], dtype=np.float32)
+        m = np.array(self.S[key], dtype=np.float64)
+        q = np.array(self.Q[key], dtype=np.float64)
+        m *= m
+        q -= m
+        return np.maximum(q, 0.0, out=q).astype(np.float32)
 
 
 def _level_position(mean, ys, xs, c, sign):

@@ -189,6 +189,43 @@ def test_thresholds_are_scipy_stats_quantiles(n, false_alarms, elements):
                               rel=1e-13)
 
 
+def test_level_planes_are_the_written_out_formulas():
+    # computed in place (issue 10): the bits of the formulas as written out,
+    # where W is 0 and where Q - P**2 / W rounds below 0
+    from hotpixel_shm.temporal import _Slope, _Wide
+    rng = np.random.default_rng(3)
+    P, W, Q, S = (rng.normal(0, 3, (70, 9)).astype(np.float32) for _ in range(4))
+    W = np.abs(W)
+    W[rng.random(W.shape) < 0.2] = 0
+    Q = np.where(rng.random(Q.shape) < 0.3, P * P / np.where(W > 0, W, 1), np.abs(Q))
+    p, w, q, m = (a.astype(np.float64) for a in (P, W, Q, S))
+    safe = np.where(w > 0, w, 1.0)
+    want_mean = np.where(w > 0, p / np.sqrt(safe), 0.0).astype(np.float32)
+    want_var = np.maximum(np.where(w > 0, q - p * p / safe, q), 0.0).astype(np.float32)
+    for key in (slice(None), slice(5, 40), (np.array([0, 3, 69]), np.array([8, 0, 4]))):
+        np.testing.assert_array_equal(_Slope(P, W, Q, "mean")[key], want_mean[key])
+        np.testing.assert_array_equal(_Slope(P, W, Q, "var")[key], want_var[key])
+        np.testing.assert_array_equal(_Wide(S, Q, "mean")[key], S[key])
+        np.testing.assert_array_equal(_Wide(S, Q, "var")[key],
+                                      np.maximum(q - m * m, 0.0).astype(np.float32)[key])
+    assert np.any(want_var == 0) and np.any(want_mean == 0)
+    np.testing.assert_array_equal(P, P.copy())      # the inputs are left as they were
+
+
+def test_the_residual_planes_cheap_pass_keeps_a_noisy_element_only_when_asked():
+    from hotpixel_shm.model import KIND_CODES
+    from hotpixel_shm.temporal import _plane_records
+    hot, noisy = KIND_CODES["hot"], KIND_CODES["noisy"]
+    rng = np.random.default_rng(8)
+    mean = rng.normal(0, 0.3, (150, 70)).astype(np.float32)
+    var = np.full((150, 70), 4.0, np.float32)
+    mean[100, 33] = 9.0                         # a warm element
+    var[70, 20] = 400.0                         # a noisy one (variance ratio 100)
+    for f_thr, want in ((30.0, {(100, 33, hot), (70, 20, noisy)}), (np.inf, {(100, 33, hot)})):
+        ys, xs, code, _, _ = _plane_records(mean, var, 40, 1, 7.0, f_thr, 0.3)
+        assert set(zip(ys.tolist(), xs.tolist(), code.tolist())) == want
+
+
 def _raw_set(seed, n=24, **counts):
     h, w = 128, 160
     frames, truth = simulate_raw_frames(n, width=w, height=h, seed=seed,
