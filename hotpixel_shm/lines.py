@@ -346,6 +346,18 @@ def _plane_rows(planes):
     return lambda y0, y1: np.stack([p(y0, y1) for p in planes], axis=2)
 
 
+def _mosaic_rows(shared, p):
+    """``read(y0, y1)`` for :func:`_offsets` of the ``p * p`` CFA sub-grids of
+    a mosaic whose sides are multiples of ``p`` (plane ``dy * p + dx`` is
+    the sub-grid ``[dy::p, dx::p]``): their rows ``y0 <= y < y1`` from one
+    read of the frame's rows (a ``_SharedRows``)."""
+    def read(y0, y1):
+        block = shared.block(y0 * p, y1 * p)[:, :, 0]
+        r, w = y1 - y0, block.shape[1] // p
+        return block.reshape(r, p, w, p).transpose(0, 2, 1, 3).reshape(r, w, p * p)
+    return read
+
+
 def _band_medians(a, b):
     """``(bands, rows)``: the median of each row of ``a - b`` over each band
     of ``_BAND`` columns (the last band may be narrower), all full bands at
@@ -864,9 +876,15 @@ def find_lines(mean, var=None, *, cfa=None, colour_desc="RGBG", sigma: float = L
         grids = [(dy, dx, _Plane(mean, 0, dy, dx, p)) for dy in range(p) for dx in range(p)]
         grids = [g for g in grids if g[2].height and g[2].width]
         # the CFA positions' offsets in one pass over the rows, those of one
-        # size together (issue 10: each band read once, from the reader's cache)
+        # size together (issue 10: each band read once, from the reader's
+        # cache; when the frame's sides are multiples of the period, once
+        # for all positions, past the cache, as a photo's channels)
         offsets = {}
-        for size in {(g[2].height, g[2].width) for g in grids}:
+        if h % p == 0 and w % p == 0:
+            every = _offsets(h // p, w // p, 1, _mosaic_rows(_SharedRows(mean), p), p * p,
+                             threads, cancel)
+            offsets = {g[:2]: o for g, o in zip(grids, every)}
+        for size in {(g[2].height, g[2].width) for g in grids if g[:2] not in offsets}:
             same = [g for g in grids if (g[2].height, g[2].width) == size]
             for g, o in zip(same, _offsets(size[0], size[1], 1,
                                            _plane_rows([g[2].rows for g in same]), len(same),

@@ -410,3 +410,26 @@ def test_plane_windows_are_the_plane_sliced():
             for plane in (full, banded):
                 got = plane.rows(y0, y1, x0, x1)
                 assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_mosaic_positions_read_at_once_give_each_positions_offsets():
+    # a mosaic whose sides are multiples of the CFA period: every position's
+    # rows from one read of the frame's rows (issue 10), the offsets of the
+    # sub-grids read one by one to the bit; other sides: one read per size
+    from hotpixel_shm.bands import BandArray
+    from hotpixel_shm.lines import _offsets, _mosaic_rows, _Plane, _plane_rows, _SharedRows
+    frames, _ = simulate_raw_frames(8, width=192, height=128, seed=6, n_hot=0, n_weak_hot=0,
+                                    n_stuck=0, n_dead=0, n_noisy=0,
+                                    lines=[("column", 61, 100.0), ("row", 90, -100.0)])
+    mean, var = _moments(list(frames), (128, 192, 1))
+    planes = [_Plane(mean, 0, dy, dx, 2).rows for dy in range(2) for dx in range(2)]
+    want = _offsets(64, 96, 1, _plane_rows(planes), 4)
+    reader, _ = _counting_reader(mean, var, band_rows=29)
+    for source in (mean, BandArray(reader, "mean")):
+        got = _offsets(64, 96, 1, _mosaic_rows(_SharedRows(source), 2), 4, threads=2)
+        for a, b in zip(got, want):
+            for kind in ("column", "row"):
+                assert all(np.array_equal(x, y) for x, y in zip(a[kind], b[kind]))
+    cfa = cfa_array("RGGB", 128, 192)
+    odd = find_lines(mean[:127, :191], var[:127, :191], cfa=cfa[:127, :191])
+    assert {(d.kind, d.index) for d in odd} == {("column", 61), ("row", 90)}
