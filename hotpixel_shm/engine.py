@@ -16,6 +16,10 @@ Design
   its accumulator is discarded, a fresh one is made, and every file it had
   accumulated, plus the one it held, goes to a replacement worker.  A file
   that was being decoded when two workers died is quarantined.
+* Workers may have been started before the run (``hotpixel_shm.prestart``:
+  the command starts them while it probes the photos and plans); such a
+  worker waits for its job -- its segment's name and what to compute -- on
+  its pipe, and is taken in place of a new process.
 * One worker runs in-process (no pipes, no shared memory): the serial path is
   the reference for the others.
 * ``multiprocessing.Pool`` is not used: it hangs forever when a worker is killed.
@@ -25,7 +29,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
-import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -33,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -44,6 +47,7 @@ from .bands import (DEFAULT_CACHE_BANDS, BandArray, BandReader, band_rows, cache
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
+from .prestart import CONTEXT, start_without_sigint, worker_entry
 from .kernels_numpy import MAX_BATCH
 from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum_residuals
 from .welford import Accumulator, finalise_at, finalise_range, finalise_rows, fold_exact, merge
@@ -67,7 +71,7 @@ _MAX_STARTUP_DEATHS = 4
 _MAX_BLAMELESS_DEATHS = 3
 #: ``crash_on`` value of the test hook that fails the accumulator update.
 CRASH_IN_UPDATE = ":update"
-_CTX = mp.get_context("spawn")
+_CTX = CONTEXT
 
 
 class Interrupted(HotPixelError):
@@ -305,8 +309,9 @@ def _recv(conn):
 
 def _orphaned(seg_name):
     """The parent is gone: remove our segment's name (the parent may have died
-    before it could) and leave at once."""
-    _shm.unlink_name(seg_name)
+    before it could; None: no segment yet) and leave at once."""
+    if seg_name is not None:
+        _shm.unlink_name(seg_name)
     os._exit(1)
 
 
@@ -397,32 +402,78 @@ class Ingest:
         self._bufs = []
 
 
-def _worker_main(conn, seg_name, tier, shape, sample_dtype, parent_pid, max_pixels, crash_on,
-                 batch=1, residual_period=None, rows=None):
-    """Entry point of a worker process (must live in an importable module)."""
+class _WorkerSpec(NamedTuple):
+    """A worker's job: its segment and what to compute (a small message)."""
+
+    seg_name: str
+    tier: str
+    shape: Tuple[int, int, int]
+    sample_dtype: str
+    max_pixels: int
+    crash_on: Optional[str]
+    batch: int
+    residual_period: Optional[int]
+    rows: Optional[Tuple[int, int]]
+
+
+def _worker_main(conn, parent_pid, spec=None):
+    """A worker process (``prestart.worker_entry`` calls it in the child).
+
+    ``spec``: the job (a :class:`_WorkerSpec` or its fields as a tuple);
+    None for a pre-started worker (``hotpixel_shm.prestart``), which waits
+    for its job on ``conn`` and leaves when the pipe closes instead.
+    """
     # The parent coordinates Ctrl-C and SIGTERM: a terminal sends SIGINT to
     # the whole group, and a worker dying mid-update would lose its partial.
     # SIGTERM while the parent lives is left to the parent; SIGTERM after its
     # death (PR_SET_PDEATHSIG below) ends the worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spec = _WorkerSpec(*spec) if spec is not None else None
+    seg = [spec.seg_name if spec is not None else None]   # the name to remove if orphaned
 
     def on_term(signum, frame):
         if os.getppid() != parent_pid:
-            _orphaned(seg_name)
+            _orphaned(seg[0])
 
     signal.signal(signal.SIGTERM, on_term)
     _set_pdeathsig(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        _orphaned(seg_name)
+        _orphaned(seg[0])
+    if spec is None:
+        try:
+            spec = _wait_for_job(conn, parent_pid)
+        except (EOFError, OSError):
+            return      # not wanted: the parent closed the pipe
+        seg[0] = spec.seg_name
+        if os.getppid() != parent_pid:
+            _orphaned(seg[0])
+    _work(conn, parent_pid, spec)
+
+
+def _wait_for_job(conn, parent_pid) -> _WorkerSpec:
+    """A pre-started worker's job, as the parent sends it (``("job", spec)``)."""
+    while not conn.poll(1.0):
+        if os.getppid() != parent_pid:  # parent-death check where prctl is missing
+            _orphaned(None)
+    msg = _recv(conn)
+    if msg[0] != "job":
+        raise EOFError(f"expected a job, got {msg[0]!r}")
+    return _WorkerSpec(*msg[1])
+
+
+def _work(conn, parent_pid, spec: _WorkerSpec):
+    """Attach the segment of ``spec``, then take files until told to stop."""
+    seg_name, shape, rows = spec.seg_name, spec.shape, spec.rows
     seg = _shm.Segment.attach(seg_name)
     acc_shape = _acc_shape(shape, rows)
-    acc = Accumulator(tier, acc_shape, sample_dtype, seg.buf)
-    _, offset, layout = segment_parts(tier, acc_shape, sample_dtype, residual_period)
+    acc = Accumulator(spec.tier, acc_shape, spec.sample_dtype, seg.buf)
+    _, offset, layout = segment_parts(spec.tier, acc_shape, spec.sample_dtype, spec.residual_period)
     racc = _residuals_in(seg.buf, offset, layout)
-    ingest = Ingest(acc, max_pixels, batch, on_batch=residual_hook(racc), frame_shape=shape, rows=rows)
+    ingest = Ingest(acc, spec.max_pixels, spec.batch, on_batch=residual_hook(racc),
+                    frame_shape=shape, rows=rows)
     _send(conn, ("ready", os.getpid()))
     try:
-        _worker_loop(conn, ingest, seg_name, parent_pid, crash_on)
+        _worker_loop(conn, ingest, seg_name, parent_pid, spec.crash_on)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # parent gone or closed our pipe
     except Exception as exc:  # noqa: BLE001 - reported to the parent, then this worker dies
@@ -500,30 +551,6 @@ def _worker_loop(conn, ingest, seg_name, parent_pid, crash_on):
 
 # --------------------------------------------------------------------------- parent side
 
-def _start_without_sigint(proc):
-    """Start ``proc`` with SIGINT blocked, so that it is born with it blocked.
-
-    A terminal's Ctrl-C reaches the whole process group; a worker that is
-    still starting (importing numpy, before it can ignore SIGINT) would die
-    of it with a traceback -- band passes start workers at every pass.  The
-    parent's own SIGINT stays pending while blocked and is delivered at once
-    after (never lost); the worker ignores SIGINT anyway (``_worker_main``).
-    """
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None:
-        proc.start()
-        return
-    # the first start also starts multiprocessing's resource tracker, and
-    # that unblocks SIGINT and SIGTERM when done: have it running first
-    from multiprocessing import resource_tracker
-    resource_tracker.ensure_running()
-    old = block(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        proc.start()
-    finally:
-        block(signal.SIG_SETMASK, old)
-
-
 class _Slot:
     """One worker: its process, pipe, segment and bookkeeping."""
 
@@ -547,17 +574,28 @@ class _Slot:
         self.pause_sent = False
         self.broken = False
 
-    def start(self, nbytes):
+    def start(self, nbytes, prestarted=None):
+        """Start a worker with a fresh segment of ``nbytes``: one taken from
+        ``prestarted`` (a :class:`hotpixel_shm.prestart.Prestarted`) if it has
+        one left, else a new process."""
         self.seg = _shm.Segment.create(nbytes)
-        parent_conn, child_conn = _CTX.Pipe(duplex=True)
         j = self.job
-        self.proc = _CTX.Process(
-            target=_worker_main,
-            args=(child_conn, self.seg.name, j.tier, j.shape, j.sample_dtype, os.getpid(),
-                  j.max_pixels, j.crash_on, j.batch, j.residual_period, j.rows),
-            name=f"hotpixel-worker-{self.index}", daemon=True)
+        spec = _WorkerSpec(self.seg.name, j.tier, j.shape, j.sample_dtype, j.max_pixels,
+                           j.crash_on, j.batch, j.residual_period, j.rows)
+        taken = prestarted.take() if prestarted is not None else None
+        if taken is not None:
+            self.proc, self.conn = taken
+            self._fresh()
+            # a worker that died while waiting: the sentinel tells the main
+            # loop, which starts another (send() marks the pipe broken)
+            self.send(("job", tuple(spec)))
+            return
+        parent_conn, child_conn = _CTX.Pipe(duplex=True)
+        # the job as a plain tuple: the child unpickles it before it loads numpy
+        self.proc = _CTX.Process(target=worker_entry, args=(child_conn, os.getpid(), tuple(spec)),
+                                 name=f"hotpixel-worker-{self.index}", daemon=True)
         try:
-            _start_without_sigint(self.proc)
+            start_without_sigint(self.proc)
         except BaseException:
             self.proc = None
             parent_conn.close()
@@ -652,7 +690,8 @@ class _Checkpointer:
 
 def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
         should_stop: Optional[Callable[[], Optional[int]]] = None,
-        on_checkpoint: Optional[Callable[[Stats], None]] = None) -> RunResult:
+        on_checkpoint: Optional[Callable[[Stats], None]] = None, *,
+        prestarted=None) -> RunResult:
     """Compute the statistics of ``job.files``.
 
     Parameters
@@ -668,6 +707,10 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
         so far (``stats.files``: the files in it), every ``job.checkpoint_every``
         files or ``job.checkpoint_seconds`` seconds.  The workers pause while
         the snapshot is merged.
+    prestarted : hotpixel_shm.prestart.Prestarted, optional
+        Worker processes started earlier, which wait for their job: the run
+        takes its workers from them first (the first pass of band passes),
+        and starts new ones for the rest.  The caller stops those left over.
 
     Returns
     -------
@@ -680,14 +723,14 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
     """
     _shm.cleanup_stale()
     if job.bands > 1 and job.rows is None:
-        return _run_bands(job, progress, should_stop, on_checkpoint)
+        return _run_bands(job, progress, should_stop, on_checkpoint, prestarted)
     ckpt = _Checkpointer(job, on_checkpoint)
     if job.workers <= 1:
         return _run_serial(job, progress, should_stop, ckpt)
-    return _run_parallel(job, progress, should_stop, ckpt)
+    return _Parallel(job, progress, should_stop, ckpt, prestarted).run()
 
 
-def _run_bands(job, progress, should_stop, on_checkpoint):
+def _run_bands(job, progress, should_stop, on_checkpoint, prestarted=None):
     """Band passes: one run over the files per horizontal band of rows, each
     band finished into a file as soon as its pass ends (issue 9).
 
@@ -749,7 +792,8 @@ def _run_bands(job, progress, should_stop, on_checkpoint):
             on_checkpoint(snapshot(stats.owner, stats.files))
         try:
             res = run(sub, progress=step if progress else None, should_stop=should_stop,
-                      on_checkpoint=take if on_checkpoint is not None else None) if todo else \
+                      on_checkpoint=take if on_checkpoint is not None else None,
+                      prestarted=prestarted if p == first else None) if todo else \
                 RunResult(None, [], [], 0.0, job.workers)
         except Interrupted as exc:
             r = exc.result
@@ -899,15 +943,12 @@ def _band_stats(live, job, used, residuals=None, cache_bands=None):
                  residuals=residuals, owner=live)
 
 
-def _run_parallel(job, progress, should_stop, ckpt):
-    return _Parallel(job, progress, should_stop, ckpt).run()
-
-
 class _Parallel:
     """One parallel run: the workers' slots, the queue of files, the books."""
 
-    def __init__(self, job, progress, should_stop, ckpt):
+    def __init__(self, job, progress, should_stop, ckpt, prestarted=None):
         self.job = job
+        self.prestarted = prestarted
         self.progress = progress
         self.should_stop = should_stop
         self.ckpt = ckpt
@@ -935,7 +976,7 @@ class _Parallel:
         result = None
         try:
             for s in self.slots:
-                s.start(self.nbytes)
+                s.start(self.nbytes, self.prestarted)
             while not self._step():
                 pass
             result = self._collect(time.perf_counter() - t0)

@@ -46,13 +46,23 @@ def _workers(proc):
     return out
 
 
+def _attached(worker):
+    """Whether ``worker`` has its segment mapped (it has its job: the
+    command starts its workers before they have one)."""
+    try:
+        return any(shm.PREFIX in m.path for m in worker.memory_maps())
+    except psutil.Error:
+        return False
+
+
 def _wait_running(proc, n_workers=2, timeout=30, settle=0.4):
     """Until the workers run and every segment is attached and unlinked
     (then ``settle`` seconds more, to let a few files through)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         w = _workers(proc)
-        if len(w) >= n_workers and not shm.list_segments(pid=proc.pid):
+        if len(w) >= n_workers and not shm.list_segments(pid=proc.pid) and \
+                sum(map(_attached, w)) >= n_workers:
             time.sleep(settle)
             return w
         assert proc.poll() is None, proc.communicate()
