@@ -313,3 +313,21 @@ def test_kernels_ab_tells_a_build_that_gives_other_bits():
     assert not same and set(med) == {"a", "b"}
     from hotpixel_shm import _kernels_c
     assert _kernels_c._ckernels is _ckernels      # the build in use is put back
+
+
+def test_startup_ab_times_each_checkout_and_the_first_decoded_photo(tmp_path, capsys):
+    """scripts/startup_ab.py: this checkout against itself (the second with an
+    environment variable), one round on a tiny set."""
+    from conftest import make_frames, write_images
+    write_images(tmp_path, make_frames(4, (16, 20, 3), seed=3))
+    ab = _load(os.path.join(SCRIPTS, "startup_ab.py"), "hotpixel_startup_ab_script")
+    here = os.path.dirname(SCRIPTS)
+    assert ab.main([f"a={here}", f"b={here}:OPENBLAS_NUM_THREADS=1", "--set", "tiny",
+                    str(tmp_path / "*.png"), "--rounds", "1"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("tiny", "a"), ("tiny", "b"), ("--plan", "a"),
+                                            ("--plan", "b")]
+    for r in rows[:2]:
+        wall, first, last = float(r[2]), float(r[4]), float(r[5])
+        assert 0 < first <= last < wall      # the photos were decoded, in the command's time
+    assert all(r[4] == "-" for r in rows[2:])   # --plan decodes nothing
