@@ -1004,8 +1004,11 @@ def memory_model(shape, sample_dtype, tier, workers, *, max_file_bytes=0, extra_
         threads, beside = finish_threads(workers)
         detect_bytes = detect_memory_bytes((h, w, c), threads=threads) + _FINISH_IMPORTS_BYTES
         if beside:
+            # the line test, then the residual test on the same thread,
+            # beside detection's bands (issue 10)
             from .lines import lines_memory_bytes
-            detect_bytes += lines_memory_bytes((h, w, c))
+            from .temporal import temporal_memory_bytes
+            detect_bytes += max(lines_memory_bytes((h, w, c)), temporal_memory_bytes((h, w, c)))
         if decoder == "raw":
             # a mosaic is judged with its frame-sized CFA index array and
             # mask of clipped photosites (one byte per photosite each); read

@@ -58,6 +58,8 @@ _STATIC_PIXELS = 8
 _CONTRAST = 2.0
 # Candidates processed at once in the exact pass.
 _CHUNK = 8192
+# Records of the residual test checked for an overlay at once.
+_OVERLAY_CHUNK = 256
 # Subpixels sampled per channel to estimate the global robust scales.
 _SAMPLES = 10000
 # A cheap-pass candidate needs this fraction of the smallest threshold: the
@@ -1090,7 +1092,7 @@ def check_stats(mean, var, n, opts, cfa=None):
 
 
 def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
-           residuals=None, threads=1) -> List[Defect]:
+           residuals=None, threads=1, beside=None) -> List[Defect]:
     """Find hot, stuck, dead and noisy pixels in per-subpixel statistics.
 
     Parameters
@@ -1120,6 +1122,14 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
         Threads the bands of rows are spread over (numpy releases the GIL
         in its loops).  The defects are the same for any count; each
         thread has its own band buffers (``detect_memory_bytes``).
+    beside : concurrent.futures.Executor, optional
+        Runs the residual test (``residuals``) there, beside the bands,
+        instead of after them -- e.g. on the line test's thread, once the
+        line test is done, so that it takes no more threads than the plan's
+        (``detect_memory_bytes``' ``beside``).  The same defects.  Photos
+        only (a ``cfa`` mosaic runs it in this thread).  If detection fails
+        or is interrupted, the residual test is cancelled (it stops at its
+        next band of rows).
 
     Returns
     -------
@@ -1192,20 +1202,39 @@ def detect(mean, var, n, options=None, *, cfa=None, colour_desc=_COLOUR_LETTERS,
                            threads)
     wid = mean.shape[1]
     rng = np.random.default_rng(0)        # the global-scale sample: reproducible
-    recs = _detect_planes(mean, var, opts, rng, threads)
-    if use_t:
-        from .temporal import temporal_records   # scipy.stats: only when residuals are tested
-        overlay = None
-        if not opts.darks and opts.static_ratio > 0:
-            def overlay(ys, xs, scale):
-                return _near_overlay(var, ys, xs, opts.static_ratio, _RING_RADIUS * scale)
-        recs.append(temporal_records(residuals, mean, var, t_thr=opts.t_sigma,
-                                     f_thr=opts.noisy_f, overlay=overlay))
+    stop = threading.Event()
+    found = beside.submit(_temporal, residuals, mean, var, opts, stop.is_set) \
+        if use_t and beside is not None else None
+    try:
+        recs = _detect_planes(mean, var, opts, rng, threads)
+        if use_t:
+            # after the bands' records, in this order wherever it ran
+            recs.append(found.result() if found is not None
+                        else _temporal(residuals, mean, var, opts))
+    except BaseException:
+        # an error or Ctrl-C: the residual test beside stops at its next
+        # band (or never starts) instead of running to its end
+        stop.set()
+        if found is not None:
+            found.cancel()
+        raise
     strengths = []
     defects = _to_defects(_concat(recs), wid, opts.cluster, strengths=strengths)
     if opts.cluster:
         defects = _absorb_echoes(defects, strengths)
     return _sort_and_cut(defects, opts.top)
+
+
+def _temporal(residuals, mean, var, opts, cancel=None):
+    """The records of the residual test (``hotpixel_shm.temporal``), with
+    the overlay rule of photos."""
+    from .temporal import temporal_records
+    overlay = None
+    if not opts.darks and opts.static_ratio > 0:
+        def overlay(ys, xs, scale):
+            return _near_overlay(var, ys, xs, opts.static_ratio, _RING_RADIUS * scale)
+    return temporal_records(residuals, mean, var, t_thr=opts.t_sigma, f_thr=opts.noisy_f,
+                            overlay=overlay, cancel=cancel)
 
 
 def _detect_cfa(mean, var, opts, cfa, letters, residuals=None, threads=1):
@@ -1250,20 +1279,22 @@ def _near_overlay(var, ys, xs, ratio, radius=_RING_RADIUS):
     """
     hgt, wid = var.shape[:2]
     near = np.zeros(ys.size, dtype=bool)
-    if ys.size == 0:
-        return near
     off = np.arange(0, _TILE, 2) - _TILE // 2
-    ty = _clamp(ys[:, None] + off[None, :], hgt)
-    tx = _clamp(xs[:, None] + off[None, :], wid)
     ring = np.arange(-radius, radius + 1)
-    ny = _clamp(ys[:, None] + ring[None, :], hgt)
-    nx = _clamp(xs[:, None] + ring[None, :], wid)
-    for c in range(var.shape[2]):
-        tile = np.asarray(var[ty[:, :, None], tx[:, None, :], c], dtype=np.float32)
-        ref_s = np.sqrt(np.maximum(_median_rows(tile.reshape(ys.size, -1)), 0))
-        v = np.asarray(var[ny[:, :, None], nx[:, None, :], c], dtype=np.float32)
-        count = (v <= ((ratio * ref_s) ** 2)[:, None, None]).sum(axis=(1, 2))
-        near |= (count >= _STATIC_PIXELS) & (ref_s > 0)
+    # a chunk of subpixels at a time: the gathers of (2 radius + 1)**2
+    # values each stay bounded however many there are (issue 10)
+    for i in range(0, ys.size, _OVERLAY_CHUNK):
+        cy, cx = ys[i:i + _OVERLAY_CHUNK], xs[i:i + _OVERLAY_CHUNK]
+        ty = _clamp(cy[:, None] + off[None, :], hgt)
+        tx = _clamp(cx[:, None] + off[None, :], wid)
+        ny = _clamp(cy[:, None] + ring[None, :], hgt)
+        nx = _clamp(cx[:, None] + ring[None, :], wid)
+        for c in range(var.shape[2]):
+            tile = np.asarray(var[ty[:, :, None], tx[:, None, :], c], dtype=np.float32)
+            ref_s = np.sqrt(np.maximum(_median_rows(tile.reshape(cy.size, -1)), 0))
+            v = np.asarray(var[ny[:, :, None], nx[:, None, :], c], dtype=np.float32)
+            count = (v <= ((ratio * ref_s) ** 2)[:, None, None]).sum(axis=(1, 2))
+            near[i:i + _OVERLAY_CHUNK] |= (count >= _STATIC_PIXELS) & (ref_s > 0)
     return near
 
 

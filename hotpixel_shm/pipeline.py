@@ -686,7 +686,7 @@ def _band_resume(group: Group, log):
 # --------------------------------------------------------------------------- step 4: detect
 
 def detect_defects(stats: Stats, options: Optional[DetectOptions] = None, *,
-                   threads: int = 1) -> List[Defect]:
+                   threads: int = 1, beside=None) -> List[Defect]:
     """The defects of finished statistics, judged as what they are.
 
     Statistics of a raw mosaic (``stats.mosaic`` set) are judged photosite
@@ -695,7 +695,8 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None, *,
     (``detect.detect``).  The choice comes from the statistics alone, so
     loaded statistics are judged as the run that made them.  ``threads``:
     the threads detection's bands are spread over (the same defects for
-    any count).
+    any count); ``beside``: an executor for the residual test of photos
+    (``detect.detect``'s).
     """
     from .detect import detect
     options = options or DetectOptions()
@@ -706,7 +707,7 @@ def detect_defects(stats: Stats, options: Optional[DetectOptions] = None, *,
                           colour_desc=m.colour_desc, white=m.white_level,
                           residuals=stats.residuals, threads=threads)
     return detect(stats.mean, stats.var, stats.n, options, residuals=stats.residuals,
-                  threads=threads)
+                  threads=threads, beside=beside)
 
 
 def detect_lines(stats: Stats, *, threads: int = 1, cancel=None) -> list:
@@ -749,7 +750,10 @@ def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
         with ThreadPoolExecutor(1, thread_name_prefix="hotpixel-lines") as pool:
             found = pool.submit(detect_lines, stats, cancel=stop.is_set)
             try:
-                defects = detect_defects(stats, settings.detect, threads=threads)
+                # the residual test queued on the line test's thread: it
+                # runs there once the line test is done, beside detection's
+                # bands (issue 10)
+                defects = detect_defects(stats, settings.detect, threads=threads, beside=pool)
                 # waiting for the line test, too (detection may end first)
                 lines = found.result()
             except BaseException:

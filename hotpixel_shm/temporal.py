@@ -55,7 +55,8 @@ import numpy as np
 from .model import KIND_CODES
 from .residual import Residuals
 
-__all__ = ["thresholds", "FALSE_ALARMS_PER_FRAME", "temporal_records"]
+__all__ = ["thresholds", "FALSE_ALARMS_PER_FRAME", "temporal_records", "temporal_memory_bytes",
+           "Cancelled"]
 
 #: Expected false alarms per 24 MP frame that the default thresholds aim at.
 FALSE_ALARMS_PER_FRAME = 0.05
@@ -80,6 +81,8 @@ _FLOOR_FRACTION = 0.15
 _SYSTEMATIC = 0.1
 # Rows of the cheap candidate pass at once.
 _BAND = 64
+# Candidates judged at once.
+_CHUNK = 8192
 # Candidates need this fraction of the threshold against their own scale
 # and a floor (the directional statistic is never larger than the plain one
 # by more than the neighbours' noise).
@@ -175,8 +178,13 @@ def _scale_floor(var, n):
     return max(_FLOOR_FRACTION * float(np.median(sd)), 0.3)
 
 
-def _plane_records(mean, var, n, reach, t_thr, f_thr, floor):
-    """Flagged elements of one residual plane: ``(ys, xs, code, score, z)``."""
+class Cancelled(Exception):
+    """Raised by :func:`temporal_records` when its ``cancel`` callable says so."""
+
+
+def _plane_records(mean, var, n, reach, t_thr, f_thr, floor, cancel=None):
+    """Flagged elements of one residual plane: ``(ys, xs, code, score, z)``;
+    ``cancel()`` is asked before each band of rows."""
     from .detect import _directional, _median_rows
 
     h, w = mean.shape
@@ -188,6 +196,8 @@ def _plane_records(mean, var, n, reach, t_thr, f_thr, floor):
     near = np.array([i for i in range(dy.size)
                      if max(abs(dy[i]), abs(dx[i])) == reach])       # the 8 nearest
     for y0 in range(0, h, _BAND):
+        if cancel is not None and cancel():
+            raise Cancelled("the residual test was cancelled")
         y1 = min(h, y0 + _BAND)
         m = np.asarray(mean[y0:y1], dtype=np.float32)
         # cheap: the own scale only (the pooled one is only ever larger for
@@ -210,49 +220,53 @@ def _plane_records(mean, var, n, reach, t_thr, f_thr, floor):
         ys, xs = np.divmod(np.flatnonzero(cand), w)
         if ys.size == 0:
             continue
-        ys = ys + y0
-        nb_s = _gather_sd(var, ys, xs, dy[near], dx[near], reach, corr)
-        pooled = np.maximum(_median_rows(nb_s), np.float32(floor))
-        s_c = np.sqrt(np.maximum(np.asarray(var[ys, xs], np.float32), 0) * np.float32(corr))
-        m_c = np.asarray(mean[ys, xs], np.float32)
-        denom = np.maximum(s_c, pooled)
-        z = m_c * np.float32(root_n) / denom
-        ratio = (s_c / pooled) ** 2
-        live = (np.abs(z) >= t_thr) | (ratio >= f_thr)
-        if not live.any():
-            continue
-        ys, xs, z, ratio, denom, pooled, s_c = (a[live] for a in (ys, xs, z, ratio, denom,
-                                                                   pooled, s_c))
-        # the same statistic at the window's elements, on the candidate's scale
-        nb_m = _gather(mean, ys, xs, dy, dx, reach)
-        nb_z = nb_m * np.float32(root_n) / denom[:, None]
-        zd = _directional(z, nb_z, _median_rows(nb_z), quads, lines)
-        # ... and stand out from the window's outer ring by more than that
-        # ring's own spread: a curved edge that is in every frame (a horizon)
-        # leaves steady residuals of both signs around it, noise does not
-        ring_z = nb_z[:, ring]
-        spread = _MAD_TO_SIGMA * _median_rows(np.abs(ring_z - _median_rows(ring_z)[:, None]))
-        zd = np.where(np.abs(zd) >= _CONTRAST * spread, zd, 0).astype(np.float32)
-        nb_sd = _gather_sd(var, ys, xs, dy, dx, reach, corr)
-        sd_ratio = (nb_sd / pooled[:, None]) ** 2
-        rd = _directional(ratio, sd_ratio, _median_rows(sd_ratio), quads, lines)
-        code = np.zeros(ys.size, dtype=np.int8)
-        score = np.zeros(ys.size, dtype=np.float32)
-        # a random telegraph raises the mean by at most about its std
-        # (|z| <= sqrt(n)) and the variance far above the neighbours'; a hot
-        # photosite's mean rises far more than its own shot noise.  Such an
-        # element gets no hot/dead verdict here (the mean/variance tests
-        # judge it), and "noisy" when its variance stands out on every side.
-        telegraph = (ratio >= _TELEGRAPH_F) & (np.abs(z) <= _TELEGRAPH_Z * root_n)
-        noisy = telegraph & (rd >= f_thr - 1.0) & (ratio >= f_thr)
-        hot = ~telegraph & (zd >= t_thr)
-        dead = ~telegraph & (zd <= -t_thr)
-        code[hot], score[hot] = _HOT, zd[hot]
-        code[dead], score[dead] = _DEAD, -zd[dead]
-        code[noisy], score[noisy] = _NOISY, np.sqrt(ratio[noisy])
-        keep = code > 0
-        if keep.any():
-            found.append((ys[keep], xs[keep], code[keep], score[keep], z[keep]))
+        # candidates a chunk at a time: the working memory stays bounded
+        # (temporal_memory_bytes) however many a band has
+        every_y, every_x = ys + y0, xs
+        for i in range(0, every_y.size, _CHUNK):
+            ys, xs = every_y[i:i + _CHUNK], every_x[i:i + _CHUNK]
+            nb_s = _gather_sd(var, ys, xs, dy[near], dx[near], reach, corr)
+            pooled = np.maximum(_median_rows(nb_s), np.float32(floor))
+            s_c = np.sqrt(np.maximum(np.asarray(var[ys, xs], np.float32), 0) * np.float32(corr))
+            m_c = np.asarray(mean[ys, xs], np.float32)
+            denom = np.maximum(s_c, pooled)
+            z = m_c * np.float32(root_n) / denom
+            ratio = (s_c / pooled) ** 2
+            live = (np.abs(z) >= t_thr) | (ratio >= f_thr)
+            if not live.any():
+                continue
+            ys, xs, z, ratio, denom, pooled, s_c = (a[live] for a in (ys, xs, z, ratio, denom,
+                                                                       pooled, s_c))
+            # the same statistic at the window's elements, on the candidate's scale
+            nb_m = _gather(mean, ys, xs, dy, dx, reach)
+            nb_z = nb_m * np.float32(root_n) / denom[:, None]
+            zd = _directional(z, nb_z, _median_rows(nb_z), quads, lines)
+            # ... and stand out from the window's outer ring by more than that
+            # ring's own spread: a curved edge that is in every frame (a horizon)
+            # leaves steady residuals of both signs around it, noise does not
+            ring_z = nb_z[:, ring]
+            spread = _MAD_TO_SIGMA * _median_rows(np.abs(ring_z - _median_rows(ring_z)[:, None]))
+            zd = np.where(np.abs(zd) >= _CONTRAST * spread, zd, 0).astype(np.float32)
+            nb_sd = _gather_sd(var, ys, xs, dy, dx, reach, corr)
+            sd_ratio = (nb_sd / pooled[:, None]) ** 2
+            rd = _directional(ratio, sd_ratio, _median_rows(sd_ratio), quads, lines)
+            code = np.zeros(ys.size, dtype=np.int8)
+            score = np.zeros(ys.size, dtype=np.float32)
+            # a random telegraph raises the mean by at most about its std
+            # (|z| <= sqrt(n)) and the variance far above the neighbours'; a hot
+            # photosite's mean rises far more than its own shot noise.  Such an
+            # element gets no hot/dead verdict here (the mean/variance tests
+            # judge it), and "noisy" when its variance stands out on every side.
+            telegraph = (ratio >= _TELEGRAPH_F) & (np.abs(z) <= _TELEGRAPH_Z * root_n)
+            noisy = telegraph & (rd >= f_thr - 1.0) & (ratio >= f_thr)
+            hot = ~telegraph & (zd >= t_thr)
+            dead = ~telegraph & (zd <= -t_thr)
+            code[hot], score[hot] = _HOT, zd[hot]
+            code[dead], score[dead] = _DEAD, -zd[dead]
+            code[noisy], score[noisy] = _NOISY, np.sqrt(ratio[noisy])
+            keep = code > 0
+            if keep.any():
+                found.append((ys[keep], xs[keep], code[keep], score[keep], z[keep]))
     if not found:
         e = np.empty(0, np.int64)
         return e, e, np.empty(0, np.int8), np.empty(0, np.float32), np.empty(0, np.float32)
@@ -386,7 +400,8 @@ def _level_position(mean, ys, xs, c, sign):
 
 
 def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None,
-                     f_thr: Optional[float] = None, overlay=None) -> Dict[str, np.ndarray]:
+                     f_thr: Optional[float] = None, overlay=None,
+                     cancel=None) -> Dict[str, np.ndarray]:
     """Flagged subpixels from residual statistics, as ``hotpixel_shm.detect`` records.
 
     Parameters
@@ -404,6 +419,10 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
     overlay : callable, optional
         ``overlay(ys, xs) -> bool array``: subpixels next to a static
         overlay, which get no verdict.
+    cancel : callable, optional
+        Asked before each band of rows; when it returns true the test
+        stops with :class:`Cancelled` (detection interrupted while this
+        runs on another thread).
 
     Returns
     -------
@@ -426,7 +445,7 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
     for k in range(len(lay.planes)):
         reach = lay.plane_reach(k)
         ys, xs, code, score, z = _plane_records(res.mean[k], res.var[k], res.n, reach,
-                                                t_thr, f_thr, floor)
+                                                t_thr, f_thr, floor, cancel)
         if ys.size == 0:
             continue
         c = _YCC_CHANNEL[k] if lay.mode == "ycc" else k
@@ -445,7 +464,7 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
             for m, v in ((_Slope(P, W, Q, "mean"), _Slope(P, W, Q, "var")),
                          (_Wide(S, Q, "mean"), _Wide(S, Q, "var"))):
                 ys, xs, code, score, z = _plane_records(m, v, res.n, _WIDE_REACH, t_thr,
-                                                        math.inf, floor)
+                                                        math.inf, floor, cancel)
                 if ys.size == 0:
                     continue
                 c = _YCC_CHANNEL[k]
@@ -453,6 +472,31 @@ def temporal_records(res: Residuals, mean, var, *, t_thr: Optional[float] = None
                 ys, xs = _level_position(mean, ys, xs, c, sign)
                 _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z, 2, 2)
     return _concat(parts)
+
+
+def temporal_memory_bytes(shape) -> int:
+    """The most working memory :func:`temporal_records` allocates for
+    statistics of ``shape`` (``(height, width[, channels])``).
+
+    Bytes: a band of rows of the widest residual plane (its std and
+    ``|mean|`` as float32, the mask, the candidates' indices at worst),
+    the level planes' float64 band, a chunk of candidates' windows, a
+    chunk of the overlay check (a 4:2:0 chroma block's reach), and 1 MiB
+    for the records.  The planner counts it beside detection's bands
+    (``hotpixel_shm.budget``): it runs on the line test's thread once the
+    line test is done.  Measured 8.7 MiB (tracemalloc) for 6000 x 4000 RGB
+    statistics of 12 photos, 18 MiB with thresholds lowered to 4.5 and the
+    variance-ratio test on (10798 records); this bound: 34 MiB.
+    """
+    from .detect import _OVERLAY_CHUNK, _RING_RADIUS
+    w = int(shape[1])
+    band = _BAND * w * (4 + 4 + 1 + 3 * 8)
+    level = _BAND * ((w + 1) // 2) * (3 * 8 + 1 + 4)
+    window = 24                                 # a 5x5 window without its centre
+    chunk = min(_CHUNK, _BAND * w) * window * 48
+    reach = 2 * (2 * _RING_RADIUS) + 1         # subsampled chroma: twice a luma block
+    overlay = _OVERLAY_CHUNK * reach * reach * 24
+    return int(band + level + chunk + overlay + (1 << 20))
 
 
 def _add_part(parts, mean, var, overlay, ys, xs, c, code, score, z, reach, scale):

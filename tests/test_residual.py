@@ -3,6 +3,7 @@ and the residual test of detection on simulated cameras."""
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -526,3 +527,86 @@ def test_merging_a_file_without_level_statistics_says_the_level_test_is_not_made
                      str(second)]) == 0
         out = capsys.readouterr()
         assert ("no level statistics" in out.out + out.err) is said, out
+
+
+def _level_test_set():
+    from hotpixel_shm.synth import simulate_frames
+    frames, _ = simulate_frames(20, 128, 160, seed=6, dead_any_colour=True,
+                                defects={"hot": 2, "weak_hot": 2, "stuck": 0, "dead": 2,
+                                         "noisy": 0})
+    frames = [_jpeg420(f) for f in frames]
+    a = np.stack(frames).astype(np.float64)
+    return a.mean(0), a.var(0), residuals_of_frames(frames, frames[0].shape), len(frames)
+
+
+def test_the_residual_test_beside_detection_gives_the_same_defects():
+    # issue 10: the residual test queued on another thread (the line
+    # test's, in a run) while this one does the bands: the same defects
+    from concurrent.futures import ThreadPoolExecutor
+    mean, var, res, n = _level_test_set()
+    want = detect(mean, var, n, residuals=res)
+    assert len(want) >= 3
+    seen = []
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(seen.append, "first")            # the line test, say
+        got = detect(mean, var, n, residuals=res, beside=pool)
+    assert got == want and seen == ["first"]
+
+
+def test_an_interrupted_detection_cancels_the_residual_test_beside_it(monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from hotpixel_shm import detect as detect_mod, temporal
+    mean, var, res, n = _level_test_set()
+    started, ended = threading.Event(), {}
+    real = temporal._plane_records
+
+    def slow_plane(*a, **k):
+        started.set()
+        cancel = a[7] if len(a) > 7 else k.get("cancel")
+        t0 = time.monotonic()
+        while not cancel() and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        try:
+            return real(*a, **k)
+        except temporal.Cancelled:
+            ended["cancelled"] = time.monotonic() - t0
+            raise
+
+    def interrupted_bands(*a, **k):
+        assert started.wait(10)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(temporal, "_plane_records", slow_plane)
+    monkeypatch.setattr(detect_mod, "_detect_planes", interrupted_bands)
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            detect(mean, var, n, residuals=res, beside=pool)
+    assert ended["cancelled"] < 5
+    with pytest.raises(temporal.Cancelled):
+        temporal.temporal_records(res, mean, var, cancel=lambda: True)
+
+
+def test_the_residual_test_stays_within_its_planned_memory():
+    # the planner counts temporal_memory_bytes beside detection's bands:
+    # measured with thresholds low enough for thousands of records and
+    # several chunks of candidates
+    import tracemalloc
+    from hotpixel_shm import detect as detect_mod
+    from hotpixel_shm.temporal import temporal_memory_bytes, temporal_records
+    rng = np.random.default_rng(4)
+    shape = (140, 1100, 3)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(5)]
+    res = residuals_of_frames(frames, shape)
+    a = np.stack(frames).astype(np.float64)
+    mean, var = a.mean(0), a.var(0)
+
+    def overlay(ys, xs, scale):
+        return detect_mod._near_overlay(var, ys, xs, 0.4, detect_mod._RING_RADIUS * scale)
+    tracemalloc.start()
+    try:
+        rec = temporal_records(res, mean, var, t_thr=1.5, f_thr=2.0, overlay=overlay)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rec["y"].size > 2 * detect_mod._OVERLAY_CHUNK
+    assert peak <= temporal_memory_bytes(shape)
