@@ -901,14 +901,15 @@ def _finish(accs, job, used, raccs=()):
     live = [a for a in accs if a.n]
     if not live:
         return None
-    residuals = sum_residuals([r for r in raccs if r is not None])
+    # the workers have exited: their CPUs (as many as the plan allowed) add
+    residuals = sum_residuals([r for r in raccs if r is not None], threads=job.workers)
     if not _in_place(job):
         if job.rows is None:
             # a one-pass run is over: the workers' exact sums folded into one
             # partial, so every pass over the statistics reads one (and the
             # other segments can be unmapped); a band pass keeps its raw
             # partials for its checkpoint
-            live = fold_exact(live)
+            live = fold_exact(live, threads=job.workers)
         return _band_stats(live, job, used, residuals)
     # the workers have exited: their CPUs (as many as the plan allowed) merge
     n, mean, var = merge(accs, in_place=True, threads=job.workers)

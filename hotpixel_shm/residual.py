@@ -75,6 +75,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .bands import map_ordered
 from .errors import HotPixelError
 
 __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residuals",
@@ -83,6 +84,8 @@ __all__ = ["ResidualLayout", "residual_layout", "ResidualAccumulator", "Residual
 
 # Output rows per band (even: a band holds whole 2x2 chroma blocks).
 _BAND = 64
+#: Values per band of rows :func:`sum_residuals` adds and finishes at once (1 MiB of float32).
+_FOLD_VALUES = 1 << 18
 # JPEG's (JFIF, ITU-R BT.601 full range) colour transform.
 _YCC = np.array([[0.299, 0.587, 0.114],
                  [-0.168736, -0.331264, 0.5],
@@ -632,7 +635,7 @@ class Residuals:
                    + sum(a.nbytes for a in self.levels or ()))
 
 
-def sum_residuals(accs) -> Optional[Residuals]:
+def sum_residuals(accs, threads: int = 1) -> Optional[Residuals]:
     """Finish the sum of several partial accumulators, in the first one's memory.
 
     Parameters
@@ -640,6 +643,10 @@ def sum_residuals(accs) -> Optional[Residuals]:
     accs : list of ResidualAccumulator
         Partials of the same layout (e.g. views of the workers' segments);
         the first is overwritten.
+    threads : int, optional
+        Add and finish bands of rows on this many threads (numpy releases
+        the GIL): the bits of :meth:`ResidualAccumulator.add_into` for each
+        partial in turn, then :meth:`ResidualAccumulator.finish` in place.
 
     Returns
     -------
@@ -649,10 +656,41 @@ def sum_residuals(accs) -> Optional[Residuals]:
     live = [a for a in accs if a.n]
     if not live:
         return None
-    first = live[0]
-    for other in live[1:]:
-        first.add_into(other)
-    return first.finish(in_place=True)
+    first, others = live[0], live[1:]
+    lay = first.layout
+    if any(o.layout != lay for o in others):
+        raise HotPixelError("residual accumulators of different layouts")
+    n = sum(a.n for a in live)
+    inv = np.float32(1.0 / n)
+    # (arrays of each accumulator, rows): a plane's sums with its squares,
+    # or one level sum; rows of about _FOLD_VALUES values
+    items = []
+    for k, (h, w) in enumerate(lay.planes):
+        step = max(1, _FOLD_VALUES // max(1, w))
+        items += [(("sums", "squares"), k, y0, min(h, y0 + step)) for y0 in range(0, h, step)]
+    for j, a in enumerate(first.levels):
+        step = max(1, _FOLD_VALUES // max(1, a.shape[1]))
+        items += [(("levels",), j, y0, min(a.shape[0], y0 + step))
+                  for y0 in range(0, a.shape[0], step)]
+
+    def fold(item, slot):
+        names, k, y0, y1 = item
+        own = [getattr(first, name)[k][y0:y1] for name in names]
+        for o in others:
+            for dst, name in zip(own, names):
+                dst += getattr(o, name)[k][y0:y1]
+        for dst in own:
+            np.multiply(dst, inv, out=dst)
+        if len(own) == 2:
+            m, v = own      # as finish(): v = q / n - m * m, at least 0
+            v -= m * m
+            np.maximum(v, 0, out=v)
+
+    for _ in map_ordered(fold, items, threads):
+        pass
+    first._count[0] = n
+    return Residuals(n=n, layout=lay, mean=list(first.sums), var=list(first.squares),
+                     levels=list(first.levels) or None)
 
 
 def merge_residuals(a: Residuals, b: Residuals) -> Residuals:

@@ -51,7 +51,7 @@ import numpy as np
 from . import kernels, kernels_numpy, tiers
 from .errors import HotPixelError
 from .kernels_numpy import MEAN_UNITS as _MEAN_UNITS, Partial, chan_step
-from .bands import BandArray, BandReader
+from .bands import BandArray, BandReader, map_ordered
 from .model import Stats, merged_metadata
 
 __all__ = ["Accumulator", "Partial", "merge", "finalise_range", "finalise_rows", "finalise_at",
@@ -639,7 +639,7 @@ def merge(accs: list, *, in_place: bool = True, block_values: int = DEFAULT_BLOC
     return total, out_mean.reshape(first.shape), out_var.reshape(first.shape)
 
 
-def fold_exact(accs: list, block_values: int = 1 << 20) -> list:
+def fold_exact(accs: list, block_values: int = 1 << 20, threads: int = 1) -> list:
     """Add exact accumulators' integer sums into the first one, in place.
 
     Statistics finished band by band (:mod:`hotpixel_shm.bands`) read every
@@ -653,6 +653,9 @@ def fold_exact(accs: list, block_values: int = 1 << 20) -> list:
         are left unchanged but no longer needed).
     block_values : int, optional
         Values added per step (no temporaries).
+    threads : int, optional
+        Add the blocks on this many threads (numpy's add releases the GIL):
+        the run's workers have exited, so their CPUs are free (issue 10).
 
     Returns
     -------
@@ -670,10 +673,15 @@ def fold_exact(accs: list, block_values: int = 1 << 20) -> list:
     if total > first.capacity:
         return accs
     step = max(1, int(block_values))
-    for other in accs[1:]:
-        for dst, src in zip(first._flat, other._flat):
-            for s in range(0, dst.size, step):
+
+    def add_block(s, slot):
+        # every other accumulator's block in turn, while the block is in cache
+        for other in accs[1:]:
+            for dst, src in zip(first._flat, other._flat):
                 np.add(dst[s:s + step], src[s:s + step], out=dst[s:s + step])
+
+    for _ in map_ordered(add_block, range(0, first.size, step), threads):
+        pass
     first.n = total
     return [first]
 

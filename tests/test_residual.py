@@ -167,6 +167,43 @@ def test_partials_add_and_buffer_layout():
         ResidualAccumulator(lay, bytearray(10))
 
 
+@pytest.mark.parametrize("shape", [(24, 30, 3), (9, 11)])
+def test_sum_residuals_on_threads_gives_the_bits_of_adding_in_turn(shape, monkeypatch):
+    """The workers' partials added and finished band by band on 1, 2 and 3
+    threads: the bits of add_into for each partial in turn, then finish."""
+    import hotpixel_shm.residual as residual
+    rng = np.random.default_rng(len(shape))
+    frames = [rng.integers(0, 256, shape).astype(np.uint8) for _ in range(7)]
+    lay = residual_layout(shape)
+
+    def partials(k):
+        accs = [ResidualAccumulator(lay) for _ in range(k)]
+        for i, f in enumerate(frames):
+            accs[i % k].update(f)
+        return accs + [ResidualAccumulator(lay)]        # an empty one is left out
+
+    want = partials(3)
+    for other in want[1:]:
+        want[0].add_into(other)
+    want = want[0].finish()
+    monkeypatch.setattr(residual, "_FOLD_VALUES", 40)     # several bands per plane
+    for threads in (1, 2, 3):
+        got = residual.sum_residuals(partials(3), threads=threads)
+        assert got.n == 7
+        for x, y in zip(got.mean + got.var + (got.levels or []),
+                        want.mean + want.var + (want.levels or [])):
+            np.testing.assert_array_equal(x, y, err_msg=f"{threads} threads")
+    assert residual.sum_residuals([ResidualAccumulator(lay)]) is None
+    with pytest.raises(HotPixelError, match="layouts"):
+        residual.sum_residuals([partials(1)[0], _one_frame((9, 12))])
+
+
+def _one_frame(shape):
+    acc = ResidualAccumulator(residual_layout(shape))
+    acc.update(np.zeros(shape, np.uint8))
+    return acc
+
+
 def test_thresholds_fall_with_n_and_false_alarm_rate():
     t16, _ = thresholds(16)
     t60, _ = thresholds(60)

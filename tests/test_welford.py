@@ -622,12 +622,13 @@ def test_fold_exact_gives_the_bits_of_the_unfolded_merge(dtype):
 
     m, v = np.empty(90), np.empty(90)
     finalise_range(accs(), 0, 90, m, v)
-    folded = fold_exact(accs(), block_values=7)
-    assert len(folded) == 1 and folded[0].n == 7
-    fm, fv = np.empty(90), np.empty(90)
-    finalise_range(folded, 0, 90, fm, fv)
-    np.testing.assert_array_equal(fm, m)
-    np.testing.assert_array_equal(fv, v)
+    for threads in (1, 2, 3):     # blocks of 7 values: some threads get several
+        folded = fold_exact(accs(), block_values=7, threads=threads)
+        assert len(folded) == 1 and folded[0].n == 7
+        fm, fv = np.empty(90), np.empty(90)
+        finalise_range(folded, 0, 90, fm, fv)
+        np.testing.assert_array_equal(fm, m, err_msg=f"{threads} threads")
+        np.testing.assert_array_equal(fv, v, err_msg=f"{threads} threads")
     floats = [Accumulator("float32", (5, 6, 3), dtype) for _ in range(2)]
     assert fold_exact(floats) == floats
     full = accs()
