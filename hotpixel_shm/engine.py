@@ -333,6 +333,9 @@ class Ingest:
         Extra per-frame kernels: each is called as ``hook(frames)`` with the
         decoded frames of every batch (a list of arrays of the accumulator's
         shape, valid only during the call), after the accumulator's update.
+    on_first : callable, optional
+        Called once, just before the first batch is folded (a worker maps
+        its segment's pages then: ``shm.Segment.populate``).
 
     Notes
     -----
@@ -343,8 +346,9 @@ class Ingest:
     """
 
     def __init__(self, acc: Accumulator, max_pixels: int, batch: int = 1, on_batch=(), *,
-                 frame_shape=None, rows=None):
+                 frame_shape=None, rows=None, on_first=None):
         self.acc = acc
+        self.on_first = on_first
         self.max_pixels = max_pixels
         self.batch = int(batch)
         self.on_batch = list(on_batch)
@@ -390,6 +394,9 @@ class Ingest:
         """Fold the decoded photos into the accumulator; their keys."""
         keys, self._keys = self._keys, []
         if keys:
+            if self.on_first is not None:
+                first, self.on_first = self.on_first, None
+                first()
             frames = self._bufs[:len(keys)]
             if self.rows is not None:
                 frames = [f[self.rows[0]:self.rows[1]] for f in frames]   # C-contiguous rows
@@ -469,8 +476,11 @@ def _work(conn, parent_pid, spec: _WorkerSpec):
     acc = Accumulator(spec.tier, acc_shape, spec.sample_dtype, seg.buf)
     _, offset, layout = segment_parts(spec.tier, acc_shape, spec.sample_dtype, spec.residual_period)
     racc = _residuals_in(seg.buf, offset, layout)
+    # the first batch writes every byte of the segment (the accumulator and
+    # the residual sums): its pages mapped in one call then, not faulted in
+    # one by one (issue 10)
     ingest = Ingest(acc, spec.max_pixels, spec.batch, on_batch=residual_hook(racc),
-                    frame_shape=shape, rows=rows)
+                    frame_shape=shape, rows=rows, on_first=seg.populate)
     _send(conn, ("ready", os.getpid()))
     try:
         _worker_loop(conn, ingest, seg_name, parent_pid, spec.crash_on)

@@ -241,3 +241,22 @@ def test_a_killed_worker_s_batch_is_redone(small_set):
     serial = engine.run(_job(rest, (24, 32, 3), "uint8", "exact", 1)).stats
     np.testing.assert_array_equal(res.stats.mean, serial.mean)
     np.testing.assert_array_equal(res.stats.var, serial.var)
+
+
+def test_ingest_calls_on_first_once_before_the_first_fold(tmp_path):
+    """A worker maps its segment's pages (shm.Segment.populate) just before
+    its first batch is folded: not for a skipped file, once per worker."""
+    from hotpixel_shm.welford import Accumulator
+    frames = make_frames(3, (6, 8, 3), seed=4)
+    paths, _ = write_images(tmp_path, frames)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    acc = Accumulator("exact", (6, 8, 3), np.uint8)
+    seen = []
+    ingest = engine.Ingest(acc, 10 ** 6, 2, on_first=lambda: seen.append(acc.n))
+    assert ingest.add(0, str(bad)) is not None
+    assert ingest.flush() == [] and seen == []
+    for i, p in enumerate(paths):
+        assert ingest.add(i, p) is None
+    ingest.flush()
+    assert seen == [0] and acc.n == 3      # called once, before anything was folded

@@ -68,3 +68,47 @@ def test_cleanup_stale_removes_segments_of_dead_owner():
     removed = shm.cleanup_stale()
     assert name in removed  # ...and the next start removes it
     assert name not in shm.list_segments()
+
+
+def _kernel_at_least(major, minor):
+    import platform
+    try:
+        have = tuple(int(v) for v in platform.release().split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return sys.platform.startswith("linux") and have >= (major, minor)
+
+
+def test_populate_allocates_the_pages_of_the_range_only():
+    import mmap
+    page = mmap.PAGESIZE
+    seg = shm.Segment.create(8 * page + 100)
+    try:
+        path = os.path.join(shm.SHM_DIR, seg.name)
+        assert os.stat(path).st_blocks == 0          # tmpfs: no page yet
+        done = seg.populate(page + 5, 3 * page)       # from the page holding byte page + 5
+        if _kernel_at_least(5, 14):
+            assert done
+        if done:
+            assert os.stat(path).st_blocks * 512 == 2 * page
+            assert seg.populate(7 * page)             # to the end, a part page included
+            assert os.stat(path).st_blocks * 512 == 4 * page
+        a = np.frombuffer(seg.buf, np.uint8)
+        assert not a.any()                            # still zero, and writable
+        a[-1] = 1
+        del a
+    finally:
+        seg.unlink()
+        seg.close()
+
+
+def test_populate_falls_back_quietly_where_the_kernel_refuses():
+    import errno
+    import types
+
+    def refuse(*args):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    for buf in (types.SimpleNamespace(madvise=refuse), types.SimpleNamespace()):
+        seg = shm.Segment("x", buf, 1 << 20, owner=False)
+        assert seg.populate() is False
+        assert seg.populate(write=False) is False
