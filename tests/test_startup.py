@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -60,3 +61,67 @@ def _run_in_a_fresh_process(tmp_path, paths, used):
             f"print(rc, found > 0, {used!r} in sys.modules, heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+# Every Python process of the command (this test's site hook runs in each,
+# the spawned workers too) notes the BLAS variable as numpy starts to load.
+_NOTE_BLAS = '''
+import os, sys
+class _NoteBlas:
+    # the command line as started (a spawned worker's is replaced by its parent's later)
+    role = "worker" if "--multiprocessing-fork" in sys.argv else "main"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            role = self.role
+            with open(os.path.join(os.environ["HPS_TEST_NOTES"], f"{role}-{os.getpid()}"), "w") as f:
+                f.write(os.environ.get("OPENBLAS_NUM_THREADS", "unset"))
+        return None
+sys.meta_path.insert(0, _NoteBlas())
+'''
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+@pytest.mark.parametrize("user", [None, "3"])
+def test_the_command_and_its_workers_load_numpy_with_one_blas_thread(tmp_path, how, user):
+    """python -m hotpixel_shm and the hotpixel-shm script (cli.main) load
+    numpy with OPENBLAS_NUM_THREADS=1 in their own process and in every
+    worker (issue 10: each BLAS thread spun ~0.1 s of CPU at start-up); a
+    value the user set is kept."""
+    import os
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NOTE_BLAS)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"p{i}.png"
+        Image.fromarray(np.full((12, 16, 3), 30 * i, np.uint8)).save(p)
+        paths.append(str(p))
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in sys.path if p])
+    env["HPS_TEST_NOTES"] = str(notes)
+    if user is not None:
+        env["OPENBLAS_NUM_THREADS"] = user
+    start = (["-m", "hotpixel_shm"] if how == "module" else
+             ["-c", "import sys\nfrom hotpixel_shm.cli import main\nsys.exit(main())"])
+    subprocess.run([sys.executable] + start + ["-q", "--workers", "2", "--min-images", "1"] + paths,
+                   env=env, capture_output=True, text=True, check=True, timeout=300)
+    seen = {f.name.split("-")[0]: f.read_text() for f in notes.iterdir()}
+    assert sorted(seen) == ["main", "worker"], sorted(f.name for f in notes.iterdir())
+    assert set(seen.values()) == {user or "1"}, seen
+
+
+def test_an_in_process_command_leaves_the_callers_environment(monkeypatch, capsys):
+    import os
+    from hotpixel_shm.cli import main
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "5"
