@@ -14,7 +14,11 @@ A worker that waits for its job holds no shared memory, so stopping it
 leaves nothing behind; it also leaves by itself when its pipe closes or its
 parent dies.
 
-No numpy here: the command starts its workers before it loads the engine.
+This module imports no numpy: a worker's entry point (:func:`worker_entry`)
+lives here so that the child is set up before it loads numpy.  Counting
+the workers (:func:`prestart_count`) takes the planner's own CPU and memory
+detection (``budget``, which does load numpy); the command does it before
+it loads the rest of itself.
 """
 from __future__ import annotations
 

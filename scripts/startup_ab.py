@@ -16,8 +16,10 @@ hotpixel_shm -q --auto-workers <set>`` and measures
   in each process;
 
 and ``python -m hotpixel_shm -q --plan <first set>`` (the plan's start-up).
-It prints the medians (and the first and last rounds' spread) per set and
-checkout.
+It prints the medians per set and checkout, and every run's wall time.
+With ``--stop-after N`` each command is stopped (SIGTERM) as soon as N
+processes have decoded their first photo: many short rounds of the
+start-up alone (the wall and CPU columns then measure that part only).
 
 Example::
 
@@ -31,6 +33,7 @@ import argparse
 import glob
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,9 +84,17 @@ def _checkout(text):
     return label, os.path.abspath(path), dict(e.split("=", 1) for e in env)
 
 
-def run_once(checkout, args, hook_dir, log):
+def _firsts(log, t0):
+    if not os.path.exists(log):
+        return []
+    with open(log) as fh:
+        return sorted(float(line.split()[1]) - t0 for line in fh if line.strip())
+
+
+def run_once(checkout, args, hook_dir, log, stop_after=0):
     """One command: ``(wall s, CPU s, [s from the start to each process's
-    first decoded photo])``."""
+    first decoded photo])``; stopped once ``stop_after`` processes (if not
+    0) have decoded a photo."""
     _, path, extra = checkout
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([hook_dir, path]), HPS_FIRST_DECODE=log,
                **extra)
@@ -91,18 +102,20 @@ def run_once(checkout, args, hook_dir, log):
         os.unlink(log)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "hotpixel_shm", "-q", *args], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-m", "hotpixel_shm", "-q", *args], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if stop_after:
+        while p.poll() is None and len(_firsts(log, t0)) < stop_after:
+            time.sleep(0.005)
+        p.terminate()
+    err = p.communicate()[1]
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise SystemExit(f"{path}: exit {p.returncode}: {p.stderr.strip()[-500:]}")
+    if p.returncode != 0 and not (stop_after and p.returncode == -signal.SIGTERM) \
+            and not (stop_after and p.returncode == 128 + signal.SIGTERM):
+        raise SystemExit(f"{path}: exit {p.returncode}: {err.strip()[-500:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    firsts = []
-    if os.path.exists(log):
-        with open(log) as fh:
-            firsts = sorted(float(line.split()[1]) - t0 for line in fh if line.strip())
-    return wall, cpu, firsts
+    return wall, cpu, _firsts(log, t0)
 
 
 def _med(values):
@@ -116,6 +129,9 @@ def main(argv=None) -> int:
                    help="a photo set (repeatable)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--extra", default="", help="more options for every run, space-separated")
+    p.add_argument("--stop-after", type=int, default=0, metavar="N",
+                   help="stop each command once N processes have decoded a photo (the "
+                        "start-up alone; --plan is then not run)")
     a = p.parse_args(argv)
     sets = {name: sorted(glob.glob(pattern)) for name, pattern in a.set}
     for name, files in sets.items():
@@ -132,8 +148,8 @@ def main(argv=None) -> int:
             for name, files in sets.items():
                 for c in order:
                     rows.setdefault((name, c[0]), []).append(
-                        run_once(c, ["--auto-workers", *extra, *files], tmp, log))
-            for c in order:
+                        run_once(c, ["--auto-workers", *extra, *files], tmp, log, a.stop_after))
+            for c in (order if not a.stop_after else ()):
                 rows.setdefault(("--plan", c[0]), []).append(
                     run_once(c, ["--plan", *extra, *next(iter(sets.values()))], tmp, log))
             print(f"round {r + 1} of {a.rounds} (load average {os.getloadavg()[0]:.1f})",

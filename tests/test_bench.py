@@ -331,3 +331,15 @@ def test_startup_ab_times_each_checkout_and_the_first_decoded_photo(tmp_path, ca
         wall, first, last = float(r[2]), float(r[4]), float(r[5])
         assert 0 < first <= last < wall      # the photos were decoded, in the command's time
     assert all(r[4] == "-" for r in rows[2:])   # --plan decodes nothing
+
+
+def test_startup_ab_can_stop_each_command_after_the_first_decoded_photos(tmp_path, capsys):
+    from conftest import make_frames, write_images
+    write_images(tmp_path, make_frames(3, (16, 20, 3), seed=4))
+    ab = _load(os.path.join(SCRIPTS, "startup_ab.py"), "hotpixel_startup_ab_script")
+    here = os.path.dirname(SCRIPTS)
+    assert ab.main([f"a={here}", "--set", "tiny", str(tmp_path / "*.png"), "--rounds", "2",
+                    "--extra", "--workers 1", "--stop-after", "1"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("tiny", "a")]     # no --plan row
+    assert len(rows[0]) == 8 and 0 < float(rows[0][4]) <= float(rows[0][2])
