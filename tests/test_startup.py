@@ -82,13 +82,12 @@ sys.meta_path.insert(0, _NoteBlas())
 '''
 
 
-@pytest.mark.parametrize("how", ["module", "script"])
-@pytest.mark.parametrize("user", [None, "3"])
+@pytest.mark.parametrize("how,user", [("module", None), ("script", "3")])
 def test_the_command_and_its_workers_load_numpy_with_one_blas_thread(tmp_path, how, user):
     """python -m hotpixel_shm and the hotpixel-shm script (cli.main) load
     numpy with OPENBLAS_NUM_THREADS=1 in their own process and in every
-    worker (issue 10: each BLAS thread spun ~0.1 s of CPU at start-up); a
-    value the user set is kept."""
+    worker of a real run (issue 10: each BLAS thread spun ~0.1 s of CPU at
+    start-up; ``_early.single_threaded_blas``); a value the user set is kept."""
     import os
     site = tmp_path / "site"
     site.mkdir()
@@ -114,7 +113,9 @@ def test_the_command_and_its_workers_load_numpy_with_one_blas_thread(tmp_path, h
     assert set(seen.values()) == {user or "1"}, seen
 
 
-def test_an_in_process_command_leaves_the_callers_environment(monkeypatch, capsys):
+def test_a_program_that_has_numpy_keeps_its_environment(monkeypatch, capsys):
+    """main() called by a program that loaded numpy already (too late for
+    its BLAS threads) leaves the program's environment as it was."""
     import os
     from hotpixel_shm.cli import main
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
