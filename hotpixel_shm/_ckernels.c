@@ -55,7 +55,8 @@
 #endif
 
 #define MAX_BATCH 16
-/* chroma rows per band of the RGB residual loop (residual_frames) */
+/* chroma rows per band of the RGB residual loop (residual_frames; residual.py's
+ * _COMPILED_BAND counts its scratch) */
 #define RES_BAND 32
 #define MAX_PARTS 256
 #define MAX_FIELDS 3
@@ -933,14 +934,15 @@ static inline void sides(const float *cen, Py_ssize_t w, Py_ssize_t r, Py_ssize_
     *R = x >= w - edge ? cen[x - r] : (x < w - r ? cen[x + r] : cen[x]);
 }
 
-/* One frame's level sums of one chroma plane's element row
+/* One frame's level values of one chroma plane's element row
  * (residual._level_band): the wide residual r of chroma rows c*, the level
  * L (median of the four neighbours of level rows l*, 0 where the element or
- * a neighbour reaches the clipping level), added as r L, L L and r r, and r
- * itself where neither reaches it. */
-static inline void level_add(float cu, float cd, float cl, float cr, float cc, float lu,
-                             float ld, float ll_, float lr, float lc, float clip, float *rl,
-                             float *ll, float *rr, float *rs)
+ * a neighbour reaches the clipping level), and r again where neither
+ * reaches it (else 0), into rows vr, vl and vs: the operands of the level
+ * sums (level_add_rows adds r L, L L, r r and that r). */
+static inline void level_vals(float cu, float cd, float cl, float cr, float cc, float lu,
+                              float ld, float ll_, float lr, float lc, float clip, float *vr,
+                              float *vl, float *vs)
 {
     float res = resid(cu, cd, cl, cr, cc);
     float lam = median4(lu, ld, ll_, lr);
@@ -950,49 +952,58 @@ static inline void level_add(float cu, float cd, float cl, float cr, float cc, f
     top = top < lr ? lr : top;
     lam = lam > 0.0f ? lam : 0.0f;
     lam = top >= clip ? 0.0f : lam;
-    float t = res * lam;
-    *rl = *rl + t;
-    t = lam * lam;
-    *ll = *ll + t;
-    t = top >= clip ? 0.0f : res;
-    *rs = *rs + t;
-    t = res * res;
-    *rr = *rr + t;
+    *vr = res;
+    *vl = lam;
+    *vs = top >= clip ? 0.0f : res;
 }
 
 static void level_row(const float *restrict cu, const float *restrict cc,
                       const float *restrict cd, const float *restrict lu,
                       const float *restrict lc, const float *restrict ld, Py_ssize_t w,
-                      Py_ssize_t r, float clip, float *restrict rl, float *restrict ll,
-                      float *restrict rr, float *restrict rs)
+                      Py_ssize_t r, float clip, float *restrict vr, float *restrict vl,
+                      float *restrict vs)
 {
     /* r <= x < w - r: both sides inside the row (a loop without branches) */
     const Py_ssize_t lo = w > r ? r : w, hi = w - r > lo ? w - r : lo;
-    for (Py_ssize_t x = lo; x < hi; x++) {
-        float res = resid(cu[x], cd[x], cc[x - r], cc[x + r], cc[x]);
-        float u = lu[x], dn = ld[x], l_ = lc[x - r], r_ = lc[x + r], c = lc[x];
-        float lam = median4(u, dn, l_, r_);
-        float top = c < u ? u : c;
-        top = top < dn ? dn : top;
-        top = top < l_ ? l_ : top;
-        top = top < r_ ? r_ : top;
-        lam = lam > 0.0f ? lam : 0.0f;
-        lam = top >= clip ? 0.0f : lam;
-        float t = res * lam;
-        rl[x] = rl[x] + t;
-        t = lam * lam;
-        ll[x] = ll[x] + t;
-        t = top >= clip ? 0.0f : res;
-        rs[x] = rs[x] + t;
-        t = res * res;
-        rr[x] = rr[x] + t;
-    }
+    for (Py_ssize_t x = lo; x < hi; x++)
+        level_vals(cu[x], cd[x], cc[x - r], cc[x + r], cc[x], lu[x], ld[x], lc[x - r], lc[x + r],
+                   lc[x], clip, vr + x, vl + x, vs + x);
     for (Py_ssize_t x = 0; x < w; x = (x + 1 == lo && hi > lo) ? hi : x + 1) {
         float cl, cr_, l_, r_;
         sides(cc, w, r, x, &cl, &cr_);
         sides(lc, w, r, x, &l_, &r_);
-        level_add(cu[x], cd[x], cl, cr_, cc[x], lu[x], ld[x], l_, r_, lc[x], clip, rl + x,
-                  ll + x, rr + x, rs + x);
+        level_vals(cu[x], cd[x], cl, cr_, cc[x], lu[x], ld[x], l_, r_, lc[x], clip, vr + x,
+                   vl + x, vs + x);
+    }
+}
+
+/* K frames' level values (level_row's rows vr, vl, vs, one frame's three
+ * rows stride floats after the previous frame's) added to one plane's level
+ * sums, frame after frame, as K separate updates add them: r L, L L, r r
+ * and the unclipped r.  A chunk of columns at a time, so that the sums read
+ * from memory once stay in the first-level cache for the K frames. */
+static void level_add_rows(float *restrict rl, float *restrict ll, float *restrict rr,
+                           float *restrict rs, const float *vals, int K, Py_ssize_t w,
+                           Py_ssize_t stride)
+{
+    for (Py_ssize_t x0 = 0; x0 < w; x0 += 512) {
+        const Py_ssize_t n = w - x0 < 512 ? w - x0 : 512;
+        float *restrict a = rl + x0, *restrict b = ll + x0, *restrict c = rr + x0;
+        float *restrict d = rs + x0;
+        for (int j = 0; j < K; j++) {
+            const float *restrict vr = vals + j * stride + x0, *restrict vl = vr + w;
+            const float *restrict vs = vr + 2 * w;
+            for (Py_ssize_t x = 0; x < n; x++) {
+                float res = vr[x], lam = vl[x];
+                float t = res * lam;
+                a[x] = a[x] + t;
+                t = lam * lam;
+                b[x] = b[x] + t;
+                d[x] = d[x] + vs[x];
+                t = res * res;
+                c[x] = c[x] + t;
+            }
+        }
     }
 }
 
@@ -1027,13 +1038,19 @@ static void residual_row(const float *up, const float *cen, const float *dn, Py_
 static void add_rows(float *restrict sum, float *restrict sq, const float *res, int K, Py_ssize_t w,
                      Py_ssize_t stride)
 {
-    for (int j = 0; j < K; j++) {
-        const float *restrict v = res + j * stride;
-        for (Py_ssize_t x = 0; x < w; x++) {
-            float t = v[x];
-            sum[x] = sum[x] + t;
-            t = t * t;
-            sq[x] = sq[x] + t;
+    /* a chunk of columns at a time: its sums, read from memory once, stay
+     * in the first-level cache for the K frames */
+    for (Py_ssize_t x0 = 0; x0 < w; x0 += 1024) {
+        const Py_ssize_t n = w - x0 < 1024 ? w - x0 : 1024;
+        float *restrict s = sum + x0, *restrict q = sq + x0;
+        for (int j = 0; j < K; j++) {
+            const float *restrict v = res + j * stride + x0;
+            for (Py_ssize_t x = 0; x < n; x++) {
+                float t = v[x];
+                s[x] = s[x] + t;
+                t = t * t;
+                q[x] = q[x] + t;
+            }
         }
     }
 }
@@ -1076,10 +1093,14 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
 {
     const Py_ssize_t h = fr[0].h, w = fr[0].w, c = fr[0].c;
     const Py_ssize_t hp = (h + 1) / 2, wp = (w + 1) / 2, cr = 2;
-    /* per frame: residual rows of every plane of one step (stride w) */
-    const Py_ssize_t rows = ycc ? 4 : c;
+    /* per frame: residual rows of every plane of one step (stride w); for
+     * RGB photos, of every step of a band (RES_BAND steps: two Y rows, the
+     * Cb and Cr rows, then the level values of Cb and of Cr, 2 w + 8 wp
+     * floats a step) */
+    const Py_ssize_t rows = ycc ? 4 : c, step = 2 * w + 8 * wp;
     Rings *rg = calloc((size_t)K, sizeof(Rings));
-    float *res = malloc(sizeof(float) * (size_t)K * (size_t)rows * (size_t)w);
+    float *res = malloc(sizeof(float) * (size_t)K *
+                        (ycc ? (size_t)RES_BAND * (size_t)step : (size_t)rows * (size_t)w));
     float *tmp = malloc(sizeof(float) * (3 * (size_t)w + (size_t)wp));
     /* Pixel rows in use at once: a residual row's 2 reach + 1; for RGB
      * photos, rows 2i - max(reach, 5) (chroma row i - 2 reads from 2i - 5)
@@ -1124,15 +1145,18 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     /* RES_BAND chroma rows at a time, frame after frame: one frame's rings
      * (about 2 MiB for a 24 MP photo, as large as a core's L2 cache) stay
      * in cache while it runs through the band, instead of K frames' rings
-     * taking turns at every row, and the band's sums (still in cache for
-     * the next frame) get each frame's residuals in turn, as K calls would
-     * add them.  24 MP, CPU time per photo: K=2 98 -> 91 ms, K=4 105 -> 86. */
+     * taking turns at every row, and its residual rows and level values go
+     * to the band's scratch; then the K frames' rows are added to the
+     * band's sums in one pass, frame after frame as K calls would add them,
+     * so that the sums (458 MiB for a 24 MP photo) are read and written
+     * once per K frames. */
+    const Py_ssize_t fstride = RES_BAND * step; /* a frame's band of scratch */
     for (Py_ssize_t i0 = 0; i0 < hp; i0 += RES_BAND) {
         const Py_ssize_t i9 = i0 + RES_BAND < hp ? i0 + RES_BAND : hp;
         for (int j = 0; j < K; j++) {
             for (Py_ssize_t i = i0; i < i9; i++) {
                 Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
-                float *out = res;
+                float *out = res + j * fstride + (i - i0) * step;
                 for (Py_ssize_t y = 2 * i; y < y1; y++) {
                     const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 1);
                     const float *dn = pixel_row(&rg[j].pix, fr + j, reflect(y + reach, h, reach), 1);
@@ -1143,27 +1167,37 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
                 const float *up = chroma_row(ch, px, fr + j, reflect(i - cr, hp, cr), wp, tmp);
                 const float *dn = chroma_row(ch, px, fr + j, reflect(i + cr, hp, cr), wp, tmp);
                 const float *cen = chroma_row(ch, px, fr + j, i, wp, tmp);
-                residual_row(up, cen, dn, wp, cr, out + 2 * w);
-                residual_row(up + wp, cen + wp, dn + wp, wp, cr, out + 3 * w);
-                /* the level sums */
+                float *oc = out + 2 * w;
+                residual_row(up, cen, dn, wp, cr, oc);
+                residual_row(up + wp, cen + wp, dn + wp, wp, cr, oc + wp);
+                /* the level values */
                 Ring *wd = &rg[j].wide;
                 const float *wu = wide_row(wd, px, fr + j, reflect(i - wr, hp, wr), wp, tmp);
                 const float *wn = wide_row(wd, px, fr + j, reflect(i + wr, hp, wr), wp, tmp);
                 const float *wc = wide_row(wd, px, fr + j, i, wp, tmp);
                 for (int p = 0; p < 2; p++) {
-                    float *l = lev + 4 * p * hw + i * wp;
+                    float *v = oc + (2 + 3 * p) * wp;
                     level_row(wu + p * wp, wc + p * wp, wn + p * wp, wu + (2 + p) * wp,
-                              wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], l,
-                              l + hw, l + 2 * hw, l + 3 * hw);
+                              wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], v,
+                              v + wp, v + 2 * wp);
                 }
-                for (Py_ssize_t y = 2 * i; y < y1; y++) {
-                    float *s = flat + y * w;
-                    add_rows(s, s + values, res + (y - 2 * i) * w, 1, w, rows * w);
-                }
-                float *s = sum_cb + i * wp;
-                add_rows(s, s + values, res + 2 * w, 1, wp, rows * w);
-                s = sum_cr + i * wp;
-                add_rows(s, s + values, res + 3 * w, 1, wp, rows * w);
+            }
+        }
+        for (Py_ssize_t i = i0; i < i9; i++) {
+            const Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
+            const float *out = res + (i - i0) * step, *oc = out + 2 * w;
+            for (Py_ssize_t y = 2 * i; y < y1; y++) {
+                float *s = flat + y * w;
+                add_rows(s, s + values, out + (y - 2 * i) * w, K, w, fstride);
+            }
+            float *s = sum_cb + i * wp;
+            add_rows(s, s + values, oc, K, wp, fstride);
+            s = sum_cr + i * wp;
+            add_rows(s, s + values, oc + wp, K, wp, fstride);
+            for (int p = 0; p < 2; p++) {
+                float *l = lev + 4 * p * hw + i * wp;
+                level_add_rows(l, l + hw, l + 2 * hw, l + 3 * hw, oc + (2 + 3 * p) * wp, K, wp,
+                               fstride);
             }
         }
     }

@@ -218,7 +218,11 @@ _NUMPY_FIXED_BYTES = 2 << 20
 # The compiled kernel's rings (``_ckernels.c``, residual_frames), per frame
 # of a pass: pixel rows in use at once (RGB: 14 + max(reach, 5); one
 # channel: 2 reach + 1), and for RGB 8 pooled chroma rows and 12 wide rows
-# (see scratch_bytes).
+# (see scratch_bytes); and its residual rows, per frame: one step's (a row
+# of every plane) for one-channel frames, for RGB photos a band's, of
+# _COMPILED_BAND chroma rows (its RES_BAND), 2 w + 8 w/2 floats each (two Y
+# rows, the Cb and Cr rows, three rows of level values per chroma plane).
+_COMPILED_BAND = 32
 
 
 def scratch_bytes(layout: ResidualLayout, batch: int = 1, compiled: bool = True) -> int:
@@ -253,8 +257,9 @@ def scratch_bytes(layout: ResidualLayout, batch: int = 1, compiled: bool = True)
     per_frame = slots * ((3 if ycc else c) * w * 4 + 8)
     if ycc:
         per_frame += 8 * (2 * wp * 4 + 8) + 12 * (4 * wp * 4 + 8)
-    rows = 4 if ycc else c
-    return int(k * (per_frame + rows * w * 4) + (3 * w + wp) * 4 + 4096)
+    residual_rows = _COMPILED_BAND * (2 * w + 8 * wp) if ycc else c * w
+    # and a little for the allocator's rounding and the kernel's own pages
+    return int(k * (per_frame + residual_rows * 4) + (3 * w + wp) * 4 + (256 << 10))
 
 
 def _reflect(idx, size, reach):

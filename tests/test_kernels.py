@@ -183,11 +183,13 @@ def test_version_says_which_kernels(capsys):
 # (Bayer, X-Trans, monochrome, planes narrower than the distance) and other
 # channel counts; RGB photos tall enough for the compiled loop's bands of 32
 # chroma rows (each frame runs through a band before the next: 141 rows are
-# bands of 32, 32 and 7 chroma rows)
+# bands of 32, 32 and 7 chroma rows), and wide enough for the chunks of
+# columns in which it adds K frames' rows to the sums (1024 columns of the
+# luma sums, 512 of the level sums: 2101 columns are 3 chunks of each)
 _RESIDUAL_CASES = [((37, 50, 3), None), ((1, 1, 3), None), ((5, 2, 3), None), ((9, 11, 3), 6),
                    ((3, 7, 3), 4), ((30, 31), 2), ((36, 42), 6), ((20, 22, 1), 1), ((5, 5), 6),
                    ((1, 9), 2), ((11, 8), 7), ((8, 13, 2), 2), ((11, 12, 4), 3),
-                   ((141, 7, 3), None), ((130, 9, 3), 6)]
+                   ((141, 7, 3), None), ((130, 9, 3), 6), ((5, 2101, 3), None), ((3, 2050), 2)]
 
 
 def _residual_sums(name, lay, frames, batch):
@@ -216,7 +218,7 @@ def test_compiled_residual_gives_the_numpy_bits(shape, period, dtype):
 
 @needs_compiled
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-@pytest.mark.parametrize("shape", [(37, 50, 3), (18, 9, 3), (40, 26, 3)])
+@pytest.mark.parametrize("shape", [(37, 50, 3), (18, 9, 3), (40, 26, 3), (9, 1100, 3)])
 def test_compiled_level_sums_clip_as_numpy_does(shape, dtype):
     """Bright frames (the level statistics leave out clipped elements) with a
     darker part: the compiled kernel gives the numpy bits, level sums included."""
