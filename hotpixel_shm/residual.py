@@ -216,8 +216,8 @@ _NUMPY_COLUMN_BYTES = 2000
 _NUMPY_COLUMN_BYTES_PER_REACH = 9
 _NUMPY_FIXED_BYTES = 2 << 20
 # The compiled kernel's rings (``_ckernels.c``, residual_frames), per frame
-# of a pass: pixel rows in use at once (RGB: 14 + max(reach, 5); one
-# channel: 2 reach + 1), and for RGB 8 pooled chroma rows and 12 wide rows
+# of a pass: pixel rows in use at once (RGB: 12 + max(reach, 2); one
+# channel: 2 reach + 1), and for RGB 5 pooled chroma rows and 9 wide rows
 # (see scratch_bytes); and its residual rows, per frame: one step's (a row
 # of every plane) for one-channel frames, for RGB photos a band's, of
 # _COMPILED_BAND chroma rows (its RES_BAND), 2 w + 8 w/2 floats each (two Y
@@ -253,10 +253,10 @@ def scratch_bytes(layout: ResidualLayout, batch: int = 1, compiled: bool = True)
     k = max(1, int(batch))
     wp = (w + 1) // 2
     reach = layout.reach
-    slots = 14 + max(reach, 5) if ycc else 2 * reach + 1
+    slots = 12 + max(reach, 2) if ycc else 2 * reach + 1
     per_frame = slots * ((3 if ycc else c) * w * 4 + 8)
     if ycc:
-        per_frame += 8 * (2 * wp * 4 + 8) + 12 * (4 * wp * 4 + 8)
+        per_frame += 5 * (2 * wp * 4 + 8) + 9 * (4 * wp * 4 + 8)
     residual_rows = _COMPILED_BAND * (2 * w + 8 * wp) if ycc else c * w
     # and a little for the allocator's rounding and the kernel's own pages
     return int(k * (per_frame + residual_rows * 4) + (3 * w + wp) * 4 + (256 << 10))
