@@ -977,21 +977,21 @@ static void level_row(const float *restrict cu, const float *restrict cc,
     }
 }
 
-/* K frames' level values (level_row's rows vr, vl, vs, one frame's three
- * rows stride floats after the previous frame's) added to one plane's level
- * sums, frame after frame, as K separate updates add them: r L, L L, r r
- * and the unclipped r.  A chunk of columns at a time, so that the sums read
- * from memory once stay in the first-level cache for the K frames. */
+/* K frames' level values (level_row's rows vr, vl, vs: frame j's three
+ * rows, w floats apart, at vals[j] + off) added to one plane's level sums,
+ * frame after frame, as K separate updates add them: r L, L L, r r and the
+ * unclipped r.  A chunk of columns at a time, so that the sums read from
+ * memory once stay in the first-level cache for the K frames. */
 static void level_add_rows(float *restrict rl, float *restrict ll, float *restrict rr,
-                           float *restrict rs, const float *vals, int K, Py_ssize_t w,
-                           Py_ssize_t stride)
+                           float *restrict rs, const float *const *vals, Py_ssize_t off, int K,
+                           Py_ssize_t w)
 {
     for (Py_ssize_t x0 = 0; x0 < w; x0 += 512) {
         const Py_ssize_t n = w - x0 < 512 ? w - x0 : 512;
         float *restrict a = rl + x0, *restrict b = ll + x0, *restrict c = rr + x0;
         float *restrict d = rs + x0;
         for (int j = 0; j < K; j++) {
-            const float *restrict vr = vals + j * stride + x0, *restrict vl = vr + w;
+            const float *restrict vr = vals[j] + off + x0, *restrict vl = vr + w;
             const float *restrict vs = vr + 2 * w;
             for (Py_ssize_t x = 0; x < n; x++) {
                 float res = vr[x], lam = vl[x];
@@ -1033,10 +1033,11 @@ static void residual_row(const float *up, const float *cen, const float *dn, Py_
         out[x] = resid(up[x], dn[x], cen[x - r], cen[x + r], cen[x]);
 }
 
-/* The K frames' residual rows added to the sums and, squared, to the sums of
- * squares, frame after frame (the order of K separate updates). */
-static void add_rows(float *restrict sum, float *restrict sq, const float *res, int K, Py_ssize_t w,
-                     Py_ssize_t stride)
+/* The K frames' residual rows (frame j's at res[j] + off) added to the sums
+ * and, squared, to the sums of squares, frame after frame (the order of K
+ * separate updates). */
+static void add_rows(float *restrict sum, float *restrict sq, const float *const *res,
+                     Py_ssize_t off, int K, Py_ssize_t w)
 {
     /* a chunk of columns at a time: its sums, read from memory once, stay
      * in the first-level cache for the K frames */
@@ -1044,7 +1045,7 @@ static void add_rows(float *restrict sum, float *restrict sq, const float *res, 
         const Py_ssize_t n = w - x0 < 1024 ? w - x0 : 1024;
         float *restrict s = sum + x0, *restrict q = sq + x0;
         for (int j = 0; j < K; j++) {
-            const float *restrict v = res + j * stride + x0;
+            const float *restrict v = res[j] + off + x0;
             for (Py_ssize_t x = 0; x < n; x++) {
                 float t = v[x];
                 s[x] = s[x] + t;
@@ -1096,11 +1097,11 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     /* per frame: residual rows of every plane of one step (stride w); for
      * RGB photos, of every step of a band (RES_BAND steps: two Y rows, the
      * Cb and Cr rows, then the level values of Cb and of Cr, 2 w + 8 wp
-     * floats a step) */
+     * floats a step), but for the last frame of the batch, of one step */
     const Py_ssize_t rows = ycc ? 4 : c, step = 2 * w + 8 * wp;
     Rings *rg = calloc((size_t)K, sizeof(Rings));
-    float *res = malloc(sizeof(float) * (size_t)K *
-                        (ycc ? (size_t)RES_BAND * (size_t)step : (size_t)rows * (size_t)w));
+    float *res = malloc(sizeof(float) * (ycc ? ((size_t)(K - 1) * RES_BAND + 1) * (size_t)step
+                                             : (size_t)K * (size_t)rows * (size_t)w));
     float *tmp = malloc(sizeof(float) * (3 * (size_t)w + (size_t)wp));
     /* Pixel rows in use at once: a residual row's 2 reach + 1; for RGB
      * photos, step i (chroma row i) reads rows 2i - reach (the luma
@@ -1125,7 +1126,10 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
         if (ycc && !ring_init(&rg[j].wide, 9, 4 * wp))
             goto done;
     }
+    const float *src[MAX_BATCH];
     if (!ycc) {
+        for (int j = 0; j < K; j++)
+            src[j] = res + j * rows * w;
         for (Py_ssize_t y = 0; y < h; y++) {
             for (int j = 0; j < K; j++) {
                 const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 0);
@@ -1137,7 +1141,7 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
             }
             for (Py_ssize_t k = 0; k < c; k++) {
                 float *s = flat + k * h * w + y * w;
-                add_rows(s, s + values, res + k * w, K, w, rows * w);
+                add_rows(s, s + values, src, k * w, K, w);
             }
         }
         ok = 1;
@@ -1148,20 +1152,22 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     float *lev = flat + 2 * values;
     const Py_ssize_t hw = hp * wp, wr = 4; /* residual._WIDE_REACH */
     /* RES_BAND chroma rows at a time, frame after frame: one frame's rings
-     * (about 2 MiB for a 24 MP photo, as large as a core's L2 cache) stay
+     * (about 1.6 MiB for a 24 MP photo, less than a core's L2 cache) stay
      * in cache while it runs through the band, instead of K frames' rings
      * taking turns at every row, and its residual rows and level values go
-     * to the band's scratch; then the K frames' rows are added to the
-     * band's sums in one pass, frame after frame as K calls would add them,
-     * so that the sums (458 MiB for a 24 MP photo) are read and written
-     * once per K frames. */
+     * to the band's scratch; the last frame of the batch adds, step by
+     * step, the K frames' rows of the step to the sums and level sums (the
+     * earlier frames' from the scratch, its own while they are in cache),
+     * frame after frame as K calls would add them, so that the sums (458
+     * MiB for a 24 MP photo) are read and written once per K frames. */
     const Py_ssize_t fstride = RES_BAND * step; /* a frame's band of scratch */
+    float *last = res + (K - 1) * fstride;       /* the last frame's step */
     for (Py_ssize_t i0 = 0; i0 < hp; i0 += RES_BAND) {
         const Py_ssize_t i9 = i0 + RES_BAND < hp ? i0 + RES_BAND : hp;
         for (int j = 0; j < K; j++) {
             for (Py_ssize_t i = i0; i < i9; i++) {
                 Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
-                float *out = res + j * fstride + (i - i0) * step;
+                float *out = j < K - 1 ? res + j * fstride + (i - i0) * step : last;
                 for (Py_ssize_t y = 2 * i; y < y1; y++) {
                     const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 1);
                     const float *dn = pixel_row(&rg[j].pix, fr + j, reflect(y + reach, h, reach), 1);
@@ -1186,23 +1192,25 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
                               wc + (2 + p) * wp, wn + (2 + p) * wp, wp, wr, fr[j].ycc[7], v,
                               v + wp, v + 2 * wp);
                 }
-            }
-        }
-        for (Py_ssize_t i = i0; i < i9; i++) {
-            const Py_ssize_t y1 = 2 * i + 2 < h ? 2 * i + 2 : h;
-            const float *out = res + (i - i0) * step, *oc = out + 2 * w;
-            for (Py_ssize_t y = 2 * i; y < y1; y++) {
-                float *s = flat + y * w;
-                add_rows(s, s + values, out + (y - 2 * i) * w, K, w, fstride);
-            }
-            float *s = sum_cb + i * wp;
-            add_rows(s, s + values, oc, K, wp, fstride);
-            s = sum_cr + i * wp;
-            add_rows(s, s + values, oc + wp, K, wp, fstride);
-            for (int p = 0; p < 2; p++) {
-                float *l = lev + 4 * p * hw + i * wp;
-                level_add_rows(l, l + hw, l + 2 * hw, l + 3 * hw, oc + (2 + 3 * p) * wp, K, wp,
-                               fstride);
+                if (j < K - 1)
+                    continue;
+                /* the K frames' rows of step i, added in their order */
+                for (int q = 0; q < K - 1; q++)
+                    src[q] = res + q * fstride + (i - i0) * step;
+                src[K - 1] = last;
+                for (Py_ssize_t y = 2 * i; y < y1; y++) {
+                    float *s = flat + y * w;
+                    add_rows(s, s + values, src, (y - 2 * i) * w, K, w);
+                }
+                float *s = sum_cb + i * wp;
+                add_rows(s, s + values, src, 2 * w, K, wp);
+                s = sum_cr + i * wp;
+                add_rows(s, s + values, src, 2 * w + wp, K, wp);
+                for (int p = 0; p < 2; p++) {
+                    float *l = lev + 4 * p * hw + i * wp;
+                    level_add_rows(l, l + hw, l + 2 * hw, l + 3 * hw, src,
+                                   2 * w + (2 + 3 * p) * wp, K, wp);
+                }
             }
         }
     }

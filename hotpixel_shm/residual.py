@@ -221,7 +221,8 @@ _NUMPY_FIXED_BYTES = 2 << 20
 # (see scratch_bytes); and its residual rows, per frame: one step's (a row
 # of every plane) for one-channel frames, for RGB photos a band's, of
 # _COMPILED_BAND chroma rows (its RES_BAND), 2 w + 8 w/2 floats each (two Y
-# rows, the Cb and Cr rows, three rows of level values per chroma plane).
+# rows, the Cb and Cr rows, three rows of level values per chroma plane),
+# but one step's for the last frame of the batch.
 _COMPILED_BAND = 32
 
 
@@ -257,9 +258,9 @@ def scratch_bytes(layout: ResidualLayout, batch: int = 1, compiled: bool = True)
     per_frame = slots * ((3 if ycc else c) * w * 4 + 8)
     if ycc:
         per_frame += 5 * (2 * wp * 4 + 8) + 9 * (4 * wp * 4 + 8)
-    residual_rows = _COMPILED_BAND * (2 * w + 8 * wp) if ycc else c * w
+    residual_rows = ((k - 1) * _COMPILED_BAND + 1) * (2 * w + 8 * wp) if ycc else k * c * w
     # and a little for the allocator's rounding and the kernel's own pages
-    return int(k * (per_frame + residual_rows * 4) + (3 * w + wp) * 4 + (256 << 10))
+    return int(k * per_frame + residual_rows * 4 + (3 * w + wp) * 4 + (256 << 10))
 
 
 def _reflect(idx, size, reach):
