@@ -306,11 +306,7 @@ def _main(argv):
         parser.error("--apply needs --repair-into DIR (where the repaired copies go)")
     if args.dask:
         _check_dask_args(parser, args)
-    workers = None
     try:
-        # the workers start first: their interpreters load while this one
-        # loads, probes the photos and plans (issue 10)
-        workers = _prestart(args)
         # numpy and the rest load while the early handler only records a
         # signal: an exception raised inside an extension module's import
         # comes back as an ImportError (numpy's does), not as the signal
@@ -318,10 +314,7 @@ def _main(argv):
         with _STOPPER:
             if args.apply:
                 return _apply(args, con)
-            if workers is not None:
-                from .prestart import hold_for_tests
-                hold_for_tests()
-            return _demo(args, con, workers) if args.demo else _analyse(args, con, workers)
+            return _demo(args, con) if args.demo else _analyse(args, con)
     except PlanError as exc:
         con.error(str(exc))
         return EXIT_NO_PLAN
@@ -339,27 +332,6 @@ def _main(argv):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    finally:
-        if workers is not None:
-            workers.close()     # those no run took: the plan refused, an error, a signal
-
-
-def _prestart(args):
-    """The worker processes started before the photos are probed, or None.
-
-    As many as the plan could choose (``prestart.prestart_count``); none for
-    a run on one worker (in-process), ``--plan``, ``--apply`` or ``--dask``.
-    """
-    if args.plan or args.apply or args.dask:
-        return None
-    workers = args.workers
-    if workers is None and not (args.auto_workers or args.demo):
-        workers = 1
-    from . import prestart
-    loaded = bool(args.load_stats or args.resume)   # their images count too
-    n = prestart.prestart_count(workers, [] if args.demo else args.paths, args.memory_budget,
-                                1 if loaded else args.min_images)
-    return prestart.Prestarted.start(n) if n else None
 
 
 def _load_engine(args):
@@ -438,11 +410,9 @@ def _outputs(args):
     return {o: getattr(args, o) for o in OUTPUT_OPTIONS if getattr(args, o)}
 
 
-def _analyse(args, con, workers=None, truths=None):
-    """Analyse the photos body by body; ``workers``: pre-started worker
-    processes (``prestart.Prestarted``), which the first body's run takes
-    (later bodies start theirs); ``truths`` maps a camera to its planted
-    defects (the demo)."""
+def _analyse(args, con, truths=None):
+    """Analyse the photos body by body; ``truths`` maps a camera to its
+    planted defects (the demo)."""
     from . import pipeline
 
     t_start = time.perf_counter()
@@ -470,7 +440,7 @@ def _analyse(args, con, workers=None, truths=None):
                 body_outputs = {o: pipeline.output_for(p, group.camera, o) if many else p
                                 for o, p in plain.items()}
                 row = _one_body(args, con, engine, group, settings, body_outputs, old, t_start,
-                                (truths or {}).get(group.camera), workers)
+                                (truths or {}).get(group.camera))
                 if row is None:
                     return EXIT_OK  # --plan
                 rows.append(row)
@@ -506,10 +476,9 @@ def _check_per_camera_outputs(groups, plain):
     check_output_paths(names, [h.path for g in groups for h in g.headers])
 
 
-def _one_body(args, con, engine, group, settings, outputs, old, t_start, truth, workers=None):
+def _one_body(args, con, engine, group, settings, outputs, old, t_start, truth):
     """Plan, run, detect, compare and write one body; its table row (None
-    after --plan).  ``engine`` plans and runs: the pipeline, or a Dask
-    session; ``workers``: pre-started worker processes (or None)."""
+    after --plan).  ``engine`` plans and runs: the pipeline, or a Dask session."""
     from dataclasses import replace
 
     from . import pipeline
@@ -531,10 +500,9 @@ def _one_body(args, con, engine, group, settings, outputs, old, t_start, truth, 
     try:
         # a checkpoint to save, or a cluster's tasks to cancel: stop in order
         with _STOPPER.graceful(bool(settings.checkpoint or args.dask)) as stopper:
-            more = {"prestarted": workers} if workers is not None else {}
             analysis = engine.analyse_group(group, plan, settings, con, started=t_start,
                                             progress=bar.update if bar else None,
-                                            should_stop=stopper, **more)
+                                            should_stop=stopper)
     finally:
         if bar:
             bar.close()
@@ -676,7 +644,7 @@ def _summary(con, analysis):
 _DEMO_BODIES = (("1001", 24, 2026), ("2002", 16, 2027))
 
 
-def _demo(args, con, workers=None):
+def _demo(args, con):
     from .camera import Camera, Shot, exif_bytes
     from .synth import write_sample_set
     with tempfile.TemporaryDirectory(prefix="hotpixel-demo-") as tmp:
@@ -696,7 +664,7 @@ def _demo(args, con, workers=None):
         args.paths = [tmp]
         args.recursive = True
         args.auto_workers = True
-        return _analyse(args, con, workers, truths=truths)
+        return _analyse(args, con, truths=truths)
 
 
 def _compare_truth(con, truth, defects, radius=1):

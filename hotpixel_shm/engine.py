@@ -16,10 +16,6 @@ Design
   its accumulator is discarded, a fresh one is made, and every file it had
   accumulated, plus the one it held, goes to a replacement worker.  A file
   that was being decoded when two workers died is quarantined.
-* Workers may have been started before the run (``hotpixel_shm.prestart``:
-  the command starts them while it probes the photos and plans); such a
-  worker waits for its job -- its segment's name and what to compute -- on
-  its pipe, and is taken in place of a new process.
 * One worker runs in-process (no pipes, no shared memory): the serial path is
   the reference for the others.
 * ``multiprocessing.Pool`` is not used: it hangs forever when a worker is killed.
@@ -47,7 +43,7 @@ from .bands import (DEFAULT_CACHE_BANDS, BandArray, BandReader, band_rows, cache
 from .errors import HotPixelError, SkipFile
 from .inputs import DEFAULT_MAX_PIXELS, decode
 from .model import Stats
-from .prestart import CONTEXT, start_without_sigint, worker_entry
+from .spawning import CONTEXT, start_without_sigint, worker_entry
 from .kernels_numpy import MAX_BATCH
 from .residual import ResidualAccumulator, residual_layout, residual_nbytes, sum_residuals
 from .welford import Accumulator, finalise_at, finalise_range, finalise_rows, fold_exact, merge
@@ -309,9 +305,8 @@ def _recv(conn):
 
 def _orphaned(seg_name):
     """The parent is gone: remove our segment's name (the parent may have died
-    before it could; None: no segment yet) and leave at once."""
-    if seg_name is not None:
-        _shm.unlink_name(seg_name)
+    before it could) and leave at once."""
+    _shm.unlink_name(seg_name)
     os._exit(1)
 
 
@@ -423,49 +418,27 @@ class _WorkerSpec(NamedTuple):
     rows: Optional[Tuple[int, int]]
 
 
-def _worker_main(conn, parent_pid, spec=None):
-    """A worker process (``prestart.worker_entry`` calls it in the child).
+def _worker_main(conn, parent_pid, spec):
+    """A worker process (``spawning.worker_entry`` calls it in the child).
 
-    ``spec``: the job (a :class:`_WorkerSpec` or its fields as a tuple);
-    None for a pre-started worker (``hotpixel_shm.prestart``), which waits
-    for its job on ``conn`` and leaves when the pipe closes instead.
+    ``spec``: the job, a :class:`_WorkerSpec` or its fields as a tuple.
     """
     # The parent coordinates Ctrl-C and SIGTERM: a terminal sends SIGINT to
     # the whole group, and a worker dying mid-update would lose its partial.
     # SIGTERM while the parent lives is left to the parent; SIGTERM after its
     # death (PR_SET_PDEATHSIG below) ends the worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    spec = _WorkerSpec(*spec) if spec is not None else None
-    seg = [spec.seg_name if spec is not None else None]   # the name to remove if orphaned
+    spec = _WorkerSpec(*spec)
 
     def on_term(signum, frame):
         if os.getppid() != parent_pid:
-            _orphaned(seg[0])
+            _orphaned(spec.seg_name)
 
     signal.signal(signal.SIGTERM, on_term)
     _set_pdeathsig(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        _orphaned(seg[0])
-    if spec is None:
-        try:
-            spec = _wait_for_job(conn, parent_pid)
-        except (EOFError, OSError):
-            return      # not wanted: the parent closed the pipe
-        seg[0] = spec.seg_name
-        if os.getppid() != parent_pid:
-            _orphaned(seg[0])
+        _orphaned(spec.seg_name)
     _work(conn, parent_pid, spec)
-
-
-def _wait_for_job(conn, parent_pid) -> _WorkerSpec:
-    """A pre-started worker's job, as the parent sends it (``("job", spec)``)."""
-    while not conn.poll(1.0):
-        if os.getppid() != parent_pid:  # parent-death check where prctl is missing
-            _orphaned(None)
-    msg = _recv(conn)
-    if msg[0] != "job":
-        raise EOFError(f"expected a job, got {msg[0]!r}")
-    return _WorkerSpec(*msg[1])
 
 
 def _work(conn, parent_pid, spec: _WorkerSpec):
@@ -584,22 +557,11 @@ class _Slot:
         self.pause_sent = False
         self.broken = False
 
-    def start(self, nbytes, prestarted=None):
-        """Start a worker with a fresh segment of ``nbytes``: one taken from
-        ``prestarted`` (a :class:`hotpixel_shm.prestart.Prestarted`) if it has
-        one left, else a new process."""
+    def start(self, nbytes):
         self.seg = _shm.Segment.create(nbytes)
         j = self.job
         spec = _WorkerSpec(self.seg.name, j.tier, j.shape, j.sample_dtype, j.max_pixels,
                            j.crash_on, j.batch, j.residual_period, j.rows)
-        taken = prestarted.take() if prestarted is not None else None
-        if taken is not None:
-            self.proc, self.conn = taken
-            self._fresh()
-            # a worker that died while waiting: the sentinel tells the main
-            # loop, which starts another (send() marks the pipe broken)
-            self.send(("job", tuple(spec)))
-            return
         parent_conn, child_conn = _CTX.Pipe(duplex=True)
         # the job as a plain tuple: the child unpickles it before it loads numpy
         self.proc = _CTX.Process(target=worker_entry, args=(child_conn, os.getpid(), tuple(spec)),
@@ -700,8 +662,7 @@ class _Checkpointer:
 
 def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
         should_stop: Optional[Callable[[], Optional[int]]] = None,
-        on_checkpoint: Optional[Callable[[Stats], None]] = None, *,
-        prestarted=None) -> RunResult:
+        on_checkpoint: Optional[Callable[[Stats], None]] = None) -> RunResult:
     """Compute the statistics of ``job.files``.
 
     Parameters
@@ -717,10 +678,6 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
         so far (``stats.files``: the files in it), every ``job.checkpoint_every``
         files or ``job.checkpoint_seconds`` seconds.  The workers pause while
         the snapshot is merged.
-    prestarted : hotpixel_shm.prestart.Prestarted, optional
-        Worker processes started earlier, which wait for their job: the run
-        takes its workers from them first (the first pass of band passes),
-        and starts new ones for the rest.  The caller stops those left over.
 
     Returns
     -------
@@ -733,14 +690,14 @@ def run(job: Job, progress: Optional[Callable[[int, int, int], None]] = None,
     """
     _shm.cleanup_stale()
     if job.bands > 1 and job.rows is None:
-        return _run_bands(job, progress, should_stop, on_checkpoint, prestarted)
+        return _run_bands(job, progress, should_stop, on_checkpoint)
     ckpt = _Checkpointer(job, on_checkpoint)
     if job.workers <= 1:
         return _run_serial(job, progress, should_stop, ckpt)
-    return _Parallel(job, progress, should_stop, ckpt, prestarted).run()
+    return _Parallel(job, progress, should_stop, ckpt).run()
 
 
-def _run_bands(job, progress, should_stop, on_checkpoint, prestarted=None):
+def _run_bands(job, progress, should_stop, on_checkpoint):
     """Band passes: one run over the files per horizontal band of rows, each
     band finished into a file as soon as its pass ends (issue 9).
 
@@ -802,8 +759,7 @@ def _run_bands(job, progress, should_stop, on_checkpoint, prestarted=None):
             on_checkpoint(snapshot(stats.owner, stats.files))
         try:
             res = run(sub, progress=step if progress else None, should_stop=should_stop,
-                      on_checkpoint=take if on_checkpoint is not None else None,
-                      prestarted=prestarted if p == first else None) if todo else \
+                      on_checkpoint=take if on_checkpoint is not None else None) if todo else \
                 RunResult(None, [], [], 0.0, job.workers)
         except Interrupted as exc:
             r = exc.result
@@ -957,9 +913,8 @@ def _band_stats(live, job, used, residuals=None, cache_bands=None):
 class _Parallel:
     """One parallel run: the workers' slots, the queue of files, the books."""
 
-    def __init__(self, job, progress, should_stop, ckpt, prestarted=None):
+    def __init__(self, job, progress, should_stop, ckpt):
         self.job = job
-        self.prestarted = prestarted
         self.progress = progress
         self.should_stop = should_stop
         self.ckpt = ckpt
@@ -987,7 +942,7 @@ class _Parallel:
         result = None
         try:
             for s in self.slots:
-                s.start(self.nbytes, self.prestarted)
+                s.start(self.nbytes)
             while not self._step():
                 pass
             result = self._collect(time.perf_counter() - t0)

@@ -559,13 +559,8 @@ def _with_residuals(plan, plan_for, group, period):
 
 def run_group(group: Group, plan, settings: Settings, log, *,
               progress: Optional[Callable[[int, int, int], None]] = None,
-              should_stop: Optional[Callable[[], Optional[int]]] = None,
-              prestarted=None):
+              should_stop: Optional[Callable[[], Optional[int]]] = None):
     """Compute the group's statistics (merged with the loaded ones).
-
-    ``prestarted``: worker processes started before the plan existed
-    (``prestart.Prestarted``); those the plan does not use are stopped
-    before the run begins, the others do its work.
 
     Returns
     -------
@@ -619,13 +614,9 @@ def run_group(group: Group, plan, settings: Settings, log, *,
         statsio.save_stats(settings.checkpoint, snapshot)
         log.detail(f"checkpoint: {snapshot.n} images saved to {settings.checkpoint}")
 
-    if prestarted is not None:
-        # before anything is allocated: the plan counts only its own workers
-        prestarted.keep(plan.workers if plan.workers > 1 else 0)
     try:
         result = engine.run(job, progress=progress, should_stop=should_stop,
-                            on_checkpoint=save_checkpoint if settings.checkpoint else None,
-                            prestarted=prestarted)
+                            on_checkpoint=save_checkpoint if settings.checkpoint else None)
     except engine.Interrupted as exc:
         for path, reason in exc.result.skipped:
             log.skip(path, reason)
@@ -726,19 +717,17 @@ def detect_lines(stats: Stats, *, threads: int = 1, cancel=None) -> list:
 
 
 def analyse_group(group: Group, plan, settings: Settings, log, *, started=None,
-                  progress=None, should_stop=None, prestarted=None) -> Analysis:
+                  progress=None, should_stop=None) -> Analysis:
     """Run, detect and wrap up one planned group (steps 3 and 4).
 
     Parameters
     ----------
     started : float, optional
         ``time.perf_counter()`` at the start of the input step (for ``seconds``).
-    prestarted : prestart.Prestarted, optional
-        Worker processes that wait for their job (see :func:`run_group`).
     """
     started = time.perf_counter() if started is None else started
     stats, result = run_group(group, plan, settings, log, progress=progress,
-                              should_stop=should_stop, prestarted=prestarted)
+                              should_stop=should_stop)
     # the workers have exited: detection and the line test take their
     # CPUs, as the plan counted them (issue 10; the merge does the same)
     from .budget import finish_threads

@@ -47,8 +47,7 @@ def _workers(proc):
 
 
 def _attached(worker):
-    """Whether ``worker`` has its segment mapped (it has its job: the
-    command starts its workers before they have one)."""
+    """Whether ``worker`` has its segment mapped (it has started its work)."""
     try:
         return any(shm.PREFIX in m.path for m in worker.memory_maps())
     except psutil.Error:
