@@ -81,6 +81,18 @@ static void release_all(Buffers *b)
 }
 
 /* Acquire a C-contiguous buffer of obj; writable when asked. */
+/* The first n items of a tuple as floats; 0 with a Python error set when
+ * one is not a number. */
+static int floats_of(PyObject *tuple, float *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        out[i] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(tuple, i));
+        if (PyErr_Occurred())
+            return 0;
+    }
+    return 1;
+}
+
 static void *grab(Buffers *b, PyObject *obj, int writable, Py_ssize_t *len)
 {
     if (b->count >= (int)(sizeof(b->views) / sizeof(b->views[0]))) {
@@ -1238,11 +1250,8 @@ static PyObject *py_residual(PyObject *self, PyObject *args)
         return NULL;
     }
     float ycc_c[8];
-    for (int i = 0; i < 8; i++) {
-        ycc_c[i] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(consts, i));
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    if (!floats_of(consts, ycc_c, 8))
+        return NULL;
     Py_buffer img[MAX_BATCH], acc;
     Frame fr[MAX_BATCH];
     int got = 0, ok = 0, have_acc = 0;
@@ -1480,11 +1489,8 @@ static PyObject *py_candidates(PyObject *self, PyObject *args)
         return NULL;
     }
     float thr[8];
-    for (int i = 0; i < 8; i++) {
-        thr[i] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(thr_t, i));
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    if (!floats_of(thr_t, thr, 8))
+        return NULL;
     Py_buffer views[2 * CAND_SOURCES];
     RowSrc ms[CAND_SOURCES], vs[CAND_SOURCES];
     Buffers bufs;
