@@ -23,8 +23,8 @@ start-up alone (the wall and CPU columns then measure that part only).
 
 Example::
 
-    git worktree add /tmp/before <commit before>   # and build it in place
-    python scripts/startup_ab.py before=/tmp/before now=. \\
+    git worktree add ../before <commit before>   # and build it in place
+    python scripts/startup_ab.py before=../before now=. \\
         --set 24MP '/photos/big/*.jpg' --set 6MP '/photos/small/*.jpg' --rounds 5
 """
 from __future__ import annotations
