@@ -103,18 +103,14 @@ def _log_gamma_q(a, x):
     """``log Q(a, x)``, the regularized upper incomplete gamma function."""
     log_front = -x + a * math.log(x) - math.lgamma(a)
     if x > a + 1.0:
-        # Q = front / (x + 1 - a - 1 (1 - a) / (x + 3 - a - ...)), as 1 / cf
-        def coefficient(m):
-            return -m * (m - a)
-        # the fraction b0 + a1 / (b1 + a2 / (b2 + ...)) with b_m = x + 2m + 1 - a,
-        # rescaled to unit denominators for _lentz
-        scale = [x + 1.0 - a]
-
+        # Q = front / (x + 1 - a - 1 (1 - a) / (x + 3 - a - ...)), as 1 / cf:
+        # the fraction b0 + a1 / (b1 + a2 / (b2 + ...)) with a_m = -m (m - a)
+        # and b_m = x + 2m + 1 - a, rescaled to unit denominators for _lentz
         def unit(m):
             bm1 = x + 2 * (m - 1) + 1.0 - a
             bm = x + 2 * m + 1.0 - a
-            return coefficient(m) / (bm1 * bm)
-        cf = _lentz(unit, 1.0) * scale[0]
+            return -m * (m - a) / (bm1 * bm)
+        cf = _lentz(unit, 1.0) * (x + 1.0 - a)
         return log_front - math.log(cf)
     # the series of P, then Q = 1 - P (Q is not small here)
     term = total = 1.0 / a
