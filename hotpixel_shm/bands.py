@@ -685,10 +685,7 @@ def frame_reader(plane):
 def as_reader(mean, var):
     """The :class:`BandReader` behind two planes: their reader when both are
     whole-frame :class:`BandArray` views of one, else one over the arrays."""
-    if isinstance(mean, BandArray) and isinstance(var, BandArray) and mean.reader is var.reader \
-            and mean.shape == var.shape and mean.shape[:2] == mean.reader.shape[:2] \
-            and mean._rows == (0, 1, mean.reader.shape[0]) and mean._cols == (0, 1, mean.reader.shape[1]) \
-            and not isinstance(mean._chan, int) and mean._chan == (0, 1, mean.reader.shape[2]) \
-            and var._rows == mean._rows and var._cols == mean._cols and var._chan == mean._chan:
-        return mean.reader
+    reader = frame_reader(mean)
+    if reader is not None and frame_reader(var) is reader:
+        return reader
     return ArrayBands(np.asarray(mean), np.asarray(var))

@@ -35,7 +35,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import kernels
-from .bands import BandArray, map_ordered
+from .bands import BandArray, frame_reader, map_ordered
 from .errors import HotPixelError
 from .model import KIND_CODES, KINDS, Defect
 
@@ -745,12 +745,11 @@ class _ChannelRows:
         channel of the reader's cached bands when the plane is a whole
         frame's (no copy of the band), else ``[self[lo:hi]]``."""
         src = self._shared.source
-        whole = isinstance(src, BandArray) and not isinstance(src._chan, int) and \
-            (src._rows, src._cols, src._chan) == tuple((0, 1, n) for n in src.reader.shape)
-        if not whole:
+        reader = frame_reader(src)
+        if reader is None:
             return [self[lo:hi]]
         return [(m if src.which == "mean" else v)[:, :, self._channel]
-                for _, _, m, v in src.reader._views(lo, hi)]
+                for _, _, m, v in reader._views(lo, hi)]
 
     def copy_rows(self, dst, lo, hi):
         """``np.copyto(dst, self[lo:hi], casting="unsafe")``, from
