@@ -343,3 +343,23 @@ def test_startup_ab_can_stop_each_command_after_the_first_decoded_photos(tmp_pat
     rows = [ln.split() for ln in capsys.readouterr().out.splitlines()[1:]]
     assert [(r[0], r[1]) for r in rows] == [("tiny", "a")]     # no --plan row
     assert len(rows[0]) == 8 and 0 < float(rows[0][4]) <= float(rows[0][2])
+
+
+def test_parent_ab_times_each_stage_and_compares_the_results(tmp_path, capsys):
+    """scripts/parent_ab.py: this checkout against itself with the numpy
+    kernels, one round on the statistics of a tiny set."""
+    from conftest import make_frames, write_images
+    paths, _ = write_images(tmp_path, make_frames(4, (24, 32, 3), seed=5))
+    stats = tmp_path / "stats.npz"
+    proc = subprocess.run([sys.executable, "-m", "hotpixel_shm", "--workers", "1", "-q",
+                           "--save-stats", str(stats), *paths],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ab = _load(os.path.join(SCRIPTS, "parent_ab.py"), "hotpixel_parent_ab_script")
+    here = os.path.dirname(SCRIPTS)
+    assert ab.main([str(stats), f"c={here}", f"n={here}:HOTPIXEL_SHM_KERNELS=numpy",
+                    "--rounds", "1"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["detect", "residual", "lines"]
+    for r in rows:
+        assert float(r[1]) > 0 and float(r[2]) > 0 and r[3] == "yes"
