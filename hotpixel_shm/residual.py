@@ -597,18 +597,26 @@ class ResidualAccumulator:
         means, variances = [], []
         inv = np.float32(1.0 / n)
         for s, q in zip(self.sums, self.squares):
-            m = np.multiply(s, inv, out=s if in_place else None)
-            v = np.multiply(q, inv, out=q if in_place else None)
+            m = s if in_place else s.copy()
+            v = q if in_place else q.copy()
             for y0 in range(0, m.shape[0], _BAND):      # no image-sized temporary
-                mb = m[y0:y0 + _BAND]
-                v[y0:y0 + _BAND] -= mb * mb
-            np.maximum(v, 0, out=v)
+                _finish_rows(m[y0:y0 + _BAND], v[y0:y0 + _BAND], inv)
             means.append(m)
             variances.append(v)
         # the level sums as means over the frames (they merge as means do)
         levels = [np.multiply(a, inv, out=a if in_place else None) for a in self.levels]
         return Residuals(n=n, layout=self.layout, mean=means, var=variances,
                          levels=levels or None)
+
+
+def _finish_rows(m, v, inv):
+    """Rows of a plane's sums ``m`` and sums of squares ``v``, in place, as
+    the mean and the population variance: ``m * inv`` and ``v * inv - m *
+    m``, at least 0 (``inv``: one over the frames, float32)."""
+    np.multiply(m, inv, out=m)
+    np.multiply(v, inv, out=v)
+    v -= m * m
+    np.maximum(v, 0, out=v)
 
 
 @dataclass
@@ -685,12 +693,10 @@ def sum_residuals(accs, threads: int = 1) -> Optional[Residuals]:
         for o in others:
             for dst, name in zip(own, names):
                 dst += getattr(o, name)[k][y0:y1]
-        for dst in own:
-            np.multiply(dst, inv, out=dst)
         if len(own) == 2:
-            m, v = own      # as finish(): v = q / n - m * m, at least 0
-            v -= m * m
-            np.maximum(v, 0, out=v)
+            _finish_rows(own[0], own[1], inv)
+        else:
+            np.multiply(own[0], inv, out=own[0])
 
     for _ in map_ordered(fold, items, threads):
         pass
