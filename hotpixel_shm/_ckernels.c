@@ -80,7 +80,6 @@ static void release_all(Buffers *b)
     b->count = 0;
 }
 
-/* Acquire a C-contiguous buffer of obj; writable when asked. */
 /* The first n items of a tuple as floats; 0 with a Python error set when
  * one is not a number. */
 static int floats_of(PyObject *tuple, float *out, int n)
@@ -93,6 +92,7 @@ static int floats_of(PyObject *tuple, float *out, int n)
     return 1;
 }
 
+/* Acquire a C-contiguous buffer of obj; writable when asked. */
 static void *grab(Buffers *b, PyObject *obj, int writable, Py_ssize_t *len)
 {
     if (b->count >= (int)(sizeof(b->views) / sizeof(b->views[0]))) {
