@@ -1025,24 +1025,15 @@ static void level_add_rows(float *restrict rl, float *restrict ll, float *restri
 static void residual_row(const float *up, const float *cen, const float *dn, Py_ssize_t w,
                          Py_ssize_t r, float *restrict out)
 {
-    Py_ssize_t lo = w > r ? r : w, hi = w > r ? (w - r > r ? w - r : r) : w;
-    Py_ssize_t edge = r < w - r ? r : w - r;
-    for (Py_ssize_t x = 0; x < w; x++) {
-        if (x == lo)
-            x = hi;
-        if (x >= w)
-            break;
-        float L, R;
-        if (w <= r) {
-            L = R = cen[x];
-        } else {
-            L = x >= r ? cen[x - r] : (x < edge ? cen[x + r] : cen[x]);
-            R = x >= w - edge ? cen[x - r] : (x < w - r ? cen[x + r] : cen[x]);
-        }
-        out[x] = resid(up[x], dn[x], L, R, cen[x]);
-    }
+    /* r <= x < w - r: both sides inside the row (as in level_row) */
+    const Py_ssize_t lo = w > r ? r : w, hi = w - r > lo ? w - r : lo;
     for (Py_ssize_t x = lo; x < hi; x++)
         out[x] = resid(up[x], dn[x], cen[x - r], cen[x + r], cen[x]);
+    for (Py_ssize_t x = 0; x < w; x = (x + 1 == lo && hi > lo) ? hi : x + 1) {
+        float L, R;
+        sides(cen, w, r, x, &L, &R);
+        out[x] = resid(up[x], dn[x], L, R, cen[x]);
+    }
 }
 
 /* The K frames' residual rows (frame j's at res[j] + off) added to the sums
