@@ -1101,10 +1101,10 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
      * RGB photos, of every step of a band (RES_BAND steps: two Y rows, the
      * Cb and Cr rows, then the level values of Cb and of Cr, 2 w + 8 wp
      * floats a step), but for the last frame of the batch, of one step */
-    const Py_ssize_t rows = ycc ? 4 : c, step = 2 * w + 8 * wp;
+    const Py_ssize_t step = 2 * w + 8 * wp;
     Rings *rg = calloc((size_t)K, sizeof(Rings));
     float *res = malloc(sizeof(float) * (ycc ? ((size_t)(K - 1) * RES_BAND + 1) * (size_t)step
-                                             : (size_t)K * (size_t)rows * (size_t)w));
+                                             : (size_t)K * (size_t)c * (size_t)w));
     float *tmp = malloc(sizeof(float) * (3 * (size_t)w + (size_t)wp));
     /* Pixel rows in use at once: a residual row's 2 reach + 1; for RGB
      * photos, step i (chroma row i) reads rows 2i - reach (the luma
@@ -1132,7 +1132,7 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
     const float *src[MAX_BATCH];
     if (!ycc) {
         for (int j = 0; j < K; j++)
-            src[j] = res + j * rows * w;
+            src[j] = res + j * c * w;
         for (Py_ssize_t y = 0; y < h; y++) {
             for (int j = 0; j < K; j++) {
                 const float *up = pixel_row(&rg[j].pix, fr + j, reflect(y - reach, h, reach), 0);
@@ -1140,7 +1140,7 @@ HOT_LOOP static int residual_frames(const Frame *fr, int K, int ycc, Py_ssize_t 
                 const float *cen = pixel_row(&rg[j].pix, fr + j, y, 0);
                 for (Py_ssize_t k = 0; k < c; k++)
                     residual_row(up + k * w, cen + k * w, dn + k * w, w, reach,
-                                 res + (j * rows + k) * w);
+                                 res + (j * c + k) * w);
             }
             for (Py_ssize_t k = 0; k < c; k++) {
                 float *s = flat + k * h * w + y * w;
