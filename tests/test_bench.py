@@ -43,14 +43,20 @@ def article_mod():
 def bench_run(tmp_path_factory):
     """The whole default benchmark on 4 images of 64x48, one round."""
     out = tmp_path_factory.mktemp("bench-out")
+    result, stdout = _run_bench(out, "bench.json", "--count", "4", "--small-count", "2")
+    return out, result, stdout
+
+
+def _run_bench(out, json_name, *args):
+    """``scripts/bench.py`` in a new interpreter on 64x48 images, one round,
+    writing into ``out``: the JSON file ``json_name`` it wrote, and its stdout."""
     proc = subprocess.run(
-        [sys.executable, BENCH, "--count", "4", "--width", "64", "--height", "48",
-         "--rounds", "1", "--small-count", "2", "--out", str(out)],
+        [sys.executable, BENCH, "--width", "64", "--height", "48", "--rounds", "1",
+         "--out", str(out), *args],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    with open(out / "bench.json", encoding="utf-8") as fh:
-        result = json.load(fh)
-    return out, result, proc.stdout
+    with open(os.path.join(out, json_name), encoding="utf-8") as fh:
+        return json.load(fh), proc.stdout
 
 
 def _numbers(v):
@@ -96,15 +102,8 @@ def test_every_row_and_ratio_in_json(bench_run, bench_mod):
 
 
 def test_only_filters_the_small_set_too(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, BENCH, "--count", "3", "--width", "64", "--height", "48",
-         "--rounds", "1", "--small-count", "2", "--out", str(out),
-         "--only", "decode-pillow", "hps-float32"],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with open(out / "bench.json", encoding="utf-8") as fh:
-        result = json.load(fh)
+    result, _ = _run_bench(tmp_path / "out", "bench.json", "--count", "3", "--small-count", "2",
+                           "--only", "decode-pillow", "hps-float32")
     assert [r["name"] for r in result["rows"]] == ["decode-pillow", "hps-float32"]
     # the small set has no tier rows: only the decode bound asked for
     assert [r["name"] for r in result["small"]["rows"]] == ["decode-pillow"]
@@ -194,14 +193,8 @@ def test_kernels_mode_writes_every_tier(tmp_path, bench_mod):
 
 
 def test_scaling_mode(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, BENCH, "--scaling", "--scaling-counts", "2,3", "--width", "64",
-         "--height", "48", "--rounds", "1", "--out", str(tmp_path),
-         "--only", "decode-simplejpeg", "hps-default"],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with open(tmp_path / "bench-scaling.json", encoding="utf-8") as fh:
-        result = json.load(fh)
+    result, _ = _run_bench(tmp_path, "bench-scaling.json", "--scaling", "--scaling-counts", "2,3",
+                           "--only", "decode-simplejpeg", "hps-default")
     assert result["scaling"]["counts"] == [2, 3]
     assert [(r["count"], r["name"]) for r in result["rows"]] == [
         (2, "decode-simplejpeg"), (2, "hps-default"), (3, "decode-simplejpeg"), (3, "hps-default")]
