@@ -438,11 +438,7 @@ def _worker_main(conn, parent_pid, spec):
     _set_pdeathsig(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         _orphaned(spec.seg_name)
-    _work(conn, parent_pid, spec)
-
-
-def _work(conn, parent_pid, spec: _WorkerSpec):
-    """Attach the segment of ``spec``, then take files until told to stop."""
+    # attach the segment, then take files until told to stop
     seg_name, shape, rows = spec.seg_name, spec.shape, spec.rows
     seg = _shm.Segment.attach(seg_name)
     acc_shape = _acc_shape(shape, rows)
