@@ -111,8 +111,9 @@ def run_once(checkout, args, hook_dir, log, stop_after=0):
     err = p.communicate()[1]
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0 and not (stop_after and p.returncode == -signal.SIGTERM) \
-            and not (stop_after and p.returncode == 128 + signal.SIGTERM):
+    # stopped: killed by the signal, or exited with its status (the command's own handling)
+    stopped = stop_after and p.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
+    if p.returncode != 0 and not stopped:
         raise SystemExit(f"{path}: exit {p.returncode}: {err.strip()[-500:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, _firsts(log, t0)
