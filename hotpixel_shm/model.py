@@ -191,33 +191,27 @@ class Stats:
         fast = noted(k) if noted is not None else None
         if fast is not None:
             # noted by the reader as detection read each band (issue 10)
-            (low, high, mean), pairs = fast
-            lowest = []
-            for i, val in pairs:
-                y, rem = divmod(int(i), w * c)
-                x, ch = divmod(rem, c)
-                lowest.append((x, y, ch, float(val)))
-            result = ((low, high, mean), lowest)
-            self._variance_summary = (k, result)
-            return result
-        low, high, total, count = np.inf, -np.inf, 0.0, 0
-        best_idx = np.zeros(0, np.int64)
-        best_val = np.zeros(0, np.float64)
-        for y0, _, _, v in self.bands():
-            low = min(low, float(v.min()))
-            high = max(high, float(v.max()))
-            total += float(v.sum(dtype=np.float64))
-            count += v.size
-            flat = v.reshape(-1)
-            for s in range(0, flat.size, _LOWEST_CHUNK):
-                best_idx, best_val = keep_lowest(best_idx, best_val, flat[s:s + _LOWEST_CHUNK],
-                                                 y0 * w * c + s, k)
+            span, pairs = fast
+        else:
+            low, high, total, count = np.inf, -np.inf, 0.0, 0
+            best_idx = np.zeros(0, np.int64)
+            best_val = np.zeros(0, np.float64)
+            for y0, _, _, v in self.bands():
+                low = min(low, float(v.min()))
+                high = max(high, float(v.max()))
+                total += float(v.sum(dtype=np.float64))
+                count += v.size
+                flat = v.reshape(-1)
+                for s in range(0, flat.size, _LOWEST_CHUNK):
+                    best_idx, best_val = keep_lowest(best_idx, best_val,
+                                                     flat[s:s + _LOWEST_CHUNK], y0 * w * c + s, k)
+            span, pairs = (low, high, total / count), zip(best_idx, best_val)
         lowest = []
-        for i, val in zip(best_idx, best_val):
+        for i, val in pairs:     # storage index -> (x, y, channel)
             y, rem = divmod(int(i), w * c)
             x, ch = divmod(rem, c)
             lowest.append((x, y, ch, float(val)))
-        result = ((low, high, total / count), lowest)
+        result = (span, lowest)
         self._variance_summary = (k, result)
         return result
 
