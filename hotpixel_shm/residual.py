@@ -237,7 +237,9 @@ def scratch_bytes(layout: ResidualLayout, batch: int = 1, compiled: bool = True)
     batch : int
         Frames per call (K).
     compiled : bool
-        The compiled kernel's rings (a few rows per frame of the pass) or
+        The compiled kernel's rings (a few rows per frame of the pass) and,
+        for RGB photos, its band scratch (32 chroma rows per frame but the
+        last, and one step's rows), or
         the numpy reference's band temporaries (independent of K: it takes
         the frames one at a time).
 
